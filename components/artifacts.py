@@ -1,0 +1,27 @@
+"""Artifact types this project adds to the TFX standard ones.
+
+Each lives in a folder (`uri`); the files inside are the contract with later steps.
+"""
+
+from tfx.types.artifact import Artifact
+
+
+class LabelMap(Artifact):
+    """Contiguous 1-based class labels and their names.
+
+    Files: `label_map.json` ({"classes": [{"id", "name", "source_key"}]}), `labels.txt` (one name
+    a line, line i = label i + 1: the TFLite metadata convention), `label_map.pbtxt` (TF OD API).
+    """
+
+    TYPE_NAME = "LitedetLabelMap"
+
+
+class QuarantinedRecords(Artifact):
+    """Images the ExampleGen could not use, each with its reason.
+
+    Files: `quarantine.jsonl` (one JSON object per image: source_id, split, image, reason,
+    detail) and `summary.json` (counts of examples per split, objects per class, and quarantined
+    images per reason).
+    """
+
+    TYPE_NAME = "LitedetQuarantinedRecords"

@@ -1,0 +1,208 @@
+"""Annotation parsers: COCO JSON and Pascal VOC XML into format-neutral `ImageRecord`s.
+
+A malformed annotation file raises `AnnotationError` naming the file and what is wrong: one bad
+file means the dataset description itself is broken, so the component fails rather than guessing.
+Problems of a single image (an unknown category, say) are not errors here; they travel with the
+record and the image is quarantined later, with everything else that is wrong with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import xml.etree.ElementTree as ElementTree
+from typing import Dict, List, Optional, Tuple
+
+from components.example_gen.config import DatasetConfig
+
+
+class AnnotationError(ValueError):
+    """An annotation file that cannot be read; the message names the file and the reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectAnnotation:
+    category: str  # the dataset's own key: a COCO category id, a VOC class name, a TFRecord label
+    # Pixel box (xmin, ymin, xmax, ymax), continuous coordinates: the image spans [0, width].
+    box: Tuple[float, float, float, float]
+    is_crowd: bool = False
+    difficult: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    source_id: str
+    split: str
+    image_path: str = ""  # empty when the bytes travel with the record (TFRecord input)
+    image_bytes: bytes = b""
+    width: Optional[int] = None  # as declared by the annotation, checked against the pixels
+    height: Optional[int] = None
+    objects: Tuple[ObjectAnnotation, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelMap:
+    """Dataset category keys -> contiguous 1-based labels, in a stable order."""
+
+    keys: Tuple[str, ...]
+    names: Tuple[str, ...]
+
+    def label_of(self, key: str) -> Optional[int]:
+        try:
+            return self.keys.index(key) + 1
+        except ValueError:
+            return None
+
+    def name_of(self, label: int) -> str:
+        return self.names[label - 1]
+
+    def to_dict(self) -> dict:
+        return {"classes": [{"id": i + 1, "name": name, "source_key": key}
+                            for i, (key, name) in enumerate(zip(self.keys, self.names))]}
+
+
+def _load_json(path: str) -> dict:
+    # tf.io.gfile reads local, gs:// and s3:// alike; imported here to keep module import light.
+    import tensorflow as tf
+
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            return json.loads(f.read())
+    except tf.errors.NotFoundError as e:
+        raise AnnotationError(f"{path}: annotation file not found") from e
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AnnotationError(f"{path}: not valid JSON ({e})") from e
+
+
+def _require(condition: bool, path: str, message: str) -> None:
+    if not condition:
+        raise AnnotationError(f"{path}: {message}")
+
+
+def _number_list(value, length: int) -> bool:
+    return (isinstance(value, list) and len(value) == length
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+
+def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
+    """Reads every COCO file in `config.sources`; labels follow the category ids' order."""
+    images_dir = os.path.join(config.root, config.default_images_dir())
+    records: List[ImageRecord] = []
+    categories: Dict[int, str] = {}
+    for split, relative in config.sources.items():
+        path = os.path.join(config.root, relative)
+        data = _load_json(path)
+        _require(isinstance(data, dict), path, "top level must be a JSON object")
+        for field in ("images", "annotations", "categories"):
+            _require(isinstance(data.get(field), list), path, f"missing list field '{field}'")
+        for i, cat in enumerate(data["categories"]):
+            _require(isinstance(cat, dict) and isinstance(cat.get("id"), int)
+                     and isinstance(cat.get("name"), str),
+                     path, f"categories[{i}] needs an integer 'id' and a string 'name'")
+            if categories.setdefault(cat["id"], cat["name"]) != cat["name"]:
+                raise AnnotationError(
+                    f"{path}: category id {cat['id']} is named {cat['name']!r} here but "
+                    f"{categories[cat['id']]!r} in another annotation file")
+        objects_by_image: Dict[int, List[ObjectAnnotation]] = {}
+        for i, ann in enumerate(data["annotations"]):
+            _require(isinstance(ann, dict) and isinstance(ann.get("image_id"), int),
+                     path, f"annotations[{i}] needs an integer 'image_id'")
+            _require(_number_list(ann.get("bbox"), 4), path,
+                     f"annotations[{i}] (id {ann.get('id')}): 'bbox' must be [x, y, width, height]")
+            x, y, w, h = ann["bbox"]
+            objects_by_image.setdefault(ann["image_id"], []).append(ObjectAnnotation(
+                category=str(ann.get("category_id")),
+                box=(float(x), float(y), float(x + w), float(y + h)),
+                is_crowd=bool(ann.get("iscrowd", 0))))
+        for i, img in enumerate(data["images"]):
+            _require(isinstance(img, dict) and isinstance(img.get("id"), int)
+                     and isinstance(img.get("file_name"), str),
+                     path, f"images[{i}] needs an integer 'id' and a string 'file_name'")
+            records.append(ImageRecord(
+                source_id=str(img["id"]), split=split,
+                image_path=os.path.join(images_dir, img["file_name"]),
+                width=img.get("width"), height=img.get("height"),
+                objects=tuple(objects_by_image.get(img["id"], ()))))
+    ordered = sorted(categories)
+    return records, LabelMap(keys=tuple(str(c) for c in ordered),
+                             names=tuple(categories[c] for c in ordered))
+
+
+def _voc_text(node: ElementTree.Element, tag: str, path: str) -> str:
+    child = node.find(tag)
+    _require(child is not None and child.text is not None and child.text.strip(), path,
+             f"<{node.tag}> has no <{tag}>")
+    return child.text.strip()
+
+
+def _voc_number(node: ElementTree.Element, tag: str, path: str) -> float:
+    text = _voc_text(node, tag, path)
+    try:
+        return float(text)
+    except ValueError as e:
+        raise AnnotationError(f"{path}: <{tag}> is {text!r}, not a number") from e
+
+
+def parse_voc_xml(path: str, xml_bytes: bytes, images_dir: str, split: str) -> ImageRecord:
+    """One VOC annotation file -> record. VOC pixels are 1-based and inclusive: a box over pixels
+    1..W covers [0, W] in continuous coordinates, hence the `- 1` on the minimum corner."""
+    try:
+        root = ElementTree.fromstring(xml_bytes)
+    except ElementTree.ParseError as e:
+        raise AnnotationError(f"{path}: malformed XML ({e})") from e
+    _require(root.tag == "annotation", path, f"root element is <{root.tag}>, not <annotation>")
+    filename = _voc_text(root, "filename", path)
+    size = root.find("size")
+    width = height = None
+    if size is not None:
+        width, height = int(_voc_number(size, "width", path)), int(_voc_number(size, "height", path))
+    objects = []
+    for obj in root.findall("object"):
+        bndbox = obj.find("bndbox")
+        _require(bndbox is not None, path, "<object> has no <bndbox>")
+        xmin, ymin = _voc_number(bndbox, "xmin", path), _voc_number(bndbox, "ymin", path)
+        xmax, ymax = _voc_number(bndbox, "xmax", path), _voc_number(bndbox, "ymax", path)
+        difficult = obj.find("difficult")
+        objects.append(ObjectAnnotation(
+            category=_voc_text(obj, "name", path),
+            box=(xmin - 1.0, ymin - 1.0, xmax, ymax),
+            difficult=difficult is not None and (difficult.text or "0").strip() == "1"))
+    return ImageRecord(source_id=os.path.splitext(filename)[0], split=split,
+                       image_path=os.path.join(images_dir, filename),
+                       width=width, height=height, objects=tuple(objects))
+
+
+def _voc_annotation_files(config: DatasetConfig, source: str) -> List[str]:
+    import tensorflow as tf
+
+    annotations_dir = os.path.join(config.root, config.annotations_dir)
+    path = os.path.join(config.root, source)
+    if tf.io.gfile.isdir(path):
+        return sorted(os.path.join(path, name) for name in tf.io.gfile.listdir(path)
+                      if name.endswith(".xml"))
+    try:
+        with tf.io.gfile.GFile(path, "r") as f:
+            # Image-set lines are "<id>" or "<id> <flag>" (the per-class lists).
+            ids = [line.split()[0] for line in f.read().splitlines() if line.strip()]
+    except tf.errors.NotFoundError as e:
+        raise AnnotationError(f"{path}: image-set file not found") from e
+    return [os.path.join(annotations_dir, image_id + ".xml") for image_id in ids]
+
+
+def read_voc(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
+    """Reads every VOC file the sources name; labels follow `class_names`, else sorted names."""
+    import tensorflow as tf
+
+    images_dir = os.path.join(config.root, config.default_images_dir())
+    records = []
+    for split, source in config.sources.items():
+        for path in _voc_annotation_files(config, source):
+            try:
+                with tf.io.gfile.GFile(path, "rb") as f:
+                    xml_bytes = f.read()
+            except tf.errors.NotFoundError as e:
+                raise AnnotationError(f"{path}: annotation file not found") from e
+            records.append(parse_voc_xml(path, xml_bytes, images_dir, split))
+    names = config.class_names or sorted({o.category for r in records for o in r.objects})
+    return records, LabelMap(keys=tuple(names), names=tuple(names))

@@ -1,0 +1,110 @@
+"""What the detection ExampleGen reads: one dataset description, validated up front.
+
+A dataset is a folder (`root`) in one of three formats:
+
+- ``coco``: COCO JSON annotation files; images under ``images_dir``, addressed by each image's
+  ``file_name``.
+- ``voc``: Pascal VOC XML files in ``annotations_dir``; images in ``images_dir``. A source is an
+  image-set list (``ImageSets/Main/train.txt``) or the annotations folder itself (every XML).
+- ``tfrecord``: TFRecord files of tf.Examples already in TF Object Detection API form; a source is
+  a glob pattern (``.gz`` files are read as GZIP).
+
+``sources`` maps a split name to its source, relative to ``root``. When the dataset has its own
+splits, name them here (``{"train": ..., "eval": ...}``). When ``split_ratios`` is set, every
+source is pooled and split again by a deterministic hash of the image id, in those ratios.
+
+No TensorFlow import here: the CLI validates configurations without paying for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Dict, List, Optional
+
+FORMATS = ("coco", "voc", "tfrecord")
+DEFAULT_MAX_OBJECTS_PER_IMAGE = 100
+
+
+class DatasetConfigError(ValueError):
+    """A dataset description that cannot be used; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    root: str
+    format: str
+    sources: Dict[str, str]
+    split_ratios: Optional[Dict[str, int]] = None
+    images_dir: str = ""
+    annotations_dir: str = "Annotations"
+    class_names: Optional[List[str]] = None
+    max_objects_per_image: int = DEFAULT_MAX_OBJECTS_PER_IMAGE
+    # Boxes may stick out of the image by this many pixels (rounding in the annotation tool) and
+    # are clipped; further out, the image is quarantined as `box_outside_image`.
+    clip_tolerance_px: float = 2.0
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise DatasetConfigError(
+                f"dataset.format: {self.format!r} is not one of {', '.join(FORMATS)}")
+        if not self.root:
+            raise DatasetConfigError("dataset.root: empty; give the dataset folder")
+        if not self.sources or not isinstance(self.sources, dict):
+            raise DatasetConfigError(
+                "dataset.sources: give at least one split, e.g. "
+                '{"train": "annotations/instances_train.json"}')
+        for split, source in self.sources.items():
+            _check_split_name("dataset.sources", split)
+            if not isinstance(source, str) or not source:
+                raise DatasetConfigError(f"dataset.sources.{split}: must be a non-empty path")
+        if self.split_ratios is not None:
+            if not self.split_ratios:
+                raise DatasetConfigError("dataset.split_ratios: empty; e.g. {\"train\": 4, \"eval\": 1}")
+            for split, ratio in self.split_ratios.items():
+                _check_split_name("dataset.split_ratios", split)
+                if not isinstance(ratio, int) or ratio <= 0:
+                    raise DatasetConfigError(
+                        f"dataset.split_ratios.{split}: {ratio!r} must be a positive integer")
+        if self.max_objects_per_image < 1:
+            raise DatasetConfigError(
+                f"dataset.max_objects_per_image: {self.max_objects_per_image} must be >= 1")
+        if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
+            raise DatasetConfigError("dataset.class_names: names must be unique")
+        if self.clip_tolerance_px < 0:
+            raise DatasetConfigError("dataset.clip_tolerance_px: must be >= 0")
+
+    @property
+    def output_splits(self) -> List[str]:
+        """The split names the ExampleGen writes, in a stable order."""
+        return list(self.split_ratios or self.sources)
+
+    def default_images_dir(self) -> str:
+        if self.images_dir:
+            return self.images_dir
+        return {"coco": "images", "voc": "JPEGImages", "tfrecord": ""}[self.format]
+
+    def with_root(self, root: str) -> "DatasetConfig":
+        return dataclasses.replace(self, root=root)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))  # key order = split order
+
+    @classmethod
+    def from_json(cls, text: str) -> "DatasetConfig":
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DatasetConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DatasetConfigError(
+                f"dataset: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+def _check_split_name(field: str, split: str) -> None:
+    if not isinstance(split, str) or not split.isidentifier():
+        raise DatasetConfigError(
+            f"{field}: split name {split!r} must be a simple identifier such as 'train' or 'eval'")

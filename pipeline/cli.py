@@ -1,0 +1,252 @@
+"""`litedet`: the one entry point. Verbs read like the job: demo, run, config, data.
+
+`litedet --help` and `litedet <verb> --help` import neither TFX nor TensorFlow, so they answer
+at once; the heavy imports happen inside the verbs that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import List, Optional
+
+EXAMPLES = {
+    "demo": """examples:
+  litedet demo                          # sample data, whole local pipeline, summary
+  litedet demo --num-train 1000         # a larger sample dataset
+  litedet demo --set transform.image_size=320""",
+    "run": """examples:
+  litedet run --config my_dataset.yaml
+  litedet run --config voc.yaml --set transform.resize_mode=letterbox
+  litedet run --set 'beam_pipeline_args=["--runner=FlinkRunner","--flink_master=host:8081"]'""",
+    "config": """examples:
+  litedet config                        # every setting with its default
+  litedet config --config my.yaml --set transform.max_boxes=50""",
+    "data": """examples:
+  litedet data synth --out data/shapes --num-train 2000
+  litedet data inspect --config my_dataset.yaml""",
+}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file of settings (see `litedet config`)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override one setting, e.g. transform.image_size=320 (repeatable)")
+    parser.add_argument("--output-dir", help="where runs keep artifacts and ML Metadata "
+                                             "(default: outputs/)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show every log line instead of progress only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="litedet",
+        description="Train a compact MobileNetV2 object detector in a TFX pipeline and ship it "
+                    "as TFLite.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `litedet <verb> --help` for a verb's options and examples.")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(name, help_text):
+        return verbs.add_parser(name, help=help_text, description=help_text,
+                                epilog=EXAMPLES.get(name),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    demo = verb("demo", "generate the sample data if missing and run the whole local pipeline")
+    _add_config_flags(demo)
+    demo.add_argument("--num-train", type=int, help="sample training images (default 400)")
+    demo.add_argument("--num-eval", type=int, help="sample evaluation images (default 100)")
+
+    run = verb("run", "run the local pipeline on your data and configuration")
+    _add_config_flags(run)
+
+    config = verb("config", "print the resolved configuration (defaults, file, overrides)")
+    _add_config_flags(config)
+
+    data = verb("data", "dataset tools: generate the sample set, inspect a dataset")
+    data_verbs = data.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
+    synth = data_verbs.add_parser("synth", help="write the synthetic shapes dataset (COCO form)")
+    synth.add_argument("--out", required=True, help="folder to write")
+    synth.add_argument("--num-train", type=int, default=400)
+    synth.add_argument("--num-eval", type=int, default=100)
+    synth.add_argument("--seed", type=int, default=0)
+    inspect = data_verbs.add_parser("inspect", help="read a dataset's annotations and report "
+                                                     "classes and counts (no pipeline run)")
+    _add_config_flags(inspect)
+    return parser
+
+
+class _Progress(logging.Handler):
+    """Turns the runner's component log lines into one progress line per step."""
+
+    MARKERS = (("is running.", "running"), ("A cached execution", "cached"),
+               ("is finished.", "done"))
+
+    def __init__(self, total: int):
+        super().__init__(logging.INFO)
+        self.total, self.done = total, 0
+        self.started, self.cached = time.time(), False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # The local runner runs one component at a time, so the lines come in order.
+        message = record.getMessage()
+        if message.startswith("Component ") and message.endswith(" is running."):
+            self.started, self.cached = time.time(), False
+            print(f"  [{self.done + 1}/{self.total}] {message.split()[1]} ...", flush=True)
+        elif message.startswith("A cached execution"):
+            self.cached = True
+        elif message.startswith("Component ") and message.endswith(" is finished."):
+            self.done += 1
+            how = "from cache" if self.cached else "done"
+            print(f"  [{self.done}/{self.total}] {message.split()[1]} {how} in "
+                  f"{time.time() - self.started:.1f} s", flush=True)
+
+
+def _setup_logging(config, verbose: bool) -> str:
+    """Everything goes to a log file under the output folder; the terminal shows progress."""
+    from absl import logging as absl_logging
+
+    log_dir = os.path.join(config.output_dir, "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    log_path = os.path.join(log_dir, time.strftime("run-%Y%m%d-%H%M%S.log"))
+    absl_logging.set_verbosity(absl_logging.INFO)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    file_handler = logging.FileHandler(log_path)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root.addHandler(file_handler)
+    absl_handler = absl_logging.get_absl_handler()
+    if not verbose:
+        absl_handler.setLevel(logging.ERROR)  # the progress lines replace the INFO stream
+    return log_path
+
+
+def _load(args, extra: Optional[List[str]] = None):
+    from pipeline import configs
+
+    overrides = list(extra or []) + list(args.overrides)
+    if getattr(args, "output_dir", None):
+        overrides.append(f"output_dir={args.output_dir}")
+    return configs.load_config(args.config, overrides)
+
+
+def _quiet_environment(verbose: bool) -> None:
+    """Set before TensorFlow loads; Beam's worker processes inherit it."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFX 1.16 is built on Keras 2
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
+        import warnings
+
+        warnings.simplefilter("ignore")
+
+
+def _run_pipeline(config, verbose: bool) -> int:
+    from pipeline import local_runner, run_summary
+
+    started = time.time()
+    if config.uses_sample_data:
+        s = config.sample_data
+        print(f"Sample data: {s.num_train} training and {s.num_eval} evaluation images "
+              f"(generated once, then cached)", flush=True)
+    dataset = local_runner.resolve_dataset(config)
+    print(f"Dataset: {dataset.format} at {dataset.root}", flush=True)
+    log_path = _setup_logging(config, verbose)
+    definition = local_runner.build(config, dataset)
+    progress = _Progress(total=len(definition.components))
+    logging.getLogger().addHandler(progress)
+    print(f"Running pipeline '{config.pipeline_name}' (log: {log_path})", flush=True)
+    try:
+        local_runner.execute(definition)
+    finally:
+        logging.getLogger().removeHandler(progress)
+    summary = run_summary.latest_run(os.path.abspath(config.metadata_path))
+    _print_summary(summary, time.time() - started, config)
+    return 0
+
+
+def _print_summary(summary, seconds: float, config) -> None:
+    data = summary.quarantine_summary()
+    kept = ", ".join(f"{split} {n}" for split, n in data["examples"].items())
+    quarantined = sum(data["quarantined"].values())
+    print(f"\nDone in {seconds:.0f} s (run {summary.run_id}).")
+    print(f"  images kept:       {kept}")
+    reasons = ", ".join(f"{r} {n}" for r, n in sorted(data["quarantined"].items()))
+    print(f"  quarantined:       {quarantined}" + (f" ({reasons})" if reasons else ""))
+    print(f"  objects per class: " + ", ".join(f"{c} {n}" for c, n in data["objects"].items()))
+    anomalies = {s: a for s, a in summary.anomalies().items() if a}
+    print(f"  schema anomalies:  " + ("none" if not anomalies else "; ".join(
+        f"{s}: {', '.join(a)}" for s, a in anomalies.items())))
+    example_gen = summary.components["DetectionExampleGen"]
+    transform = summary.components["Transform"]
+    print(f"  examples:          {example_gen.uri('examples')}")
+    print(f"  quarantine:        {example_gen.uri('quarantine')}")
+    print(f"  label map:         {example_gen.uri('label_map')}")
+    print(f"  transform graph:   {transform.uri('transform_graph')}")
+    print(f"  ML Metadata:       {config.metadata_path}")
+
+
+def _data(args) -> int:
+    if args.data_verb == "synth":
+        from pipeline import sample_data
+
+        started = time.time()
+        counts = sample_data.generate(args.out, num_train=args.num_train,
+                                      num_eval=args.num_eval, seed=args.seed)
+        print(f"Wrote {args.out} in {time.time() - started:.1f} s: {counts}")
+        return 0
+    config = _load(args)
+    from components.example_gen import annotations
+    from pipeline import local_runner
+
+    dataset = local_runner.resolve_dataset(config)
+    if dataset.format == "tfrecord":
+        print("inspect reads COCO and VOC annotations; for TFRecords run the pipeline: "
+              "its quarantine summary counts every record")
+        return 2
+    reader = annotations.read_coco if dataset.format == "coco" else annotations.read_voc
+    records, label_map = reader(dataset)
+    print(f"{dataset.format} dataset at {dataset.root}")
+    for split in dataset.sources:
+        split_records = [r for r in records if r.split == split]
+        objects = sum(len(r.objects) for r in split_records)
+        print(f"  {split}: {len(split_records)} images, {objects} objects")
+    print(f"  classes ({len(label_map.names)}): {', '.join(label_map.names)}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_environment(getattr(args, "verbose", False))
+    from pipeline.configs import ConfigError
+    from components.example_gen.annotations import AnnotationError
+
+    try:
+        if args.verb == "data":
+            return _data(args)
+        extra = []
+        if args.verb == "demo":
+            extra = [f"sample_data.{k}={v}" for k, v in
+                     (("num_train", args.num_train), ("num_eval", args.num_eval)) if v]
+        config = _load(args, extra)
+        if args.verb == "config":
+            import yaml
+
+            print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+            return 0
+        if args.verb == "demo" and not config.uses_sample_data:
+            print("litedet demo runs on the sample data; use `litedet run` for a dataset",
+                  file=sys.stderr)
+            return 2
+        return _run_pipeline(config, args.verbose)
+    except (ConfigError, AnnotationError) as e:
+        print(f"litedet: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""All settings of a litedet pipeline, with their defaults, in one place.
+
+A run's configuration is these defaults, then a YAML file (`litedet run --config my.yaml`), then
+`--set key.sub=value` flags. `litedet config` prints the result. Nothing here imports TFX or
+TensorFlow: the CLI reads and checks configurations before paying for those imports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+from components.example_gen.config import DatasetConfig, DatasetConfigError
+from components.features import RESIZE_MODES
+
+PIPELINE_NAME = "litedet"
+# The embedded sample dataset stands in when `dataset.root` is empty (pipeline/sample_data.py).
+SAMPLE_DATASET = "sample"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it."""
+
+
+@dataclasses.dataclass
+class SampleDataConfig:
+    num_train: int = 400
+    num_eval: int = 100
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class TransformConfig:
+    # 256 px: the input size at which MobileNetV2 trains at a usable speed on 2 CPU cores.
+    image_size: int = 256
+    resize_mode: str = "stretch"  # or "letterbox" (keeps the aspect ratio, pads)
+    # Also the ExampleGen's max_objects_per_image: images with more objects are quarantined,
+    # never cut.
+    max_boxes: int = 100
+    # Materialized transformed examples hold float pixels (~0.8 MB an image at 256 px). Fine at
+    # demo scale; for large datasets set false and let Trainer apply the transform graph.
+    materialize: bool = True
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    pipeline_name: str = PIPELINE_NAME
+    # Local runs keep everything (artifacts, ML Metadata SQLite) under this folder.
+    output_dir: str = "outputs"
+    dataset: Dict[str, Any] = dataclasses.field(default_factory=lambda: {
+        "root": SAMPLE_DATASET, "format": "coco",
+        "sources": {"train": "annotations/instances_train.json",
+                    "eval": "annotations/instances_eval.json"}})
+    sample_data: SampleDataConfig = dataclasses.field(default_factory=SampleDataConfig)
+    transform: TransformConfig = dataclasses.field(default_factory=TransformConfig)
+    schema_path: str = ""  # empty: the curated schemas/detection_raw.pbtxt
+    enable_cache: bool = True
+    # Passed unchanged to every Beam step. Locally: the DirectRunner on all cores in separate
+    # processes. For Dataflow, Flink or Spark give e.g. ["--runner=DataflowRunner", ...].
+    beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: [
+        "--direct_running_mode=multi_processing", "--direct_num_workers=0"])
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.output_dir, "pipeline_root", self.pipeline_name)
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.output_dir, "metadata", self.pipeline_name, "metadata.sqlite")
+
+    @property
+    def uses_sample_data(self) -> bool:
+        return self.dataset.get("root") == SAMPLE_DATASET
+
+    def dataset_config(self, sample_root: Optional[str] = None) -> DatasetConfig:
+        """The dataset as the ExampleGen reads it; `sample_root` replaces the sample marker."""
+        values = dict(self.dataset)
+        if self.uses_sample_data:
+            if sample_root is None:
+                raise ConfigError("dataset.root is 'sample': generate the sample data first")
+            values["root"] = sample_root
+        values.setdefault("max_objects_per_image", self.transform.max_boxes)
+        try:
+            return DatasetConfig.from_dict(values)
+        except (DatasetConfigError, TypeError) as e:
+            raise ConfigError(str(e)) from e
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _merge(target, values: dict, path: str = "") -> None:
+    """Sets dataclass fields from a nested dict, refusing unknown keys and wrong types."""
+    known = {f.name: f for f in dataclasses.fields(target)}
+    for key, value in values.items():
+        where = f"{path}{key}"
+        if key not in known:
+            raise ConfigError(f"{where}: unknown setting; known here: {', '.join(sorted(known))}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            _merge(current, value, where + ".")
+        elif isinstance(current, dict) and key == "dataset":
+            setattr(target, key, dict(value))  # a whole dataset description replaces the default
+        else:
+            setattr(target, key, _coerce(where, current, value))
+
+
+def _coerce(where: str, current, value):
+    if isinstance(current, bool):
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(current, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if isinstance(current, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if isinstance(current, list) and isinstance(value, str):
+        return json.loads(value) if value.startswith("[") else value.split()
+    return value
+
+
+def _parse_override(item: str) -> dict:
+    """'transform.image_size=320' -> {'transform': {'image_size': '320'}}; JSON values allowed."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. transform.image_size=320")
+    key, raw = item.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    nested: dict = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None
+                ) -> PipelineConfig:
+    config = PipelineConfig()
+    if path:
+        import yaml  # PyYAML comes with the TFX stack
+
+        try:
+            with open(path) as f:
+                values = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the configuration file ({e.strerror})") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of settings")
+        _merge(config, values)
+    for item in overrides or []:
+        _merge(config, _parse_override(item))
+    validate(config)
+    return config
+
+
+def validate(config: PipelineConfig) -> None:
+    t = config.transform
+    if t.resize_mode not in RESIZE_MODES:
+        raise ConfigError(f"transform.resize_mode: {t.resize_mode!r} is not one of "
+                          f"{', '.join(RESIZE_MODES)}")
+    # MobileNetV2 halves the resolution five times: other sizes lose border pixels.
+    if t.image_size < 64 or t.image_size % 32:
+        raise ConfigError(f"transform.image_size: {t.image_size} must be a multiple of 32, >= 64")
+    if t.max_boxes < 1:
+        raise ConfigError(f"transform.max_boxes: {t.max_boxes} must be >= 1")
+    if not config.uses_sample_data:
+        config.dataset_config()

@@ -1,0 +1,289 @@
+"""DetectionExampleGen: each input format, COCO's realities, every quarantine reason, splits."""
+
+import json
+import os
+
+import pytest
+
+from components.example_gen import annotations, records
+from components.example_gen.config import DatasetConfig, DatasetConfigError
+from components.example_gen.executor import EmptySplitError, hash_split
+from tests import datasets
+from tests.datasets import feature_values, image_bytes
+
+
+def run_example_gen(tmp_path, config: DatasetConfig):
+    """Runs the real executor (Beam DirectRunner, in process) into fresh artifact folders."""
+    from tfx.types import standard_artifacts
+
+    from components import artifacts
+    from components.example_gen.executor import Executor
+
+    outputs = {"examples": [standard_artifacts.Examples()],
+               "label_map": [artifacts.LabelMap()],
+               "quarantine": [artifacts.QuarantinedRecords()]}
+    for key, (artifact,) in outputs.items():
+        artifact.uri = str(tmp_path / "out" / key)
+    Executor().Do({}, outputs, {"dataset": config.to_json(), "input_base": config.root})
+    return {key: artifact.uri for key, (artifact,) in outputs.items()}, outputs
+
+
+def quarantine_lines(uri):
+    with open(os.path.join(uri, "quarantine.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def summary(uri):
+    with open(os.path.join(uri, "summary.json")) as f:
+        return json.load(f)
+
+
+GOOD = {"file_name": "good.jpg", "width": 200, "height": 100,
+        "anns": [(10, 20, 50, 40, 7, 0), (100, 10, 60, 80, 3, 0)]}
+
+
+# --- COCO ---------------------------------------------------------------------------------------
+
+def test_coco_boxes_labels_and_crowd(tmp_path):
+    crowd = {"file_name": "crowd.jpg", "width": 120, "height": 160,
+             "anns": [(0, 0, 30, 30, 3, 0), (40, 50, 60, 100, 7, 1)]}
+    empty = {"file_name": "empty.jpg", "width": 64, "height": 48, "anns": []}
+    sources = datasets.write_coco(str(tmp_path / "d"), {"train": [GOOD, crowd], "eval": [empty]})
+    config = DatasetConfig(root=str(tmp_path / "d"), format="coco", sources=sources)
+    uris, outputs = run_example_gen(tmp_path, config)
+
+    train = {feature_values(e, "image/filename")[0]: e
+             for e in datasets.read_examples(os.path.join(uris["examples"], "Split-train"))}
+    assert set(train) == {b"good.jpg", b"crowd.jpg"}
+    good = train[b"good.jpg"]
+    # bbox [x, y, w, h] px -> normalized (ymin, xmin, ymax, xmax); non-contiguous ids 3, 7 -> 1, 2
+    assert feature_values(good, "image/object/bbox/xmin") == pytest.approx([10 / 200, 100 / 200])
+    assert feature_values(good, "image/object/bbox/ymax") == pytest.approx([60 / 100, 90 / 100])
+    assert feature_values(good, "image/object/class/label") == [2, 1]
+    assert feature_values(good, "image/object/class/text") == [b"circle", b"square"]
+    assert feature_values(good, "image/height") == [100]
+    assert feature_values(good, "image/format") == [b"jpeg"]
+    assert feature_values(train[b"crowd.jpg"], "image/object/is_crowd") == [0, 1]
+    (empty_example,) = datasets.read_examples(os.path.join(uris["examples"], "Split-eval"))
+    assert feature_values(empty_example, "image/object/class/label") == []
+
+    with open(os.path.join(uris["label_map"], "label_map.json")) as f:
+        assert [c["name"] for c in json.load(f)["classes"]] == ["square", "circle"]
+    with open(os.path.join(uris["label_map"], "labels.txt")) as f:
+        assert f.read() == "square\ncircle\n"
+    assert outputs["examples"][0].split_names == '["train", "eval"]'
+    assert summary(uris["quarantine"])["examples"] == {"train": 2, "eval": 1}
+    assert quarantine_lines(uris["quarantine"]) == []
+
+
+def _bad_images():
+    """One image per per-image problem, with the reason it must be quarantined for."""
+    png = image_bytes(40, 40, fmt="PNG")
+    truncated = image_bytes(200, 100, [(10, 10, 50, 50)])
+    return [
+        ({"file_name": "missing.jpg", "width": 50, "height": 50, "anns": [], "bytes": False},
+         "missing_image"),
+        ({"file_name": "corrupt.jpg", "width": 50, "height": 50, "anns": [],
+          "bytes": b"\xff\xd8\xff" + b"garbage" * 50}, "corrupt_image"),
+        ({"file_name": "truncated.jpg", "width": 200, "height": 100, "anns": [],
+          "bytes": truncated[: len(truncated) // 2]}, "truncated_image"),
+        ({"file_name": "anim.gif", "width": 50, "height": 50, "anns": [],
+          "bytes": image_bytes(50, 50, fmt="GIF")}, "unsupported_format"),
+        ({"file_name": "lies.png", "width": 40, "height": 40, "anns": [], "bytes": png,
+          "declared": (80, 40)}, "size_mismatch"),
+        ({"file_name": "unknown.jpg", "width": 60, "height": 60,
+          "anns": [(5, 5, 10, 10, 99, 0)]}, "unknown_category"),
+        ({"file_name": "outside.jpg", "width": 60, "height": 60,
+          "anns": [(50, 50, 30, 30, 3, 0)]}, "box_outside_image"),
+        ({"file_name": "flat.jpg", "width": 60, "height": 60,
+          "anns": [(10, 10, 0, 20, 3, 0)]}, "zero_area_box"),
+        ({"file_name": "crowded.jpg", "width": 60, "height": 60,
+          "anns": [(i, i, 5, 5, 3, 0) for i in range(4)]}, "too_many_objects"),
+    ]
+
+
+def test_every_bad_image_is_counted_and_quarantined_and_the_run_goes_on(tmp_path):
+    bad = _bad_images()
+    rounding = {"file_name": "rounding.jpg", "width": 60, "height": 60,
+                "anns": [(-1.2, 30, 20, 31.5, 3, 0)]}  # sticks out by < 2 px: clipped, kept
+    sources = datasets.write_coco(str(tmp_path / "d"), {
+        "train": [GOOD, rounding] + [image for image, _ in bad], "eval": [GOOD]})
+    config = DatasetConfig(root=str(tmp_path / "d"), format="coco", sources=sources,
+                           max_objects_per_image=3)
+    uris, outputs = run_example_gen(tmp_path, config)
+
+    lines = quarantine_lines(uris["quarantine"])
+    reasons = {os.path.basename(q["image"]): q["reason"] for q in lines}
+    assert reasons == {image["file_name"]: reason for image, reason in bad}
+    assert all(q["detail"] and q["split"] == "train" and q["source_id"] for q in lines)
+    counts = summary(uris["quarantine"])
+    assert counts["quarantined"] == {reason: 1 for _, reason in bad}
+    assert counts["examples"] == {"train": 2, "eval": 1}
+    assert outputs["quarantine"][0].get_int_custom_property("num_quarantined") == len(bad)
+    assert set(reasons.values()) <= set(records.QUARANTINE_REASONS)
+
+    kept = {feature_values(e, "image/filename")[0]: e
+            for e in datasets.read_examples(os.path.join(uris["examples"], "Split-train"))}
+    clipped = kept[b"rounding.jpg"]
+    assert feature_values(clipped, "image/object/bbox/xmin") == [0.0]
+    assert feature_values(clipped, "image/object/bbox/ymax") == [1.0]  # 61.5 px clipped to 60
+
+
+def test_a_split_left_empty_fails_with_the_reasons(tmp_path):
+    missing = {"file_name": "gone.jpg", "width": 50, "height": 50, "anns": [], "bytes": False}
+    sources = datasets.write_coco(str(tmp_path / "d"), {"train": [GOOD], "eval": [missing]})
+    config = DatasetConfig(root=str(tmp_path / "d"), format="coco", sources=sources)
+    with pytest.raises(EmptySplitError, match="eval.*missing_image"):
+        run_example_gen(tmp_path, config)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    ('{"images": [], "annotations": []}', "missing list field 'categories'"),
+    ('{"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "a"}],'
+     ' "annotations": [{"id": 5, "image_id": 1, "bbox": [1, 2]}]}',
+     r"annotations\[0\] \(id 5\): 'bbox' must be \[x, y, width, height\]"),
+])
+def test_malformed_coco_file_fails_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "instances.json"
+    path.write_text(content)
+    config = DatasetConfig(root=str(tmp_path), format="coco", sources={"train": "instances.json"})
+    with pytest.raises(annotations.AnnotationError, match=message) as error:
+        annotations.read_coco(config)
+    assert str(path) in str(error.value)
+
+
+def test_missing_coco_file_fails_naming_the_file(tmp_path):
+    config = DatasetConfig(root=str(tmp_path), format="coco", sources={"train": "nope.json"})
+    with pytest.raises(annotations.AnnotationError, match="nope.json: annotation file not found"):
+        annotations.read_coco(config)
+
+
+# --- Pascal VOC ---------------------------------------------------------------------------------
+
+def test_voc_image_sets_pixels_and_difficult(tmp_path):
+    images = [
+        {"id": "a", "width": 100, "height": 80,
+         "objects": [("dog", 11, 21, 50, 60, 0), ("cat", 1, 1, 100, 80, 1)]},
+        {"id": "b", "width": 90, "height": 90, "objects": [("cat", 5, 5, 40, 40, 0)]},
+    ]
+    sources = datasets.write_voc(str(tmp_path / "voc"), images, {"train": ["a"], "val": ["b"]})
+    config = DatasetConfig(root=str(tmp_path / "voc"), format="voc", sources=sources)
+    uris, _ = run_example_gen(tmp_path, config)
+    (a,) = datasets.read_examples(os.path.join(uris["examples"], "Split-train"))
+    # VOC pixels are 1-based and inclusive: xmin 11 -> 10 px from the left edge.
+    assert feature_values(a, "image/object/bbox/xmin") == pytest.approx([10 / 100, 0.0])
+    assert feature_values(a, "image/object/bbox/xmax") == pytest.approx([50 / 100, 1.0])
+    assert feature_values(a, "image/object/class/text") == [b"dog", b"cat"]
+    assert feature_values(a, "image/object/class/label") == [2, 1]  # sorted names: cat, dog
+    assert feature_values(a, "image/object/difficult") == [0, 1]
+    assert summary(uris["quarantine"])["examples"] == {"train": 1, "val": 1}
+
+
+def test_voc_class_names_order_and_unknown_names(tmp_path):
+    images = [{"id": "a", "width": 50, "height": 50, "objects": [("dog", 1, 1, 20, 20, 0)]},
+              {"id": "b", "width": 50, "height": 50, "objects": [("bird", 1, 1, 20, 20, 0)]}]
+    sources = datasets.write_voc(str(tmp_path / "voc"), images, {"train": ["a", "b"]})
+    config = DatasetConfig(root=str(tmp_path / "voc"), format="voc", sources=sources,
+                           class_names=["cat", "dog"])
+    uris, _ = run_example_gen(tmp_path, config)
+    (a,) = datasets.read_examples(os.path.join(uris["examples"], "Split-train"))
+    assert feature_values(a, "image/object/class/label") == [2]
+    assert [q["reason"] for q in quarantine_lines(uris["quarantine"])] == ["unknown_category"]
+
+
+def test_malformed_voc_xml_fails_naming_the_file(tmp_path):
+    sources = datasets.write_voc(str(tmp_path), [
+        {"id": "a", "width": 50, "height": 50, "objects": []}], {"train": ["a"]})
+    bad = tmp_path / "Annotations" / "a.xml"
+    bad.write_text("<annotation><filename>a.jpg</filename><object>")
+    config = DatasetConfig(root=str(tmp_path), format="voc", sources=sources)
+    with pytest.raises(annotations.AnnotationError, match=f"{bad}: malformed XML"):
+        annotations.read_voc(config)
+
+
+# --- TF OD API TFRecords ------------------------------------------------------------------------
+
+def test_tfrecord_input_round_trips_our_own_output(tmp_path):
+    """Our output is TF OD API TFRecords; read back as input it must give the same examples."""
+    sources = datasets.write_coco(str(tmp_path / "d"), {
+        "train": [GOOD, {"file_name": "x.png", "width": 30, "height": 40,
+                         "anns": [(1, 2, 10, 20, 3, 1)], "bytes": image_bytes(
+                             30, 40, [(1, 2, 10, 20)], fmt="PNG", mode="RGBA")}]})
+    first, _ = run_example_gen(tmp_path / "first",
+                               DatasetConfig(root=str(tmp_path / "d"), format="coco",
+                                             sources=sources))
+    config = DatasetConfig(root=first["examples"], format="tfrecord",
+                           sources={"train": "Split-train/*.gz"})
+    second, _ = run_example_gen(tmp_path / "second", config)
+
+    def by_id(uri):
+        return {feature_values(e, "image/source_id")[0]: e for e in
+                datasets.read_examples(os.path.join(uri, "Split-train"))}
+
+    original, again = by_id(first["examples"]), by_id(second["examples"])
+    assert original.keys() == again.keys()
+    for source_id, example in original.items():
+        for key in ("image/encoded", "image/object/bbox/xmin", "image/object/bbox/ymax",
+                    "image/object/class/text", "image/object/is_crowd", "image/format"):
+            assert feature_values(again[source_id], key) == feature_values(example, key), key
+    # Labels 1 (square) and 2 (circle) in the data: renumbered in numeric order, names kept.
+    with open(os.path.join(second["label_map"], "labels.txt")) as f:
+        assert f.read() == "square\ncircle\n"
+
+
+def test_tfrecord_garbage_entry_is_quarantined(tmp_path):
+    import tensorflow as tf
+
+    path = str(tmp_path / "data.tfrecord")
+    good = records.to_tf_example(records.check_image(
+        annotations.ImageRecord("1", "train", image_bytes=image_bytes(20, 20), width=20,
+                                height=20), image_bytes(20, 20),
+        annotations.LabelMap((), ()), 10, 2.0), image_bytes(20, 20))
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(good.SerializeToString())
+        writer.write(b"this is not a protobuf")
+    config = DatasetConfig(root=str(tmp_path), format="tfrecord", sources={"train": "*.tfrecord"})
+    uris, _ = run_example_gen(tmp_path, config)
+    assert [q["reason"] for q in quarantine_lines(uris["quarantine"])] == ["malformed_record"]
+    assert summary(uris["quarantine"])["examples"] == {"train": 1}
+
+
+# --- Splits and configuration -------------------------------------------------------------------
+
+def test_hash_split_is_deterministic_and_follows_the_ratios():
+    ratios = {"train": 4, "eval": 1}
+    ids = [str(i) for i in range(5000)]
+    first = [hash_split(i, ratios) for i in ids]
+    assert first == [hash_split(i, ratios) for i in ids]
+    assert 0.77 < first.count("train") / len(ids) < 0.83
+    assert hash_split("42", ratios) == hash_split("42", dict(ratios))
+
+
+def test_pooled_sources_are_resplit_by_hash(tmp_path):
+    images = [{"file_name": f"{i}.jpg", "width": 32, "height": 32, "anns": []} for i in range(40)]
+    sources = datasets.write_coco(str(tmp_path / "d"), {"all": images})
+    config = DatasetConfig(root=str(tmp_path / "d"), format="coco", sources=sources,
+                           split_ratios={"train": 3, "eval": 1})
+    uris, outputs = run_example_gen(tmp_path, config)
+    counts = summary(uris["quarantine"])["examples"]
+    assert sum(counts.values()) == 40 and counts["eval"] > 0 and counts["train"] > counts["eval"]
+    assert outputs["examples"][0].split_names == '["train", "eval"]'
+    for split, count in counts.items():
+        split_examples = datasets.read_examples(os.path.join(uris["examples"], f"Split-{split}"))
+        assert len(split_examples) == count
+        assert all(hash_split(feature_values(e, "image/source_id")[0].decode(),
+                              config.split_ratios) == split for e in split_examples)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"format": "yolo"}, "dataset.format: 'yolo' is not one of coco, voc, tfrecord"),
+    ({"sources": {}}, "dataset.sources"),
+    ({"split_ratios": {"train": 0}}, "dataset.split_ratios.train"),
+    ({"sources": {"my split": "a.json"}}, "split name 'my split'"),
+    ({"colour": "red"}, "unknown field"),
+])
+def test_bad_dataset_config_names_the_field(values, message):
+    base = {"root": "/data", "format": "coco", "sources": {"train": "a.json"}}
+    with pytest.raises(DatasetConfigError, match=message):
+        DatasetConfig.from_dict({**base, **values})
