@@ -24,7 +24,7 @@ setup(
     package_data={"schemas": ["*.pbtxt"]},
     # Loose here, exact in requirements.lock: `make` installs the lock, then this package.
     install_requires=[r for r in _requirements("requirements.in")
-                      if not r.startswith(("pytest", "hypothesis"))],
-    extras_require={"test": ["pytest", "hypothesis"]},
+                      if not r.startswith(("pytest", "hypothesis", "kubernetes-validate"))],
+    extras_require={"test": ["pytest", "hypothesis", "kubernetes-validate"]},
     entry_points={"console_scripts": ["litedet=pipeline.cli:main"]},
 )

@@ -13,7 +13,7 @@ class LabelMap(Artifact):
     a line, line i = label i + 1: the TFLite metadata convention), `label_map.pbtxt` (TF OD API).
     """
 
-    TYPE_NAME = "LitedetLabelMap"
+    TYPE_NAME = "litedet.LabelMap"
 
 
 class QuarantinedRecords(Artifact):
@@ -24,4 +24,4 @@ class QuarantinedRecords(Artifact):
     images per reason).
     """
 
-    TYPE_NAME = "LitedetQuarantinedRecords"
+    TYPE_NAME = "litedet.QuarantinedRecords"

@@ -9,11 +9,15 @@ label and returns the image and its content window.
 from typing import Any, Dict
 
 import tensorflow as tf
+import tensorflow_transform as tft
 
 from components import features as f
 from components import preprocessing
 
 DEFAULTS = {"image_size": 256, "resize_mode": "stretch", "max_boxes": 100}
+# A vocabulary of the training split's "label:name" pairs: how the Trainer learns the number of
+# classes and their names from the data rather than from a setting that could disagree.
+LABEL_VOCABULARY = "label_names"
 
 
 def transform_settings(custom_config: Dict[str, Any] = None) -> Dict[str, Any]:
@@ -79,4 +83,8 @@ def preprocessing_fn(inputs: Dict[str, Any], custom_config: Dict[str, Any] = Non
                               settings["resize_mode"])
     outputs = {f.IMAGE: images, f.CONTENT_WINDOW: windows}
     outputs.update(_targets(inputs, windows, settings["max_boxes"]))
+    labels = inputs[f.CLASS_LABEL]
+    tft.vocabulary(tf.strings.join([tf.strings.as_string(labels.values),
+                                    inputs[f.CLASS_TEXT].values], separator=":"),
+                   vocab_filename=LABEL_VOCABULARY)
     return outputs

@@ -1,4 +1,4 @@
-"""`litedet`: the one entry point. Verbs read like the job: demo, run, config, data.
+"""`litedet`: the one entry point. Verbs read like the job: demo, run, config, data, compile, kfp.
 
 `litedet --help` and `litedet <verb> --help` import neither TFX nor TensorFlow, so they answer
 at once; the heavy imports happen inside the verbs that need them.
@@ -12,6 +12,8 @@ import os
 import sys
 import time
 from typing import List, Optional
+
+from pipeline import kfp_cli
 
 EXAMPLES = {
     "demo": """examples:
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = data_verbs.add_parser("inspect", help="read a dataset's annotations and report "
                                                      "classes and counts (no pipeline run)")
     _add_config_flags(inspect)
+    kfp_cli.add_verbs(verbs)
     return parser
 
 
@@ -177,9 +180,9 @@ def _print_summary(summary, seconds: float, config) -> None:
     print(f"  images kept:       {kept}")
     reasons = ", ".join(f"{r} {n}" for r, n in sorted(data["quarantined"].items()))
     print(f"  quarantined:       {quarantined}" + (f" ({reasons})" if reasons else ""))
-    print(f"  objects per class: " + ", ".join(f"{c} {n}" for c, n in data["objects"].items()))
+    print("  objects per class: " + ", ".join(f"{c} {n}" for c, n in data["objects"].items()))
     anomalies = {s: a for s, a in summary.anomalies().items() if a}
-    print(f"  schema anomalies:  " + ("none" if not anomalies else "; ".join(
+    print("  schema anomalies:  " + ("none" if not anomalies else "; ".join(
         f"{s}: {', '.join(a)}" for s, a in anomalies.items())))
     example_gen = summary.components["DetectionExampleGen"]
     transform = summary.components["Transform"]
@@ -187,6 +190,10 @@ def _print_summary(summary, seconds: float, config) -> None:
     print(f"  quarantine:        {example_gen.uri('quarantine')}")
     print(f"  label map:         {example_gen.uri('label_map')}")
     print(f"  transform graph:   {transform.uri('transform_graph')}")
+    trainer = summary.components.get("Trainer")
+    if trainer:
+        print(f"  model (SavedModel): {os.path.join(trainer.uri('model'), 'Format-Serving')}")
+        print(f"  TensorBoard:       tensorboard --logdir {trainer.uri('model_run')}")
     print(f"  ML Metadata:       {config.metadata_path}")
 
 
@@ -222,6 +229,8 @@ def _data(args) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_environment(getattr(args, "verbose", False))
+    if args.verb in kfp_cli.VERBS:
+        return kfp_cli.main(args)
     from pipeline.configs import ConfigError
     from components.example_gen.annotations import AnnotationError
 

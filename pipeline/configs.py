@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from components.example_gen.config import DatasetConfig, DatasetConfigError
 from components.features import RESIZE_MODES
+from components.training_config import TrainingConfig
 
 PIPELINE_NAME = "litedet"
 # The embedded sample dataset stands in when `dataset.root` is empty (pipeline/sample_data.py).
@@ -39,9 +40,10 @@ class TransformConfig:
     # Also the ExampleGen's max_objects_per_image: images with more objects are quarantined,
     # never cut.
     max_boxes: int = 100
-    # Materialized transformed examples hold float pixels (~0.8 MB an image at 256 px). Fine at
-    # demo scale; for large datasets set false and let Trainer apply the transform graph.
-    materialize: bool = True
+    # false: Transform analyzes (the label vocabulary) and the Trainer applies its graph to the
+    # raw JPEG bytes as it reads them. true: Transform also writes every transformed image, as
+    # float pixels (~0.8 MB an image at 256 px; benchmarks/transform_throughput.py measures both).
+    materialize: bool = False
 
 
 @dataclasses.dataclass
@@ -55,6 +57,7 @@ class PipelineConfig:
                     "eval": "annotations/instances_eval.json"}})
     sample_data: SampleDataConfig = dataclasses.field(default_factory=SampleDataConfig)
     transform: TransformConfig = dataclasses.field(default_factory=TransformConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     schema_path: str = ""  # empty: the curated schemas/detection_raw.pbtxt
     enable_cache: bool = True
     # Passed unchanged to every Beam step. Locally: the DirectRunner on all cores in separate
@@ -181,5 +184,9 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError(f"transform.image_size: {t.image_size} must be a multiple of 32, >= 64")
     if t.max_boxes < 1:
         raise ConfigError(f"transform.max_boxes: {t.max_boxes} must be >= 1")
+    try:
+        TrainingConfig(**dataclasses.asdict(config.training))
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     if not config.uses_sample_data:
         config.dataset_config()

@@ -2,35 +2,65 @@
 
 DetectionExampleGen -> StatisticsGen -> ImportSchemaGen (schemas/) -> ExampleValidator
                     -> Transform (decode, resize, normalize, pad boxes)
+                    -> Trainer (MobileNetV2 SSDLite, exported with the Transform graph)
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import hashlib
+import importlib.util
 import pathlib
-from typing import List, Optional, Union
+from typing import List, Optional, Set, Union
 
 from tfx import v1 as tfx
 from tfx.orchestration import data_types
 
-import components
 import schemas
 from components.example_gen.component import DetectionExampleGen
 from components.example_gen.config import DatasetConfig
 from pipeline.configs import PipelineConfig
 
 PREPROCESSING_FN = "components.transform_module.preprocessing_fn"
+RUN_FN = "components.trainer_module.run_fn"
 
 
-def source_fingerprint() -> str:
-    """A hash of this project's component code. Transform and Trainer load their functions by
-    module path, which TFX's cache key does not cover; this value in their custom_config does, so
-    an edited module is never served stale results from the cache."""
+def _project_imports(path: pathlib.Path, package: str) -> Set[str]:
+    """Names under `package` that a source file imports (statically)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {n for n in names if n.split(".")[0] == package}
+
+
+def _find_module(name: str):
+    try:
+        return importlib.util.find_spec(name)
+    except ModuleNotFoundError:  # "pkg.module.attribute": a name imported from a module
+        return None
+
+
+def source_fingerprint(entry_point: str) -> str:
+    """A hash of the code behind a function loaded by module path: its module and every project
+    module it imports, transitively. TFX's cache key does not cover such code; this value in the
+    component's custom_config does, so an edited module is never served stale results from the
+    cache, while an edit elsewhere (the pusher, say) does not retrain the model."""
     digest = hashlib.sha256()
-    root = pathlib.Path(components.__file__).parent
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
+    pending, seen = [entry_point.rsplit(".", 1)[0]], set()
+    while pending:
+        name = pending.pop()
+        spec = _find_module(name) if name not in seen else None
+        seen.add(name)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue  # an attribute imported from a module, not a module
+        path = pathlib.Path(spec.origin)
+        digest.update(name.encode() + path.read_bytes())
+        pending.extend(sorted(_project_imports(path, entry_point.split(".")[0]) - seen))
     return digest.hexdigest()[:16]
 
 
@@ -58,16 +88,25 @@ def create_pipeline(
         # StatisticsGen already profiles the raw data; statistics over every float pixel of the
         # transformed images cost more than the transform itself and say little.
         disable_statistics=True,
-        custom_config={
-            "image_size": config.transform.image_size,
-            "resize_mode": config.transform.resize_mode,
-            "max_boxes": config.transform.max_boxes,
-            "code_fingerprint": source_fingerprint(),
-        })
+        custom_config={**dataclasses.asdict(config.transform),
+                       "code_fingerprint": source_fingerprint(PREPROCESSING_FN)})
+    training = config.training
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=(transform.outputs["transformed_examples"] if config.transform.materialize
+                  else example_gen.outputs["examples"]),
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_importer.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(num_steps=training.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=training.eval_steps or None),
+        custom_config={"training": dataclasses.asdict(training),
+                       "materialized_examples": config.transform.materialize,
+                       "code_fingerprint": source_fingerprint(RUN_FN)})
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_importer, example_validator, transform],
+        components=[example_gen, statistics_gen, schema_importer, example_validator, transform,
+                    trainer],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or config.beam_pipeline_args,

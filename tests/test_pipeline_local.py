@@ -1,93 +1,241 @@
-"""The local pipeline through Transform on a tiny sample dataset: real LocalDagRunner, SQLite ML
-Metadata, Beam DirectRunner in multi-process mode, as `litedet demo` runs it."""
+"""The local pipeline end to end on a tiny sample dataset: real LocalDagRunner, SQLite ML
+Metadata, Beam DirectRunner in multi-process mode, real training, as `litedet demo` runs it.
 
+One training serves every test here (the suite's budget allows one): 32 sample images, trained
+until the detector has memorized them. That is the learning test: scored by pycocotools, an
+implementation independent of ours, on the exported model's serving signature.
+"""
+
+import json
 import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from components import features as f
+from components.detection import input_pipeline
 from components.example_gen.config import DatasetConfig
 from components.example_gen.fingerprint import dataset_fingerprint
 from pipeline import configs, local_runner, run_summary
-from tests import datasets
+from tests import coco_check, datasets
+
+NUM_TRAIN, NUM_EVAL = 32, 8
+COMPONENTS = {"DetectionExampleGen", "StatisticsGen", "SchemaImporter", "ExampleValidator",
+              "Transform", "Trainer"}
 
 
 @pytest.fixture(scope="module")
 def pipeline_runs(tmp_path_factory):
-    """Runs the pipeline twice on unchanged inputs; returns the config and both summaries."""
+    """Runs the pipeline twice on unchanged inputs; returns the config, both summaries and the
+    sample dataset's folder."""
     base = tmp_path_factory.mktemp("pipeline")
     os.environ["LITEDET_CACHE"] = str(base / "cache")
     config = configs.load_config(None, [
-        f"output_dir={base / 'outputs'}", "sample_data.num_train=16", "sample_data.num_eval=6",
-        "transform.image_size=96",
+        f"output_dir={base / 'outputs'}", f"sample_data.num_train={NUM_TRAIN}",
+        f"sample_data.num_eval={NUM_EVAL}", "training.batch_size=8",
+        "training.train_steps=800", "training.checkpoint_every_steps=200",
+        "training.augment=false",  # memorizing is the point here
         'beam_pipeline_args=["--direct_running_mode=multi_processing","--direct_num_workers=2"]'])
     metadata = os.path.abspath(config.metadata_path)
-    local_runner.run(config)
+    dataset = local_runner.resolve_dataset(config)
+    local_runner.execute(local_runner.build(config, dataset))
     first = run_summary.latest_run(metadata)
-    local_runner.run(config)
+    local_runner.execute(local_runner.build(config, dataset))
     second = run_summary.latest_run(metadata)
-    return config, first, second
+    return config, first, second, dataset.root
 
 
 def test_every_step_runs_and_the_data_passes_validation(pipeline_runs):
-    _, first, _ = pipeline_runs
+    _, first, _, _ = pipeline_runs
     assert {name: c.state for name, c in first.components.items()} == {
-        "DetectionExampleGen": "ran", "StatisticsGen": "ran", "SchemaImporter": "ran",
-        "ExampleValidator": "ran", "Transform": "ran"}
-    assert first.quarantine_summary()["examples"] == {"train": 16, "eval": 6}
+        name: "ran" for name in COMPONENTS}
+    assert first.quarantine_summary()["examples"] == {"train": NUM_TRAIN, "eval": NUM_EVAL}
     assert first.anomalies() == {"train": [], "eval": []}
 
 
 def test_a_second_run_on_unchanged_inputs_is_served_from_the_cache(pipeline_runs):
-    _, first, second = pipeline_runs
+    _, first, second, _ = pipeline_runs
     assert second.run_id != first.run_id
-    assert {c.state for c in second.components.values()} == {"cached"}
-    assert second.components["Transform"].outputs == first.components["Transform"].outputs
+    assert {name: c.state for name, c in second.components.items()} == {
+        name: "cached" for name in COMPONENTS}
+    assert second.components["Trainer"].outputs == first.components["Trainer"].outputs
 
 
-def _transformed(summary, split):
+def _raw_examples(summary, split):
+    return datasets.read_examples(os.path.join(
+        summary.components["DetectionExampleGen"].uri("examples"), f"Split-{split}"))
+
+
+def test_the_trainer_reads_model_inputs_and_padded_targets_through_the_transform_graph(
+        pipeline_runs):
     import tensorflow_transform as tft
 
-    transform = summary.components["Transform"]
-    output = tft.TFTransformOutput(transform.uri("transform_graph"))
-    files = tf.io.gfile.glob(os.path.join(transform.uri("transformed_examples"),
-                                          f"Split-{split}", "*.gz"))
-    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    spec = output.transformed_feature_spec()
-    return output, [tf.io.parse_single_example(r, spec) for r in records]
-
-
-def test_transformed_examples_hold_model_inputs_and_padded_targets(pipeline_runs):
-    _, first, _ = pipeline_runs
-    _, examples = _transformed(first, "eval")
-    raw = {datasets.feature_values(e, "image/source_id")[0]: e for e in datasets.read_examples(
-        os.path.join(first.components["DetectionExampleGen"].uri("examples"), "Split-eval"))}
-    assert len(examples) == 6
-    for example in examples:
-        assert example[f.IMAGE].shape == (96, 96, 3)
+    _, first, _, _ = pipeline_runs
+    output = tft.TFTransformOutput(first.components["Transform"].uri("transform_graph"))
+    raw = _raw_examples(first, "eval")
+    records = tf.data.Dataset.from_tensor_slices([e.SerializeToString() for e in raw])
+    transformed = list(input_pipeline.transformed_examples(records, output, materialized=False,
+                                                           deterministic=True))
+    assert len(transformed) == NUM_EVAL
+    for source, example in zip(raw, transformed):
+        assert example[f.IMAGE].shape == (256, 256, 3)
         assert example[f.BOXES].shape == (100, 4)
-        source = raw[example[f.SOURCE_ID].numpy()]
         labels = datasets.feature_values(source, "image/object/class/label")
         assert int(example[f.NUM_BOXES]) == len(labels)
         assert example[f.CLASSES].numpy()[:len(labels)].tolist() == labels
-        np.testing.assert_allclose(
-            example[f.BOXES].numpy()[:len(labels), 1],
-            datasets.feature_values(source, "image/object/bbox/xmin"), atol=1e-6)
+        np.testing.assert_allclose(example[f.BOXES].numpy()[:len(labels), 1],
+                                   datasets.feature_values(source, "image/object/bbox/xmin"),
+                                   atol=1e-6)
+        assert not example[f.BOXES].numpy()[len(labels):].any()
 
 
 def test_the_transform_graph_serves_raw_encoded_images(pipeline_runs):
-    """Serving has only the image bytes: the same graph must give the same model input."""
-    _, first, _ = pipeline_runs
-    output, examples = _transformed(first, "eval")
-    raw = {datasets.feature_values(e, "image/source_id")[0]: e for e in datasets.read_examples(
-        os.path.join(first.components["DetectionExampleGen"].uri("examples"), "Split-eval"))}
-    example = examples[0]
-    encoded = datasets.feature_values(raw[example[f.SOURCE_ID].numpy()], "image/encoded")[0]
+    import tensorflow_transform as tft
+
+    _, first, _, _ = pipeline_runs
+    output = tft.TFTransformOutput(first.components["Transform"].uri("transform_graph"))
+    encoded = datasets.feature_values(_raw_examples(first, "eval")[0], "image/encoded")[0]
     served = output.transform_features_layer()({f.IMAGE_ENCODED: tf.constant([encoded])})
     assert set(served) == {f.IMAGE, f.CONTENT_WINDOW}
-    np.testing.assert_allclose(served[f.IMAGE][0].numpy(), example[f.IMAGE].numpy(), atol=1e-6)
+    assert served[f.IMAGE].shape == (1, 256, 256, 3)
+
+
+def _label_to_category(summary):
+    with open(os.path.join(summary.components["DetectionExampleGen"].uri("label_map"),
+                           "label_map.json")) as handle:
+        return {c["id"]: int(c["source_key"]) for c in json.load(handle)["classes"]}
+
+
+def test_the_detector_memorizes_its_training_images(pipeline_runs):
+    """Learning test: mAP@0.5 >= 0.9 on the 32 training images, scored by pycocotools."""
+    _, first, _, root = pipeline_runs
+    model = os.path.join(first.components["Trainer"].uri("model"), "Format-Serving")
+    annotations = os.path.join(root, "annotations", "instances_train.json")
+    detections = coco_check.coco_detections(model, annotations, os.path.join(root, "images"),
+                                            _label_to_category(first))
+    scores = coco_check.coco_map(annotations, detections)
+    print("pycocotools on the training images:", scores)
+    assert scores["map50"] >= 0.9, scores
+
+
+def test_serving_default_finds_the_objects_in_a_raw_jpeg(pipeline_runs):
+    _, first, _, root = pipeline_runs
+    with open(os.path.join(root, "annotations", "instances_train.json")) as handle:
+        coco = json.load(handle)
+    image = max(coco["images"], key=lambda i: sum(
+        1 for a in coco["annotations"] if a["image_id"] == i["id"] and not a["iscrowd"]))
+    truth = [a for a in coco["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
+    serve = tf.saved_model.load(os.path.join(
+        first.components["Trainer"].uri("model"), "Format-Serving")).signatures["serving_default"]
+    with open(os.path.join(root, "images", image["file_name"]), "rb") as handle:
+        out = serve(image_bytes=tf.constant([handle.read()]))
+    to_category = _label_to_category(first)
+    # Focal-loss detectors score modestly (small objects ~0.2-0.5 here): 0.15 keeps the
+    # clutter out while every real object should clear it.
+    kept = out["detection_scores"][0].numpy() >= 0.15
+    found = [(to_category[int(c)], box) for c, box in zip(
+        out["detection_classes"][0].numpy()[kept], out["detection_boxes"][0].numpy()[kept])]
+    w, h = image["width"], image["height"]
+    matched = 0
+    for a in truth:
+        x, y, bw, bh = a["bbox"]
+        gt = np.array([y / h, x / w, (y + bh) / h, (x + bw) / w])
+        ious = [_iou(gt, box) for category, box in found if category == a["category_id"]]
+        matched += bool(ious) and max(ious) >= 0.5
+    assert matched >= 0.8 * len(truth), (matched, len(truth), found)
+
+
+def _iou(a, b):
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _trainer_args(first, tmp_path, name, steps, checkpoint_every, batch_size=4):
+    """run_fn arguments over the fixture's examples and transform graph."""
+    examples = first.components["DetectionExampleGen"].uri("examples")
+    return {
+        "train_files": [os.path.join(examples, "Split-train", "*")],
+        "eval_files": [os.path.join(examples, "Split-eval", "*")],
+        "transform_output": first.components["Transform"].uri("transform_graph"),
+        "serving_model_dir": str(tmp_path / name / "serving"),
+        "model_run_dir": str(tmp_path / name / "model_run" / "1"),
+        "train_steps": steps, "eval_steps": 1,
+        "custom_config": {"training": {"batch_size": batch_size, "alpha": 0.35,
+                                       "checkpoint_every_steps": checkpoint_every}},
+    }
+
+
+def _start_worker(args: dict, args_path, env=None):
+    args_path.write_text(json.dumps(args))
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.multi_worker_train", str(args_path)],
+        env=env or dict(os.environ), cwd=os.path.dirname(os.path.dirname(__file__)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_a_killed_training_resumes_from_its_last_checkpoint(pipeline_runs, tmp_path):
+    import glob
+    import signal
+    import time
+
+    _, first, _, _ = pipeline_runs
+    args = _trainer_args(first, tmp_path, "resume", steps=60, checkpoint_every=4)
+    resume_root = tmp_path / "resume" / "resume"
+    process = _start_worker(args, tmp_path / "args.json")
+    deadline = time.time() + 300
+    # BackupAndRestore writes a checkpoint at each epoch's end (every 4 steps here).
+    while not glob.glob(str(resume_root / "*" / "full" / "**" / "*.index"), recursive=True):
+        assert process.poll() is None and time.time() < deadline, process.communicate()[0][-3000:]
+        time.sleep(0.5)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up, as with a preempted pod
+    process.wait()
+    assert not os.path.exists(args["serving_model_dir"])
+
+    rerun = _start_worker(args, tmp_path / "args.json")
+    output = rerun.communicate(timeout=600)[0].decode(errors="replace")
+    assert rerun.returncode == 0, output[-3000:]
+    epochs = [int(line.split()[1].split("/")[0]) for line in output.splitlines()
+              if line.startswith("Epoch ")]
+    assert epochs and epochs[0] > 1, f"restarted from epoch {epochs[:1]}: {output[-2000:]}"
+    assert epochs[-1] == 15
+    assert tf.io.gfile.exists(os.path.join(args["serving_model_dir"], "saved_model.pb"))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_workers_train_one_model(pipeline_runs, tmp_path):
+    """MultiWorkerMirroredStrategy from TF_CONFIG: two processes on loopback, a few steps; both
+    must end with the same weights, which only synchronized training gives."""
+    _, first, _, _ = pipeline_runs
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
+    processes = []
+    for index in range(2):
+        args = _trainer_args(first, tmp_path, f"worker{index}", steps=4, checkpoint_every=2)
+        args["serving_model_dir"] = str(tmp_path / "serving")  # both write; only the chief's stays
+        env = dict(os.environ, TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        processes.append(_start_worker(args, tmp_path / f"args{index}.json", env))
+    outputs = [p.communicate(timeout=600)[0].decode(errors="replace") for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    chief = tf.saved_model.load(str(tmp_path / "serving"))
+    worker = tf.saved_model.load(str(tmp_path / "worker1" / "model_run" / "1" / "worker_export"))
+    chief_weights = {v.name: v.numpy() for v in chief.detector.variables}
+    worker_weights = {v.name: v.numpy() for v in worker.detector.variables}
+    assert chief_weights.keys() == worker_weights.keys()
+    for name, value in chief_weights.items():
+        np.testing.assert_allclose(value, worker_weights[name], rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
 
 
 def test_the_fingerprint_notices_a_changed_image(tmp_path):

@@ -102,3 +102,4 @@ def test_preprocessing_fn_pads_boxes_and_counts_objects():
 def test_preprocessing_fn_refuses_to_cut_objects():
     with pytest.raises(tf.errors.InvalidArgumentError, match="more than max_boxes=2 objects"):
         transform_module.preprocessing_fn(_raw_batch([3]), {"image_size": 64, "max_boxes": 2})
+

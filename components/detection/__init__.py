@@ -5,6 +5,12 @@ Modules:
   box_coder  -- center-size box encoding / decoding (TF OD API scale factors).
   matcher    -- IoU, anchor-to-ground-truth matching and per-anchor training targets.
   losses     -- sigmoid focal classification loss, Huber box loss, total detection loss.
+  model      -- MobileNetV2 backbone (alpha), FPN-lite neck, SSDLite head.
+  postprocess -- decoding and non-max suppression.
+  input_pipeline -- tf.data for training: transform graph, augmentation, anchor targets.
+  export     -- the SavedModel's signatures.
+
+This file imports no TensorFlow: configuration checks (alpha) use it on light paths.
 
 Conventions (kept by every function in this package):
   * Boxes are float32 ``(ymin, xmin, ymax, xmax)`` normalized to [0, 1] relative to
@@ -20,3 +26,13 @@ Conventions (kept by every function in this package):
     layout ``TFLite_Detection_PostProcess`` expects; see ``losses`` for how the
     background column is treated in training.
 """
+
+# The depth multipliers Keras' MobileNetV2 is built (and publishes ImageNet weights) for.
+VALID_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+
+
+def check_alpha(alpha):
+    """Raises ValueError unless MobileNetV2 (and its ImageNet weights) exist for this alpha."""
+    if alpha not in VALID_ALPHAS:
+        valid = ", ".join(str(a) for a in VALID_ALPHAS)
+        raise ValueError(f"alpha {alpha} is not supported by MobileNetV2; choose one of {valid}")

@@ -1,0 +1,121 @@
+"""What the benchmarks share: the sample data steps they measure on, peak memory, the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import threading
+import time
+
+import psutil
+
+
+class PeakMemory:
+    """Samples the resident memory of this process and its children (Beam workers)."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def _sample(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me] + me.children(recursive=True):
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+class DataSteps:
+    """The examples and schema the Transform reads: the ExampleGen executor's output on the
+    sample dataset (kept under --output-dir, so later runs skip it) and the curated schema."""
+
+    def __init__(self, config, output_dir: str):
+        from components import artifacts
+        from components.example_gen.executor import Executor
+        from pipeline import local_runner
+        from tfx.types import standard_artifacts
+
+        import schemas
+
+        self.examples_uri = os.path.join(output_dir, "examples")
+        self.schema_uri = os.path.join(output_dir, "schema")
+        if not os.path.exists(os.path.join(output_dir, "quarantine", "summary.json")):
+            dataset = local_runner.resolve_dataset(config)
+            outputs = {"examples": [standard_artifacts.Examples()],
+                       "label_map": [artifacts.LabelMap()],
+                       "quarantine": [artifacts.QuarantinedRecords()]}
+            for key, (artifact,) in outputs.items():
+                artifact.uri = os.path.join(output_dir, key)
+            context = Executor.Context(beam_pipeline_args=config.beam_pipeline_args,
+                                       tmp_dir=os.path.join(output_dir, "tmp"))
+            Executor(context).Do({}, outputs, {"dataset": dataset.to_json(),
+                                               "input_base": dataset.root})
+        os.makedirs(self.schema_uri, exist_ok=True)
+        shutil.copy(schemas.RAW_SCHEMA, os.path.join(self.schema_uri, "schema.pbtxt"))
+
+    def record_files(self) -> list:
+        import tensorflow as tf
+
+        return tf.io.gfile.glob(os.path.join(self.examples_uri, "Split-*", "*.gz"))
+
+
+def run_transform(config, data: DataSteps, materialize: bool, workdir: str) -> str:
+    """Runs the Transform executor; returns the transform graph folder."""
+    from tfx.components.transform.executor import Executor
+    from tfx.types import artifact_utils, standard_artifacts
+
+    from pipeline import pipeline as pipeline_def
+
+    examples = standard_artifacts.Examples()
+    examples.uri = data.examples_uri
+    examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
+    schema = standard_artifacts.Schema()
+    schema.uri = data.schema_uri
+    outputs = {"transform_graph": [standard_artifacts.TransformGraph()]}
+    if materialize:
+        outputs["transformed_examples"] = [standard_artifacts.Examples()]
+    for key, (artifact,) in outputs.items():
+        artifact.uri = os.path.join(workdir, key)
+    t = config.transform
+    properties = {
+        "preprocessing_fn": pipeline_def.PREPROCESSING_FN,
+        "custom_config": json.dumps({"image_size": t.image_size, "resize_mode": t.resize_mode,
+                                     "max_boxes": t.max_boxes}),
+        "disable_statistics": 1, "force_tf_compat_v1": 0,
+    }
+    context = Executor.Context(beam_pipeline_args=config.beam_pipeline_args,
+                               tmp_dir=os.path.join(workdir, "tmp"))
+    Executor(context).Do({"examples": [examples], "schema": [schema]}, outputs, properties)
+    return outputs["transform_graph"][0].uri
+
+
+def machine() -> dict:
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30),
+            "python": platform.python_version()}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

@@ -1,0 +1,85 @@
+"""The exported SavedModel: one model, three signatures.
+
+- `serving_default`: encoded JPEG/PNG bytes [B] -> `detection_boxes` [B, K, 4] (ymin, xmin, ymax,
+  xmax, normalized to the ORIGINAL image), `detection_classes` [B, K] (1-based labels, float as in
+  the TF OD API), `detection_scores` [B, K], `num_detections` [B]. Decoding, resizing and
+  normalization come from the Transform graph; non-max suppression is inside.
+- `detect_examples`: serialized raw tf.Examples [B] -> the same detections as columns `xmin`,
+  `ymin`, `xmax`, `ymax`, `class_id`, `scores` [B, K] and `num_detections` [B]: the form
+  `tfma.metrics.COCOMeanAveragePrecision(predictions_to_stack=PREDICTION_COLUMNS,
+  num_detections_key="num_detections")` stacks, against labels stacked from the raw features
+  (LABEL_COLUMNS).
+- `detect_preprocessed`: model-input images [B, S, S, 3] in [-1, 1] -> raw `box_encodings`
+  [B, N, 4] and sigmoid `class_scores` [B, N, C + 1]: what the TFLite conversion wraps with the
+  TFLite detection post-process op. The anchors are saved as the variable-free `anchors` attribute.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from components import features as f
+from components import preprocessing
+from components.detection import postprocess
+
+SERVING_SIGNATURE = "serving_default"
+EVAL_SIGNATURE = "detect_examples"
+PREPROCESSED_SIGNATURE = "detect_preprocessed"
+PREDICTION_COLUMNS = ["xmin", "ymin", "xmax", "ymax", "class_id", "scores"]
+LABEL_COLUMNS = [f.BBOX_XMIN, f.BBOX_YMIN, f.BBOX_XMAX, f.BBOX_YMAX, f.CLASS_LABEL]
+
+
+class DetectorExport(tf.Module):
+    def __init__(self, detector: tf.keras.Model, tf_transform_output, anchors: tf.Tensor,
+                 image_size: int, score_threshold: float = 0.05, iou_threshold: float = 0.5,
+                 max_detections: int = 100):
+        super().__init__()
+        self.detector = detector
+        # Tracked as an attribute so the Transform graph and its assets are saved with us.
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        self.anchors = tf.constant(anchors)
+        self._image_size = image_size
+        self._nms = dict(score_threshold=score_threshold, iou_threshold=iou_threshold,
+                         max_detections=max_detections)
+
+    def _detect(self, encoded: tf.Tensor):
+        transformed = self.tft_layer({f.IMAGE_ENCODED: encoded})
+        outputs = self.detector(transformed[f.IMAGE], training=False)
+        detections = postprocess.decode_detections(
+            outputs["box_encodings"], outputs["class_logits"], self.anchors, **self._nms)
+        # Letterbox: boxes come back from the model-input frame to the original image.
+        detections["detection_boxes"] = preprocessing.boxes_from_window(
+            detections["detection_boxes"], transformed[f.CONTENT_WINDOW])
+        return detections
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve(self, image_bytes):
+        return self._detect(image_bytes)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def detect_examples(self, examples):
+        parsed = tf.io.parse_example(
+            examples, {f.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)})
+        detections = self._detect(parsed[f.IMAGE_ENCODED])
+        ymin, xmin, ymax, xmax = tf.unstack(detections["detection_boxes"], axis=-1)
+        return {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax,
+                "class_id": detections["detection_classes"],
+                "scores": detections["detection_scores"],
+                "num_detections": detections["num_detections"]}
+
+    def signatures(self):
+        preprocessed = tf.function(
+            lambda images: self._raw_outputs(images),
+            input_signature=[tf.TensorSpec([None, self._image_size, self._image_size, 3],
+                                           tf.float32, name="images")])
+        return {SERVING_SIGNATURE: self.serve, EVAL_SIGNATURE: self.detect_examples,
+                PREPROCESSED_SIGNATURE: preprocessed}
+
+    def _raw_outputs(self, images):
+        outputs = self.detector(images, training=False)
+        return {"box_encodings": outputs["box_encodings"],
+                "class_scores": tf.sigmoid(outputs["class_logits"])}
+
+
+def save(export: DetectorExport, path: str) -> None:
+    tf.saved_model.save(export, path, signatures=export.signatures())

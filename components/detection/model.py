@@ -1,0 +1,300 @@
+"""MobileNetV2 SSDLite detector: backbone, optional FPN-lite neck and a head shared across levels.
+
+The model maps the Transform's ``image`` (float32 [B, S, S, 3] in [-1, 1]) to
+  box_encodings  [B, N, 4]      box_coder codes relative to each anchor,
+  class_logits   [B, N, C + 1]  column 0 = background, left untrained (see losses),
+with N = ``DetectorConfig.num_anchors`` rows in the anchor order of ``anchors``.
+
+Layer names the trainer can rely on: the nested backbone model "backbone" (see
+``set_backbone_trainable``) and the output layers "box_encodings" and "class_logits".
+"""
+import dataclasses
+import logging
+import math
+import os
+
+import tensorflow as tf
+
+from components import features
+from components.detection import VALID_ALPHAS, check_alpha  # noqa: F401  (re-exported)
+from components.detection import anchors as anchors_lib
+
+
+BACKBONE_NAME = "backbone"
+# MobileNetV2 layers giving the stride-16 and stride-32 feature maps: the expansion of the
+# first stride-32 block (as in SSDLite) and the last layer.
+BACKBONE_FEATURES = ("block_13_expand_relu", "out_relu")
+
+# Input sizes Keras publishes ImageNet MobileNetV2 weights for. The no-top weights fit any
+# input size; the size only says which resolution they were trained at.
+IMAGENET_SIZES = (96, 128, 160, 192, 224)
+
+# Focal-loss practice (RetinaNet): every object score starts near this probability, so the
+# thousands of background anchors don't swamp the loss in the first steps.
+CLASS_PRIOR_PROBABILITY = 0.01
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DetectorConfig:
+    """Architecture of the detector; anchor fields default to ``anchors.generate_anchors``'.
+
+    Attributes:
+      num_classes: number of object classes C (labels 1..C), required.
+      alpha: MobileNetV2 depth multiplier, one of VALID_ALPHAS.
+      image_size: square input side S in pixels, a multiple of 32 (the backbone's stride), >= 64.
+      strides: feature-map strides; 16 and 32 come from the backbone, each further level
+        (stride doubling) from an SSDLite extra layer.
+      anchor_scale, scales_per_octave, aspect_ratios: anchor shapes, see ``anchors``.
+      head_channels: width of the neck and of the box/class towers.
+      head_depth: depthwise-separable conv layers in each of the box and class towers before
+        the predictor. 1 keeps the head cheap on CPUs; see the tower in ``_shared_head``.
+      feature_pyramid: FPN-lite neck (top-down upsample-and-add, separable 3x3 smoothing);
+        False feeds each level to the head after a 1x1 projection only.
+      bn_momentum: momentum of EVERY BatchNormalization layer, backbone included; see
+        ``build_detector``.
+    """
+
+    num_classes: int
+    alpha: float = 0.35
+    image_size: int = 256
+    strides: tuple = (16, 32, 64, 128)
+    # 2 (not RetinaNet's 4): our finest level is stride 16, so the smallest anchors are 32 px;
+    # at 4 they would be 64 px and every small object a poor, forced match.
+    anchor_scale: float = 2.0
+    scales_per_octave: int = 2
+    aspect_ratios: tuple = (1.0, 2.0, 0.5)
+    head_channels: int = 64
+    head_depth: int = 1
+    feature_pyramid: bool = True
+    bn_momentum: float = 0.9
+
+    def __post_init__(self):
+        # Configs often come from JSON (lists); tuples keep the frozen config hashable.
+        object.__setattr__(self, "strides", tuple(self.strides))
+        object.__setattr__(self, "aspect_ratios", tuple(self.aspect_ratios))
+        check_alpha(self.alpha)
+        if self.image_size < 64 or self.image_size % 32:
+            raise ValueError(
+                f"image_size {self.image_size} must be a multiple of 32 and at least 64"
+            )
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
+        doubling = all(b == 2 * a for a, b in zip(self.strides, self.strides[1:]))
+        if self.strides[:2] != (16, 32) or not doubling:
+            raise ValueError(
+                f"strides {self.strides} must start with 16, 32 (the backbone) and double "
+                "at every further level"
+            )
+
+    @property
+    def anchors_per_location(self):
+        return anchors_lib.num_anchors_per_location(self.scales_per_octave, self.aspect_ratios)
+
+    @property
+    def num_anchors(self):
+        """N, the number of rows of ``anchors()`` and of the model outputs."""
+        sizes = anchors_lib.feature_map_sizes(self.image_size, self.strides)
+        return sum(h * w for h, w in sizes) * self.anchors_per_location
+
+    def anchors(self):
+        """Corner-form anchors [N, 4] in the order of the model outputs."""
+        return anchors_lib.generate_anchors(
+            self.image_size,
+            self.strides,
+            self.anchor_scale,
+            self.scales_per_octave,
+            self.aspect_ratios,
+        )
+
+
+def imagenet_weights_filename(alpha, size=224):
+    """Name of Keras' ImageNet no-top MobileNetV2 weights file, as in ~/.keras/models/."""
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{size}_no_top.h5"
+
+
+def build_detector(config, backbone_weights=None):
+    """Builds the detector as a functional tf.keras.Model (not compiled).
+
+    Args:
+      config: DetectorConfig.
+      backbone_weights: path of a Keras .h5 weights file for MobileNetV2 (no top) with this
+        alpha, e.g. Keras' ImageNet file (``imagenet_weights_filename``). None: use that
+        file from Keras' cache (~/.keras/models/) if present, else random init.
+
+    Returns:
+      Model with input "image" [B, S, S, 3] and dict outputs "box_encodings" [B, N, 4],
+      "class_logits" [B, N, C + 1].
+
+    Raises:
+      FileNotFoundError: backbone_weights does not exist.
+      ValueError: backbone_weights does not fit MobileNetV2 with this alpha.
+    """
+    image = tf.keras.Input((config.image_size, config.image_size, 3), name=features.IMAGE)
+    c4, c5 = _backbone(config, backbone_weights)(image)
+    levels = _neck(config, c4, c5)
+    outputs = {
+        "box_encodings": _shared_head(config, levels, "box_encodings", 4, "zeros"),
+        "class_logits": _shared_head(
+            config,
+            levels,
+            "class_logits",
+            config.num_classes + 1,
+            tf.keras.initializers.Constant(
+                -math.log((1.0 - CLASS_PRIOR_PROBABILITY) / CLASS_PRIOR_PROBABILITY)
+            ),
+        ),
+    }
+    model = tf.keras.Model(image, outputs, name=f"ssdlite_mobilenetv2_{config.alpha}")
+    # Keras' MobileNetV2 uses momentum 0.999: trained from random init, its moving statistics
+    # lag so far behind that the model scored mAP 0 in inference mode after ~750 steps, while
+    # 0.9 on every layer reached mAP@0.5 0.65 in ~500 steps (shared STACK.md, "Training from
+    # random init"). Setting the attribute works because Keras 2 reads it on every call.
+    for layer in model.submodules:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.momentum = config.bn_momentum
+    return model
+
+
+def set_backbone_trainable(model, trainable):
+    """Freezes (False) or unfreezes (True) the backbone; recompile the model afterwards.
+
+    In Keras 2 a frozen BatchNormalization layer also runs in inference mode: the backbone
+    then uses, and keeps, its loaded moving statistics.
+    """
+    model.get_layer(BACKBONE_NAME).trainable = trainable
+
+
+def _backbone(config, weights_path):
+    """Nested model "backbone": image -> [stride-16 map, stride-32 map]."""
+    size = config.image_size
+    mobilenet = tf.keras.applications.MobileNetV2(
+        input_shape=(size, size, 3), alpha=config.alpha, include_top=False, weights=None
+    )
+    weights_path = _backbone_weights_path(config, weights_path)
+    if weights_path:
+        try:
+            # Loads by topology, like Keras' own ImageNet loading: every layer must match in
+            # count and shape, so a file for another alpha fails instead of loading partly.
+            mobilenet.load_weights(weights_path)
+        except ValueError as error:
+            raise ValueError(
+                f"backbone weights {weights_path} do not fit MobileNetV2 alpha "
+                f"{config.alpha} (no top): {error}"
+            ) from error
+    outputs = [mobilenet.get_layer(name).output for name in BACKBONE_FEATURES]
+    return tf.keras.Model(mobilenet.input, outputs, name=BACKBONE_NAME)
+
+
+def _backbone_weights_path(config, weights_path):
+    """The weights file to load: explicit path, else Keras' cached ImageNet file, else None."""
+    if weights_path is not None:
+        if not tf.io.gfile.exists(weights_path):
+            raise FileNotFoundError(f"backbone weights file {weights_path} does not exist")
+        return weights_path
+    cache_dir = os.path.join(os.path.expanduser("~"), ".keras", "models")
+    # Prefer the weights trained at the resolution nearest to ours.
+    for size in sorted(IMAGENET_SIZES, key=lambda s: abs(s - config.image_size)):
+        cached = os.path.join(cache_dir, imagenet_weights_filename(config.alpha, size))
+        if os.path.exists(cached):
+            logging.info("Backbone: ImageNet weights from Keras' cache, %s", cached)
+            return cached
+    logging.warning(
+        "No internet on these machines: backbone starts from random init; pass "
+        "backbone_weights=... for ImageNet weights (or place %s in %s)",
+        imagenet_weights_filename(config.alpha),
+        cache_dir,
+    )
+    return None
+
+
+def _conv_bn_relu6(x, filters, name, activation=True):
+    """1x1 conv, BatchNormalization and (optionally) ReLU6."""
+    x = tf.keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_conv")(x)
+    x = tf.keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return tf.keras.layers.ReLU(6.0, name=f"{name}_relu6")(x) if activation else x
+
+
+def _separable_bn_relu6(x, filters, name, strides=1):
+    """3x3 depthwise + 1x1 pointwise conv, BatchNormalization, ReLU6 (MobileNet style)."""
+    x = tf.keras.layers.SeparableConv2D(
+        filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+    )(x)
+    x = tf.keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return tf.keras.layers.ReLU(6.0, name=f"{name}_relu6")(x)
+
+
+def _neck(config, c4, c5):
+    """Feature maps [B, h, w, head_channels], one per stride in config.strides."""
+    channels = config.head_channels
+    # SSDLite extra layers: 1x1 bottleneck, then a stride-2 depthwise-separable conv.
+    extras, x = [], c5
+    for stride in config.strides[2:]:
+        x = _conv_bn_relu6(x, channels // 2, f"extra_{stride}_bottleneck")
+        x = _separable_bn_relu6(x, channels, f"extra_{stride}", strides=2)
+        extras.append(x)
+    if not config.feature_pyramid:
+        return [
+            _conv_bn_relu6(c4, channels, "project_16"),
+            _conv_bn_relu6(c5, channels, "project_32"),
+        ] + extras
+
+    # FPN: linear 1x1 laterals, then top-down from the coarsest level. The top-down path
+    # carries the merged maps; the smoothed ones go to the head (as in the FPN paper).
+    laterals = [
+        _conv_bn_relu6(c4, channels, "lateral_16", activation=False),
+        _conv_bn_relu6(c5, channels, "lateral_32", activation=False),
+    ] + extras
+    merged = laterals[-1]
+    levels = [merged]
+    for stride, lateral in reversed(list(zip(config.strides, laterals[:-1]))):
+        top_down = tf.keras.layers.UpSampling2D(2, name=f"fpn_upsample_{stride}")(merged)
+        # Stride-2 'same' convs round sizes up (5 -> 3), so doubling can overshoot by a row
+        # and column; the extra ones lie past the image edge.
+        extra_rows = top_down.shape[1] - lateral.shape[1]
+        extra_cols = top_down.shape[2] - lateral.shape[2]
+        if extra_rows or extra_cols:
+            top_down = tf.keras.layers.Cropping2D(
+                ((0, extra_rows), (0, extra_cols)), name=f"fpn_crop_{stride}"
+            )(top_down)
+        merged = tf.keras.layers.Add(name=f"fpn_add_{stride}")([lateral, top_down])
+        levels.insert(0, _separable_bn_relu6(merged, channels, f"fpn_smooth_{stride}"))
+    return levels
+
+
+def _shared_head(config, levels, name, outputs_per_anchor, bias_initializer):
+    """SSDLite predictor with conv weights shared by all levels -> [B, N, outputs_per_anchor].
+
+    Only the conv weights are shared (RetinaNet / KerasCV): each level keeps its own
+    BatchNormalization, since feature statistics differ per level and one set of moving
+    statistics for all of them would not match any level in inference mode (EfficientDet).
+    """
+    tower = [
+        tf.keras.layers.SeparableConv2D(
+            config.head_channels, 3, padding="same", use_bias=False, name=f"{name}_tower_{depth}"
+        )
+        for depth in range(config.head_depth)
+    ]
+    predictor = tf.keras.layers.SeparableConv2D(
+        config.anchors_per_location * outputs_per_anchor,
+        3,
+        padding="same",
+        # Small weights so that initial outputs are ~the bias (RetinaNet).
+        pointwise_initializer=tf.keras.initializers.RandomNormal(stddev=0.01),
+        bias_initializer=bias_initializer,
+        name=f"{name}_predictor",
+    )
+    per_level = []
+    for stride, x in zip(config.strides, levels):
+        for depth, conv in enumerate(tower):
+            x = conv(x)
+            x = tf.keras.layers.BatchNormalization(name=f"{name}_tower_{depth}_bn_{stride}")(x)
+            x = tf.keras.layers.ReLU(6.0, name=f"{name}_tower_{depth}_relu6_{stride}")(x)
+        x = predictor(x)
+        # [B, h, w, A * k] -> [B, h * w * A, k]: row-major, then anchor index (anchors order).
+        # Static sizes, not -1: TFLite keeps -1 as an unknown dimension, and its detection
+        # post-process op needs the number of anchors.
+        rows = x.shape[1] * x.shape[2] * config.anchors_per_location
+        per_level.append(
+            tf.keras.layers.Reshape((rows, outputs_per_anchor), name=f"{name}_reshape_{stride}")(x)
+        )
+    return tf.keras.layers.Concatenate(axis=1, name=name)(per_level)

@@ -1,0 +1,61 @@
+"""Trainer settings with their defaults. pipeline/configs.py embeds them as `training:`; the
+pipeline hands them to the Trainer as `custom_config`, and Tuner hyperparameters (alpha,
+learning_rate) override them per trial. No TensorFlow import here."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional
+
+from components.detection import check_alpha
+
+DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker")
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    # MobileNetV2 depth multiplier: 0.35, 0.5, 0.75, 1.0, 1.3 or 1.4 (components/detection/model.py)
+    alpha: float = 0.35
+    feature_pyramid: bool = True
+    batch_size: int = 16
+    augment: bool = True  # flip, scale/crop and brightness/contrast jitter on the training split
+    # 600 steps of 16 images: about 8 minutes on 2 CPU cores at 256 px and alpha 0.35.
+    train_steps: int = 600
+    eval_steps: int = 0  # 0: the whole evaluation split
+    learning_rate: float = 1e-3  # Adam, linear warm-up then cosine decay to zero
+    warmup_steps: int = 100
+    # Freeze-then-fine-tune, for a backbone with ImageNet weights: this many steps with the
+    # backbone frozen, then the rest unfrozen at learning_rate * fine_tune_learning_rate_factor.
+    # From random init (the default here: no internet) there is nothing to keep: 0.
+    freeze_backbone_steps: int = 0
+    fine_tune_learning_rate_factor: float = 0.1
+    backbone_weights: str = ""  # a Keras .h5 MobileNetV2 no-top file for this alpha
+    # Checkpoints (a killed training resumes from the last one) and TensorBoard points.
+    checkpoint_every_steps: int = 100
+    distribution: str = "auto"  # auto: TF_CONFIG workers -> multi_worker, several GPUs -> mirrored
+    # Detections kept by the exported model's non-max suppression.
+    max_detections: int = 100
+    score_threshold: float = 0.05
+    nms_iou_threshold: float = 0.5
+
+    def __post_init__(self):
+        check_alpha(self.alpha)
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(f"training.distribution: {self.distribution!r} is not one of "
+                             f"{', '.join(DISTRIBUTIONS)}")
+        for name in ("batch_size", "train_steps", "checkpoint_every_steps", "max_detections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"training.{name}: {getattr(self, name)} must be >= 1")
+        if self.freeze_backbone_steps < 0 or self.freeze_backbone_steps > self.train_steps:
+            raise ValueError("training.freeze_backbone_steps: must be in [0, train_steps]")
+
+    @classmethod
+    def from_custom_config(cls, custom_config: Optional[Dict[str, Any]],
+                           hyperparameters: Optional[Dict[str, Any]] = None
+                           ) -> "TrainingConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in (custom_config or {}).get("training", {}).items()
+                  if k in known}
+        tuned = (hyperparameters or {}).get("values", hyperparameters or {})
+        values.update({k: v for k, v in tuned.items() if k in ("alpha", "learning_rate")})
+        return cls(**values)

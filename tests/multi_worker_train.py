@@ -1,0 +1,16 @@
+"""One worker of the two-worker training test: runs the Trainer's run_fn under the TF_CONFIG the
+test sets (MultiWorkerMirroredStrategy on loopback). Usage: multi_worker_train.py ARGS_JSON"""
+
+import json
+import os
+import sys
+import types
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from components import trainer_module  # noqa: E402
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        trainer_module.run_fn(types.SimpleNamespace(**json.load(f)))
