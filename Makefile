@@ -5,13 +5,24 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lock bench clean
+.PHONY: demo test venv lock bench clean system-deps mlflow-venv
 
-demo: $(STAMP)
+demo: system-deps $(STAMP)
 	$(VENV)/bin/litedet demo
 
-test: $(STAMP)
+test: system-deps $(STAMP) mlflow-venv
 	$(PY) -m pytest
+
+# tflite-support's metadata writers load libusb-1.0 (a Debian package) at import.
+system-deps:
+	@ldconfig -p | grep -q libusb-1.0.so.0 || { \
+	  echo "Installing libusb-1.0-0 (needed by tflite-support)"; \
+	  $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq libusb-1.0-0; }
+
+# The registry tests run a real MLflow server from its own Python 3.10 virtualenv (MLflow needs
+# protobuf 4+, TFX 1.16 refuses it), cached under $$LITEDET_CACHE or ~/.cache/litedet.
+mlflow-venv:
+	bash tests/mlflow_venv.sh
 
 bench: $(STAMP)
 	$(PY) benchmarks/transform_throughput.py

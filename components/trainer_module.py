@@ -19,7 +19,7 @@ import tensorflow_transform as tft
 
 from components import features as f
 from components.detection import export, input_pipeline, losses, model as model_lib
-from components.training_config import TrainingConfig
+from components.training_config import TrainingConfig, tuned_values
 from components.transform_module import LABEL_VOCABULARY
 
 
@@ -108,10 +108,11 @@ def _learning_rate(peak: float, steps: int, warmup: int):
         warmup_target=peak if warmup else None, warmup_steps=warmup)
 
 
-def _resume_dir(model_run_dir: str, settings: TrainingConfig, train_files: List[str]) -> str:
+def _resume_dir(model_run_dir: str, settings: TrainingConfig, train_files: List[str],
+                total_steps: int) -> str:
     """A folder that outlives one Trainer execution: a retried run of the same training (same
     data and settings) finds the last checkpoint there and resumes instead of starting over."""
-    key = hashlib.sha256(json.dumps([train_files, json.dumps(vars(settings), sort_keys=True)])
+    key = hashlib.sha256(json.dumps([train_files, vars(settings), total_steps], sort_keys=True)
                          .encode()).hexdigest()[:16]
     return os.path.join(os.path.dirname(os.path.dirname(model_run_dir.rstrip("/"))),
                         "resume", key)
@@ -152,8 +153,11 @@ def run_fn(fn_args) -> None:
     config = model_lib.DetectorConfig(num_classes=len(names), alpha=settings.alpha,
                                       image_size=image_size,
                                       feature_pyramid=settings.feature_pyramid)
+    # TrainArgs holds the compiled step count; RunParameters (or a Tuner) may override it.
+    total_steps = int(tuned_values(getattr(fn_args, "hyperparameters", None)).get(
+        "train_steps", fn_args.train_steps))
     logging.info("Training MobileNetV2 SSDLite alpha=%s at %d px, %d classes (%s), %d steps",
-                 settings.alpha, image_size, len(names), ", ".join(names), fn_args.train_steps)
+                 settings.alpha, image_size, len(names), ", ".join(names), total_steps)
     anchors = config.anchors()
     with strategy.scope():
         detector = model_lib.build_detector(config, settings.backbone_weights or None)
@@ -168,11 +172,11 @@ def run_fn(fn_args) -> None:
     eval_data = input_pipeline.make_dataset(fn_args.eval_files, transform_output, anchors,
                                             settings.batch_size, training=False,
                                             materialized=materialized)
-    total_steps = fn_args.train_steps
     steps_per_epoch = min(settings.checkpoint_every_steps, total_steps)
     epochs = math.ceil(total_steps / steps_per_epoch)
     freeze_epochs = math.ceil(settings.freeze_backbone_steps / steps_per_epoch)
-    resume_dir = _resume_dir(fn_args.model_run_dir, settings, list(fn_args.train_files))
+    resume_dir = _resume_dir(fn_args.model_run_dir, settings, list(fn_args.train_files),
+                             total_steps)
     eval_steps = fn_args.eval_steps or settings.eval_steps
     warmup = min(settings.warmup_steps, total_steps // 2)
 

@@ -1,6 +1,6 @@
 """Trainer settings with their defaults. pipeline/configs.py embeds them as `training:`; the
 pipeline hands them to the Trainer as `custom_config`, and Tuner hyperparameters (alpha,
-learning_rate) override them per trial. No TensorFlow import here."""
+learning_rate) and a run's RunParameters (alpha, train_steps) override them. No TensorFlow import here."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any, Dict, Optional
 from components.detection import check_alpha
 
 DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker")
+# Settings a Tuner trial or a run's RunParameters may override (components/run_parameters.py).
+TUNABLE = ("alpha", "learning_rate", "train_steps")
 
 
 @dataclasses.dataclass
@@ -56,6 +58,11 @@ class TrainingConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in (custom_config or {}).get("training", {}).items()
                   if k in known}
-        tuned = (hyperparameters or {}).get("values", hyperparameters or {})
-        values.update({k: v for k, v in tuned.items() if k in ("alpha", "learning_rate")})
+        values.update(tuned_values(hyperparameters))
         return cls(**values)
+
+
+def tuned_values(hyperparameters: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The TUNABLE settings in a KerasTuner HyperParameters config (or a plain dict)."""
+    values = (hyperparameters or {}).get("values", hyperparameters or {})
+    return {k: v for k, v in values.items() if k in TUNABLE}

@@ -76,13 +76,20 @@ def _targets(inputs, windows: tf.Tensor, max_boxes: int) -> Dict[str, tf.Tensor]
     }
 
 
-def preprocessing_fn(inputs: Dict[str, Any], custom_config: Dict[str, Any] = None):
-    """tf.Transform entry point: decode, resize, normalize; pad boxes and labels."""
+def transform_features(inputs: Dict[str, Any], custom_config: Dict[str, Any] = None):
+    """Decode, resize, normalize; pad boxes and labels: every output, no analyzer (so it also
+    runs outside tf.Transform)."""
     settings = transform_settings(custom_config)
     images, windows = _images(inputs[f.IMAGE_ENCODED], settings["image_size"],
                               settings["resize_mode"])
     outputs = {f.IMAGE: images, f.CONTENT_WINDOW: windows}
     outputs.update(_targets(inputs, windows, settings["max_boxes"]))
+    return outputs
+
+
+def preprocessing_fn(inputs: Dict[str, Any], custom_config: Dict[str, Any] = None):
+    """tf.Transform entry point: `transform_features`, plus the label vocabulary analyzer."""
+    outputs = transform_features(inputs, custom_config)
     labels = inputs[f.CLASS_LABEL]
     tft.vocabulary(tf.strings.join([tf.strings.as_string(labels.values),
                                     inputs[f.CLASS_TEXT].values], separator=":"),

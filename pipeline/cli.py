@@ -194,6 +194,12 @@ def _print_summary(summary, seconds: float, config) -> None:
     if trainer:
         print(f"  model (SavedModel): {os.path.join(trainer.uri('model'), 'Format-Serving')}")
         print(f"  TensorBoard:       tensorboard --logdir {trainer.uri('model_run')}")
+    converter = summary.components.get("TFLiteConverter")
+    if converter:
+        folder = converter.uri("tflite_models")
+        sizes = ", ".join(f"{name} {os.path.getsize(os.path.join(folder, name)) / 1e6:.2f} MB"
+                          for name in sorted(os.listdir(folder)) if name.endswith(".tflite"))
+        print(f"  TFLite models:     {folder} ({sizes})")
     print(f"  ML Metadata:       {config.metadata_path}")
 
 

@@ -47,6 +47,15 @@ class TransformConfig:
 
 
 @dataclasses.dataclass
+class TFLiteConfig:
+    # float32 (float input in [-1, 1]), float16 (half-size weights), int8 (full-integer, uint8
+    # input). Every format carries TFLite Task / MediaPipe ObjectDetector metadata.
+    formats: List[str] = dataclasses.field(
+        default_factory=lambda: ["float32", "float16", "int8"])
+    num_calibration_images: int = 100  # int8 calibration: training images via the Transform
+
+
+@dataclasses.dataclass
 class PipelineConfig:
     pipeline_name: str = PIPELINE_NAME
     # Local runs keep everything (artifacts, ML Metadata SQLite) under this folder.
@@ -58,6 +67,7 @@ class PipelineConfig:
     sample_data: SampleDataConfig = dataclasses.field(default_factory=SampleDataConfig)
     transform: TransformConfig = dataclasses.field(default_factory=TransformConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    tflite: TFLiteConfig = dataclasses.field(default_factory=TFLiteConfig)
     schema_path: str = ""  # empty: the curated schemas/detection_raw.pbtxt
     enable_cache: bool = True
     # Passed unchanged to every Beam step. Locally: the DirectRunner on all cores in separate
@@ -184,6 +194,10 @@ def validate(config: PipelineConfig) -> None:
         raise ConfigError(f"transform.image_size: {t.image_size} must be a multiple of 32, >= 64")
     if t.max_boxes < 1:
         raise ConfigError(f"transform.max_boxes: {t.max_boxes} must be >= 1")
+    unknown = set(config.tflite.formats) - {"float32", "float16", "int8"}
+    if unknown or not config.tflite.formats:
+        raise ConfigError(f"tflite.formats: {config.tflite.formats} must be a non-empty list of "
+                          "float32, float16, int8")
     try:
         TrainingConfig(**dataclasses.asdict(config.training))
     except ValueError as e:

@@ -43,13 +43,15 @@ class RunParameter(NamedTuple):
 # component as an exec property. TFX's Kubeflow V2 compiler resolves RuntimeParameters only as
 # whole, top-level exec properties of type str, int or float, not inside protos (such as
 # Trainer's TrainArgs) or dicts (custom_config): give such a setting its own exec property.
-# Later entries, once those components exist, e.g.:
-#   "alpha": RunParameter(float, lambda c: c.model.alpha, "MobileNetV2 width multiplier"),
-#   "train_steps": RunParameter(int, lambda c: c.trainer.train_steps, "training steps"),
+# Trainer's settings reach it through components/run_parameters.py for that reason.
 RUNTIME_PARAMETERS: Dict[str, RunParameter] = {
     "input_base": RunParameter(
         str, lambda c: c.dataset["root"],
         "dataset root the ExampleGen reads: gs://... or a path mounted in every step"),
+    "alpha": RunParameter(
+        float, lambda c: c.training.alpha,
+        "MobileNetV2 depth multiplier: 0.35, 0.5, 0.75, 1.0, 1.3 or 1.4"),
+    "train_steps": RunParameter(int, lambda c: c.training.train_steps, "training steps"),
 }
 
 
@@ -66,7 +68,9 @@ COMPONENT_RESOURCES: Dict[str, Resources] = {
     "SchemaImporter": Resources(cpu=0.5, memory_gb=1),
     "ExampleValidator": Resources(cpu=1, memory_gb=2),
     "Transform": Resources(cpu=2, memory_gb=8),
+    "RunParameters": Resources(cpu=0.5, memory_gb=1),
     "Trainer": Resources(cpu=4, memory_gb=16),
+    "TFLiteConverter": Resources(cpu=2, memory_gb=8),
     "Evaluator": Resources(cpu=2, memory_gb=8),
     "Pusher": Resources(cpu=0.5, memory_gb=2),
 }

@@ -3,6 +3,9 @@
 DetectionExampleGen -> StatisticsGen -> ImportSchemaGen (schemas/) -> ExampleValidator
                     -> Transform (decode, resize, normalize, pad boxes)
                     -> Trainer (MobileNetV2 SSDLite, exported with the Transform graph)
+RunParameters (alpha, train_steps: run-time parameters on Kubeflow) -> Trainer
+Trainer -> TFLiteConverter (float32 / float16 / int8 with the detection post-process op and
+           ObjectDetector metadata)
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from tfx.orchestration import data_types
 import schemas
 from components.example_gen.component import DetectionExampleGen
 from components.example_gen.config import DatasetConfig
+from components.run_parameters import RunParameters
+from components.tflite.component import TFLiteConverter
 from pipeline.configs import PipelineConfig
 
 PREPROCESSING_FN = "components.transform_module.preprocessing_fn"
@@ -71,8 +76,12 @@ def create_pipeline(
     pipeline_root: str,
     metadata_connection_config=None,
     input_base: Optional[Union[str, data_types.RuntimeParameter]] = None,
+    alpha: Optional[Union[float, data_types.RuntimeParameter]] = None,
+    train_steps: Optional[Union[int, data_types.RuntimeParameter]] = None,
     beam_pipeline_args: Optional[List[str]] = None,
 ) -> tfx.dsl.Pipeline:
+    """The component graph. `input_base`, `alpha` and `train_steps` override the configuration;
+    the Kubeflow runner passes them as run-time parameters."""
     example_gen = DetectionExampleGen(dataset=dataset, input_base=input_base)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_importer = tfx.components.ImportSchemaGen(
@@ -91,22 +100,34 @@ def create_pipeline(
         custom_config={**dataclasses.asdict(config.transform),
                        "code_fingerprint": source_fingerprint(PREPROCESSING_FN)})
     training = config.training
+    run_parameters = RunParameters(
+        alpha=training.alpha if alpha is None else alpha,
+        train_steps=training.train_steps if train_steps is None else train_steps)
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=(transform.outputs["transformed_examples"] if config.transform.materialize
                   else example_gen.outputs["examples"]),
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_importer.outputs["schema"],
+        hyperparameters=run_parameters.outputs["hyperparameters"],
         train_args=tfx.proto.TrainArgs(num_steps=training.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=training.eval_steps or None),
         custom_config={"training": dataclasses.asdict(training),
                        "materialized_examples": config.transform.materialize,
                        "code_fingerprint": source_fingerprint(RUN_FN)})
+    tflite_converter = TFLiteConverter(
+        model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        label_map=example_gen.outputs["label_map"], formats=config.tflite.formats,
+        num_calibration_images=config.tflite.num_calibration_images,
+        max_detections=training.max_detections, score_threshold=training.score_threshold,
+        iou_threshold=training.nms_iou_threshold,
+        code_fingerprint=source_fingerprint("components.tflite.component.Executor"))
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,
         components=[example_gen, statistics_gen, schema_importer, example_validator, transform,
-                    trainer],
+                    run_parameters, trainer, tflite_converter],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or config.beam_pipeline_args,

@@ -523,5 +523,5 @@ def test_cli_errors_are_one_line_and_exit_non_zero(kfp_server, capsys):
     assert _cli(["kfp", "run", "--pipeline", "nope", "--endpoint", endpoint]) == 1
     err = capsys.readouterr().err
     assert err.startswith("litedet: error: ") and err.count("\n") == 1
-    assert _cli(["kfp", "run", "--param", "alpha=0.5", "--endpoint", endpoint]) == 1
+    assert _cli(["kfp", "run", "--param", "colour=red", "--endpoint", endpoint]) == 1
     assert "not a run-time parameter" in capsys.readouterr().err

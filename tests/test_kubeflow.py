@@ -103,6 +103,12 @@ def test_run_time_parameters_exist_with_their_defaults(compiled):
     example_gen = job["pipelineSpec"]["root"]["dag"]["tasks"]["DetectionExampleGen"]
     assert example_gen["inputs"]["parameters"]["input_base"] == {
         "componentInputParameter": "input_base"}
+    run_parameters = job["pipelineSpec"]["root"]["dag"]["tasks"]["RunParameters"]
+    for name in ("alpha", "train_steps"):
+        assert run_parameters["inputs"]["parameters"][name] == {"componentInputParameter": name}
+    trainer_inputs = job["pipelineSpec"]["root"]["dag"]["tasks"]["Trainer"]["inputs"]["artifacts"]
+    assert trainer_inputs["hyperparameters"]["taskOutputArtifact"]["producerTask"] == \
+        "RunParameters"
     assert job["runtimeConfig"]["gcsOutputDirectory"] == PIPELINE_ROOT
 
 

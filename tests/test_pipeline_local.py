@@ -25,7 +25,7 @@ from tests import coco_check, datasets
 
 NUM_TRAIN, NUM_EVAL = 32, 8
 COMPONENTS = {"DetectionExampleGen", "StatisticsGen", "SchemaImporter", "ExampleValidator",
-              "Transform", "Trainer"}
+              "Transform", "RunParameters", "Trainer", "TFLiteConverter"}
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +33,21 @@ def pipeline_runs(tmp_path_factory):
     """Runs the pipeline twice on unchanged inputs; returns the config, both summaries and the
     sample dataset's folder."""
     base = tmp_path_factory.mktemp("pipeline")
-    os.environ["LITEDET_CACHE"] = str(base / "cache")
+    environment = pytest.MonkeyPatch()
+    environment.setenv("LITEDET_CACHE", str(base / "cache"))
+    try:
+        yield _run_twice(base)
+    finally:
+        environment.undo()
+
+
+def _run_twice(base):
     config = configs.load_config(None, [
         f"output_dir={base / 'outputs'}", f"sample_data.num_train={NUM_TRAIN}",
         f"sample_data.num_eval={NUM_EVAL}", "training.batch_size=8",
         "training.train_steps=800", "training.checkpoint_every_steps=200",
         "training.augment=false",  # memorizing is the point here
+        'tflite.formats=["float32","int8"]', "tflite.num_calibration_images=16",
         'beam_pipeline_args=["--direct_running_mode=multi_processing","--direct_num_workers=2"]'])
     metadata = os.path.abspath(config.metadata_path)
     dataset = local_runner.resolve_dataset(config)
@@ -147,6 +156,41 @@ def test_serving_default_finds_the_objects_in_a_raw_jpeg(pipeline_runs):
         ious = [_iou(gt, box) for category, box in found if category == a["category_id"]]
         matched += bool(ious) and max(ious) >= 0.5
     assert matched >= 0.8 * len(truth), (matched, len(truth), found)
+
+
+def test_the_int8_tflite_model_finds_the_objects_and_carries_its_labels(pipeline_runs):
+    from PIL import Image
+
+    from components.tflite import converter
+    from components.tflite.interpreter import TFLiteDetector
+
+    _, first, _, root = pipeline_runs
+    folder = first.components["TFLiteConverter"].uri("tflite_models")
+    path = os.path.join(folder, "model_int8.tflite")
+    with open(os.path.join(first.components["DetectionExampleGen"].uri("label_map"),
+                           "labels.txt")) as handle:
+        assert converter.read_metadata(path)["labels"] == handle.read().splitlines()
+    with open(os.path.join(root, "annotations", "instances_train.json")) as handle:
+        coco = json.load(handle)
+    detector = TFLiteDetector(path)
+    to_category = _label_to_category(first)
+    matched = total = 0
+    for image in coco["images"][:8]:
+        truth = [a for a in coco["annotations"]
+                 if a["image_id"] == image["id"] and not a["iscrowd"]]
+        pixels = np.asarray(Image.open(os.path.join(root, "images", image["file_name"]))
+                            .convert("RGB"))
+        out = detector.detect(pixels)
+        kept = out["scores"] >= 0.15
+        found = [(to_category[int(c)], b) for c, b in zip(out["classes"][kept],
+                                                           out["boxes"][kept])]
+        w, h = image["width"], image["height"]
+        for a in truth:
+            x, y, bw, bh = a["bbox"]
+            gt = np.array([y / h, x / w, (y + bh) / h, (x + bw) / w])
+            matched += any(c == a["category_id"] and _iou(gt, b) >= 0.5 for c, b in found)
+            total += 1
+    assert total and matched >= 0.8 * total, (matched, total)
 
 
 def _iou(a, b):

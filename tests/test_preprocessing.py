@@ -87,8 +87,8 @@ def _raw_batch(object_counts):
     return raw
 
 
-def test_preprocessing_fn_pads_boxes_and_counts_objects():
-    out = transform_module.preprocessing_fn(
+def test_transform_features_pads_boxes_and_counts_objects():
+    out = transform_module.transform_features(
         _raw_batch([2, 0, 3]), {"image_size": 64, "max_boxes": 4, "resize_mode": "stretch"})
     assert out[f.IMAGE].shape == (3, 64, 64, 3)
     assert out[f.BOXES].shape == (3, 4, 4)
@@ -99,7 +99,7 @@ def test_preprocessing_fn_pads_boxes_and_counts_objects():
     assert out[f.IGNORE].numpy()[0].tolist() == [1, 0, 0, 0]  # crowd objects are marked
 
 
-def test_preprocessing_fn_refuses_to_cut_objects():
+def test_transform_features_refuse_to_cut_objects():
     with pytest.raises(tf.errors.InvalidArgumentError, match="more than max_boxes=2 objects"):
-        transform_module.preprocessing_fn(_raw_batch([3]), {"image_size": 64, "max_boxes": 2})
+        transform_module.transform_features(_raw_batch([3]), {"image_size": 64, "max_boxes": 2})
 

@@ -11,7 +11,8 @@
   (LABEL_COLUMNS).
 - `detect_preprocessed`: model-input images [B, S, S, 3] in [-1, 1] -> raw `box_encodings`
   [B, N, 4] and sigmoid `class_scores` [B, N, C + 1]: what the TFLite conversion wraps with the
-  TFLite detection post-process op. The anchors are saved as the variable-free `anchors` attribute.
+  TFLite detection post-process op. The anchors are saved as the `anchors` variable (a plain
+  tf.constant attribute would be dropped by tf.saved_model.save).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class DetectorExport(tf.Module):
         self.detector = detector
         # Tracked as an attribute so the Transform graph and its assets are saved with us.
         self.tft_layer = tf_transform_output.transform_features_layer()
-        self.anchors = tf.constant(anchors)
+        self.anchors = tf.Variable(anchors, trainable=False, dtype=tf.float32, name="anchors")
         self._image_size = image_size
         self._nms = dict(score_threshold=score_threshold, iou_threshold=iou_threshold,
                          max_detections=max_detections)
