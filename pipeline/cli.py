@@ -146,6 +146,10 @@ def _quiet_environment(verbose: bool) -> None:
         import warnings
 
         warnings.simplefilter("ignore")
+        # TensorFlow's function finalizers complain at interpreter teardown ("Exception ignored
+        # in AtomicFunction.__del__"): harmless, so into the log file instead of the terminal.
+        sys.unraisablehook = lambda unraisable: logging.debug(
+            "ignored in %s: %r", unraisable.object, unraisable.exc_value)
 
 
 def _run_pipeline(config, verbose: bool) -> int:
