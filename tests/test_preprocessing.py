@@ -103,3 +103,24 @@ def test_transform_features_refuse_to_cut_objects():
     with pytest.raises(tf.errors.InvalidArgumentError, match="more than max_boxes=2 objects"):
         transform_module.transform_features(_raw_batch([3]), {"image_size": 64, "max_boxes": 2})
 
+
+
+def test_anchor_targets_ignore_the_padding_rows():
+    """The input pipeline matches against the real boxes only; padding must change nothing."""
+    from components.detection import anchors, input_pipeline, matcher
+
+    grid = anchors.generate_anchors(64, strides=(16, 32))
+    example = {
+        f.IMAGE: tf.zeros([64, 64, 3]),
+        f.BOXES: tf.constant([[0.1, 0.1, 0.5, 0.5], [0.4, 0.3, 0.9, 0.8]] + [[0.0] * 4] * 6),
+        f.CLASSES: tf.constant([1, 2] + [0] * 6, tf.int64),
+        f.IGNORE: tf.constant([0, 1] + [0] * 6, tf.int64),
+        f.NUM_BOXES: tf.constant(2, tf.int64),
+    }
+    _, targets = input_pipeline.targets_for(example, grid)
+    padded = matcher.assign_targets(grid, example[f.BOXES], example[f.CLASSES],
+                                    example[f.IGNORE], example[f.NUM_BOXES])
+    for name, expected in zip(("box_targets", "class_targets", "box_weights", "class_weights"),
+                              padded):
+        np.testing.assert_allclose(targets[name].numpy(), expected.numpy(), err_msg=name)
+    assert targets["box_weights"].numpy().sum() > 0  # the non-crowd box has positives

@@ -84,8 +84,12 @@ def augment(example: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
 
 
 def targets_for(example: Dict[str, tf.Tensor], anchors: tf.Tensor):
+    # Only the real rows: matching against all max_boxes padded rows would cost ~20x the IoU
+    # work for the same targets (padding never matches).
+    count = tf.cast(example[f.NUM_BOXES], tf.int32)
     box_targets, class_targets, box_weights, class_weights = matcher.assign_targets(
-        anchors, example[f.BOXES], example[f.CLASSES], example[f.IGNORE], example[f.NUM_BOXES])
+        anchors, example[f.BOXES][:count], example[f.CLASSES][:count],
+        example[f.IGNORE][:count], count)
     return example[f.IMAGE], {"box_targets": box_targets, "class_targets": class_targets,
                               "box_weights": box_weights, "class_weights": class_weights}
 
