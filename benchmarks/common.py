@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -91,11 +93,10 @@ def run_transform(config, data: DataSteps, materialize: bool, workdir: str) -> s
         outputs["transformed_examples"] = [standard_artifacts.Examples()]
     for key, (artifact,) in outputs.items():
         artifact.uri = os.path.join(workdir, key)
-    t = config.transform
     properties = {
         "preprocessing_fn": pipeline_def.PREPROCESSING_FN,
-        "custom_config": json.dumps({"image_size": t.image_size, "resize_mode": t.resize_mode,
-                                     "max_boxes": t.max_boxes}),
+        # The pipeline's own Transform settings, as pipeline.create_pipeline passes them.
+        "custom_config": json.dumps(dataclasses.asdict(config.transform)),
         "disable_statistics": 1, "force_tf_compat_v1": 0,
     }
     context = Executor.Context(beam_pipeline_args=config.beam_pipeline_args,
@@ -119,3 +120,23 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+def add_sample_data_args(parser: argparse.ArgumentParser, results_file: str) -> None:
+    """The flags every benchmark shares: which sample data, where to keep it, where results go."""
+    parser.add_argument("--num-train", type=int, default=400)
+    parser.add_argument("--num-eval", type=int, default=100)
+    parser.add_argument("--output-dir", default=os.path.join("outputs", "bench"))
+    parser.add_argument("--results", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "results", results_file))
+
+
+def sample_data_steps(args):
+    """(configuration, DataSteps) for the sample data the flags name."""
+    from pipeline import configs
+
+    config = configs.load_config(None, [f"sample_data.num_train={args.num_train}",
+                                        f"sample_data.num_eval={args.num_eval}"])
+    print("Preparing examples (ExampleGen; kept for later runs) ...", flush=True)
+    return config, DataSteps(config, os.path.join(args.output_dir,
+                                                  f"n{args.num_train}-{args.num_eval}"))

@@ -32,7 +32,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
 from benchmarks.common import DataSteps, PeakMemory, run_transform  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class StepClock:
@@ -101,19 +100,10 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-train", type=int, default=400)
-    parser.add_argument("--num-eval", type=int, default=100)
-    parser.add_argument("--output-dir", default=os.path.join("outputs", "bench"))
-    parser.add_argument("--results", default=os.path.join(HERE, "results",
-                                                          "train_throughput.json"))
+    common.add_sample_data_args(parser, "train_throughput.json")
     args = parser.parse_args(argv)
 
-    from pipeline import configs
-
-    config = configs.load_config(None, [f"sample_data.num_train={args.num_train}",
-                                        f"sample_data.num_eval={args.num_eval}"])
-    print("Preparing examples and the transform graph ...", flush=True)
-    data = DataSteps(config, os.path.join(args.output_dir, f"n{args.num_train}-{args.num_eval}"))
+    config, data = common.sample_data_steps(args)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         graph = run_transform(config, data, False, workdir)

@@ -36,7 +36,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
 from benchmarks.common import DataSteps, PeakMemory, run_transform  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def run_graph_in_tf_data(data: DataSteps, graph_dir: str) -> None:
@@ -87,20 +86,10 @@ def timed(fn, *args):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--num-train", type=int, default=400)
-    parser.add_argument("--num-eval", type=int, default=100)
-    parser.add_argument("--output-dir", default=os.path.join("outputs", "bench"))
-    parser.add_argument("--results", default=os.path.join(HERE, "results",
-                                                          "transform_throughput.json"))
+    common.add_sample_data_args(parser, "transform_throughput.json")
     args = parser.parse_args(argv)
 
-    from pipeline import configs
-
-    config = configs.load_config(None, [f"sample_data.num_train={args.num_train}",
-                                        f"sample_data.num_eval={args.num_eval}"])
-    print("Preparing examples (ExampleGen; kept for later runs) ...", flush=True)
-    data = DataSteps(config, os.path.join(args.output_dir,
-                                          f"n{args.num_train}-{args.num_eval}"))
+    config, data = common.sample_data_steps(args)
     images = image_bytes_of(data)
     n = len(images)
     n = len(images)
