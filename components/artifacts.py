@@ -25,3 +25,11 @@ class QuarantinedRecords(Artifact):
     """
 
     TYPE_NAME = "litedet.QuarantinedRecords"
+
+
+class KfpMetrics(Artifact):
+    """Key numbers of a run as custom properties (mAP, blessed, sizes, latency). Its type name is
+    KFP's `system.Metrics`, so the Kubeflow run page shows them as scalar metrics; locally it is
+    an ordinary ML Metadata artifact with a `metrics.json` beside it."""
+
+    TYPE_NAME = "system.Metrics"

@@ -167,6 +167,9 @@ def _run_pipeline(config, verbose: bool) -> int:
     progress = _Progress(total=len(definition.components))
     logging.getLogger().addHandler(progress)
     print(f"Running pipeline '{config.pipeline_name}' (log: {log_path})", flush=True)
+    # TFX's Beam executors parse sys.argv with absl flags: our own flags (-v would be read as
+    # absl's --verbosity, eating the next argument) must not reach them. They are parsed already.
+    sys.argv = sys.argv[:1]
     try:
         local_runner.execute(definition)
     finally:
@@ -204,7 +207,38 @@ def _print_summary(summary, seconds: float, config) -> None:
         sizes = ", ".join(f"{name} {os.path.getsize(os.path.join(folder, name)) / 1e6:.2f} MB"
                           for name in sorted(os.listdir(folder)) if name.endswith(".tflite"))
         print(f"  TFLite models:     {folder} ({sizes})")
+    if "ModelGate" in summary.components:
+        _print_verdict(summary)
     print(f"  ML Metadata:       {config.metadata_path}")
+
+
+def _print_verdict(summary) -> None:
+    gate = summary.gate_report()
+    baseline = gate.get("baseline_map50")
+    print(f"  mAP@0.5 (eval):    {gate['map50']:.3f}   mAP@[.5:.95] {gate['map']:.3f}"
+          + (f"   (last blessed: {baseline:.3f})" if baseline is not None else "")
+          + f"   on {gate['num_eval_images']} images")
+    per_class = gate.get("ap50_per_class") or {}
+    if per_class:
+        print("  AP@0.5 per class:  " + ", ".join(f"{k} {v:.2f}" for k, v in per_class.items()))
+    for fmt, scores in gate["formats"].items():
+        if fmt != "saved_model":
+            print(f"  TFLite {fmt + ':':9s}  mAP@0.5 {scores['map50']:.3f}, "
+                  f"{scores['size_bytes'] / 1e6:.2f} MB, {scores['latency_ms']:.1f} ms "
+                  "(1 thread)" + ("  <- shipped format" if fmt == gate["ship_format"] else ""))
+    if gate["blessed"]:
+        print("  blessed:           yes")
+    else:
+        print("  blessed:           NO\n" + "".join(f"    - {r}\n" for r in gate["reasons"]),
+              end="")
+    push = summary.push_record()
+    if push["pushed"]:
+        registered = (f", registered in {push['registry_kind']} as version "
+                      f"{push['registry_version']}" if push["registered"] else "")
+        print(f"  pushed:            {push['pushed_destination']} (version "
+              f"{push['pushed_version']}{registered})")
+    else:
+        print(f"  pushed:            nothing ({push['push_reason']})")
 
 
 def _data(args) -> int:

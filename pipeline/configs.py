@@ -53,6 +53,37 @@ class TFLiteConfig:
     formats: List[str] = dataclasses.field(
         default_factory=lambda: ["float32", "float16", "int8"])
     num_calibration_images: int = 100  # int8 calibration: training images via the Transform
+    # The format a device gets (the manifest's "model"), checked against the device budgets;
+    # every converted format is pushed. See docs/benchmarks.md for why this default.
+    ship_format: str = "float16"
+
+
+@dataclasses.dataclass
+class EvaluationConfig:
+    """What a model must reach to be blessed (components/evaluation/gate.py)."""
+    # Absolute bound on the SavedModel's mAP@0.5 on the evaluation split (TFMA, COCO matching).
+    min_map50: float = 0.5
+    # Against the latest blessed model: how far mAP@0.5 may drop. 0: any regression blocks.
+    max_map_drop: float = 0.0
+    # Every converted TFLite format must score within this of the SavedModel (1.5 mAP points).
+    max_tflite_map_drop: float = 0.015
+    # Device budgets for the shipped format, on the stock interpreter, one thread. 0: no budget.
+    max_latency_ms: float = 0.0
+    max_size_mb: float = 0.0
+    # Classes, for per-class AP: 0 counts them from the dataset when the pipeline is built.
+    num_classes: int = 0
+
+
+@dataclasses.dataclass
+class PushConfig:
+    """Where blessed models go (components/pusher)."""
+    # A folder, gs:// or s3:// URI; empty: <output_dir>/models. Each push is a new version.
+    destination: str = ""
+    # {"kind": "none"}, {"kind": "mlflow", "tracking_uri": "http://..."} or {"kind": "kubeflow",
+    # "server_address": ..., "port": ...}; secrets come from the environment, never from here.
+    registry: Dict[str, Any] = dataclasses.field(default_factory=lambda: {"kind": "none"})
+    model_name: str = PIPELINE_NAME
+    push_savedmodel: bool = True
 
 
 @dataclasses.dataclass
@@ -68,6 +99,8 @@ class PipelineConfig:
     transform: TransformConfig = dataclasses.field(default_factory=TransformConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     tflite: TFLiteConfig = dataclasses.field(default_factory=TFLiteConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    push: PushConfig = dataclasses.field(default_factory=PushConfig)
     schema_path: str = ""  # empty: the curated schemas/detection_raw.pbtxt
     enable_cache: bool = True
     # Passed unchanged to every Beam step. Locally: the DirectRunner on all cores in separate
@@ -82,6 +115,10 @@ class PipelineConfig:
     @property
     def metadata_path(self) -> str:
         return os.path.join(self.output_dir, "metadata", self.pipeline_name, "metadata.sqlite")
+
+    @property
+    def push_destination(self) -> str:
+        return self.push.destination or os.path.abspath(os.path.join(self.output_dir, "models"))
 
     @property
     def uses_sample_data(self) -> bool:
@@ -116,7 +153,7 @@ def _merge(target, values: dict, path: str = "") -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: expected a mapping, got {value!r}")
             _merge(current, value, where + ".")
-        elif isinstance(current, dict) and key == "dataset":
+        elif isinstance(current, dict) and key in ("dataset", "registry"):
             setattr(target, key, dict(value))  # a whole dataset description replaces the default
         else:
             setattr(target, key, _coerce(where, current, value))
@@ -198,6 +235,19 @@ def validate(config: PipelineConfig) -> None:
     if unknown or not config.tflite.formats:
         raise ConfigError(f"tflite.formats: {config.tflite.formats} must be a non-empty list of "
                           "float32, float16, int8")
+    if config.tflite.ship_format not in config.tflite.formats:
+        raise ConfigError(f"tflite.ship_format: {config.tflite.ship_format!r} is not among the "
+                          f"converted tflite.formats {config.tflite.formats}")
+    e = config.evaluation
+    for name in ("min_map50", "max_map_drop", "max_tflite_map_drop"):
+        if not 0.0 <= getattr(e, name) <= 1.0:
+            raise ConfigError(f"evaluation.{name}: {getattr(e, name)} must be in [0, 1]")
+    for name in ("max_latency_ms", "max_size_mb", "num_classes"):
+        if getattr(e, name) < 0:
+            raise ConfigError(f"evaluation.{name}: {getattr(e, name)} must be >= 0 (0: none)")
+    if config.push.registry.get("kind", "none") not in ("none", "mlflow", "kubeflow"):
+        raise ConfigError(f"push.registry.kind: {config.push.registry.get('kind')!r} is not one "
+                          "of none, mlflow, kubeflow")
     try:
         TrainingConfig(**dataclasses.asdict(config.training))
     except ValueError as e:

@@ -52,6 +52,9 @@ RUNTIME_PARAMETERS: Dict[str, RunParameter] = {
         float, lambda c: c.training.alpha,
         "MobileNetV2 depth multiplier: 0.35, 0.5, 0.75, 1.0, 1.3 or 1.4"),
     "train_steps": RunParameter(int, lambda c: c.training.train_steps, "training steps"),
+    "min_map50": RunParameter(
+        float, lambda c: c.evaluation.min_map50,
+        "mAP@0.5 a model must reach on the evaluation split to be blessed and pushed"),
 }
 
 
@@ -72,7 +75,8 @@ COMPONENT_RESOURCES: Dict[str, Resources] = {
     "Trainer": Resources(cpu=4, memory_gb=16),
     "TFLiteConverter": Resources(cpu=2, memory_gb=8),
     "Evaluator": Resources(cpu=2, memory_gb=8),
-    "Pusher": Resources(cpu=0.5, memory_gb=2),
+    "ModelGate": Resources(cpu=2, memory_gb=4),
+    "LitedetPusher": Resources(cpu=0.5, memory_gb=2),
 }
 DEFAULT_RESOURCES = Resources(cpu=1, memory_gb=4)
 
@@ -134,6 +138,35 @@ def _schema_in_image(config: configs.PipelineConfig) -> str:
     return config.schema_path
 
 
+def _push_destination(config: configs.PipelineConfig, pipeline_root: str) -> str:
+    """Where blessed models go from a pod: push.destination (gs:// or an absolute path on a
+    mounted volume), by default a `models` folder beside the pipeline root's runs."""
+    destination = config.push.destination
+    if not destination:
+        return pipeline_root.rstrip("/") + "/models"
+    if destination.startswith(("s3://", "minio://")):
+        raise KubeflowConfigError(f"push.destination {destination!r}: {_NO_S3}")
+    if not (destination.startswith("gs://") or os.path.isabs(destination)):
+        raise KubeflowConfigError(f"push.destination {destination!r} is a path on this machine; "
+                                  "on Kubeflow use gs://... or an absolute path on a volume")
+    return destination
+
+
+def _num_classes(config: configs.PipelineConfig) -> int:
+    """The class count per-class AP is set up for (TFMA's metrics are fixed when compiling):
+    evaluation.num_classes, dataset.class_names, or the compile-time dataset's COCO files."""
+    if config.evaluation.num_classes:
+        return config.evaluation.num_classes
+    from components.example_gen import annotations
+
+    try:
+        return annotations.count_classes(config.dataset_config())
+    except Exception as error:  # unreadable from here (no credentials), or not COCO
+        raise KubeflowConfigError(
+            f"cannot count the dataset's classes when compiling ({error}); set "
+            "evaluation.num_classes or dataset.class_names") from error
+
+
 def _direct_workers(beam_args, cpu: float):
     """Per-step Beam args: the DirectRunner's default worker count (0) means one per core the
     process sees, which in a pod is the node's cores, not the pod's CPU limit."""
@@ -191,14 +224,19 @@ def compile_pipeline(config: configs.PipelineConfig, output_path: str, image: st
 
     from pipeline import pipeline as pipeline_def
 
-    config = dataclasses.replace(config, schema_path=_schema_in_image(config))
+    config = dataclasses.replace(
+        config, schema_path=_schema_in_image(config),
+        push=dataclasses.replace(config.push, destination=_push_destination(config,
+                                                                            pipeline_root)))
+    num_classes = _num_classes(config)
     defaults = {name: p.default(config) for name, p in RUNTIME_PARAMETERS.items()}
     runtime_parameters = {
         name: tfx.dsl.experimental.RuntimeParameter(name=name, ptype=p.ptype,
                                                     default=defaults[name])
         for name, p in RUNTIME_PARAMETERS.items()}
     definition = pipeline_def.create_pipeline(
-        config, config.dataset_config(), pipeline_root=pipeline_root, **runtime_parameters)
+        config, config.dataset_config(), pipeline_root=pipeline_root, num_classes=num_classes,
+        **runtime_parameters)
     for component in definition.components:
         _sized(component, definition.beam_pipeline_args)
 

@@ -6,6 +6,10 @@ DetectionExampleGen -> StatisticsGen -> ImportSchemaGen (schemas/) -> ExampleVal
 RunParameters (alpha, train_steps: run-time parameters on Kubeflow) -> Trainer
 Trainer -> TFLiteConverter (float32 / float16 / int8 with the detection post-process op and
            ObjectDetector metadata)
+latest blessed model (Resolver over ModelGate's blessings) -> Evaluator (TFMA COCO mAP on the
+           eval split, candidate vs that baseline)
+Evaluator + TFLiteConverter -> ModelGate (mAP bound, no regression, TFLite mAP drop, device
+           budgets) -> LitedetPusher (versioned store + model registry, blessed models only)
 """
 
 from __future__ import annotations
@@ -22,13 +26,18 @@ from tfx.orchestration import data_types
 
 import schemas
 from components.example_gen.component import DetectionExampleGen
+from components.evaluation import metrics as evaluation_metrics
+from components.evaluation.gate import ModelGate
+from components.example_gen.annotations import count_classes
 from components.example_gen.config import DatasetConfig
+from components.pusher.component import LitedetPusher
 from components.run_parameters import RunParameters
 from components.tflite.component import TFLiteConverter
 from pipeline.configs import PipelineConfig
 
 PREPROCESSING_FN = "components.transform_module.preprocessing_fn"
 RUN_FN = "components.trainer_module.run_fn"
+GATE_ID = "ModelGate"
 
 
 def _project_imports(path: pathlib.Path, package: str) -> Set[str]:
@@ -78,10 +87,14 @@ def create_pipeline(
     input_base: Optional[Union[str, data_types.RuntimeParameter]] = None,
     alpha: Optional[Union[float, data_types.RuntimeParameter]] = None,
     train_steps: Optional[Union[int, data_types.RuntimeParameter]] = None,
+    min_map50: Optional[Union[float, data_types.RuntimeParameter]] = None,
+    num_classes: int = 0,
+    pipeline_run_id: Optional[str] = None,
     beam_pipeline_args: Optional[List[str]] = None,
 ) -> tfx.dsl.Pipeline:
-    """The component graph. `input_base`, `alpha` and `train_steps` override the configuration;
-    the Kubeflow runner passes them as run-time parameters."""
+    """The component graph. `input_base`, `alpha`, `train_steps` and `min_map50` override the
+    configuration; the Kubeflow runner passes them as run-time parameters. `num_classes` (for
+    per-class AP) defaults to evaluation.num_classes, else the dataset's count."""
     example_gen = DetectionExampleGen(dataset=dataset, input_base=input_base)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_importer = tfx.components.ImportSchemaGen(
@@ -123,11 +136,47 @@ def create_pipeline(
         max_detections=training.max_detections, score_threshold=training.score_threshold,
         iou_threshold=training.nms_iou_threshold,
         code_fingerprint=source_fingerprint("components.tflite.component.Executor"))
+
+    evaluation = config.evaluation
+    num_classes = num_classes or evaluation.num_classes or count_classes(dataset)
+    # The baseline: the newest model the gate blessed (not merely one TFMA passed).
+    latest_blessed = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                       producer_component_id=GATE_ID, output_key="blessing"),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=latest_blessed.outputs["model"],
+        example_splits=[evaluation_metrics.EVAL_SPLIT],
+        eval_config=evaluation_metrics.eval_config(num_classes, evaluation.max_map_drop,
+                                                   training.max_detections))
+    gate = ModelGate(
+        model=trainer.outputs["model"], evaluation=evaluator.outputs["evaluation"],
+        tflite_models=tflite_converter.outputs["tflite_models"],
+        examples=example_gen.outputs["examples"], label_map=example_gen.outputs["label_map"],
+        min_map50=evaluation.min_map50 if min_map50 is None else min_map50,
+        max_tflite_map_drop=evaluation.max_tflite_map_drop,
+        ship_format=config.tflite.ship_format,
+        max_latency_ms=evaluation.max_latency_ms, max_size_mb=evaluation.max_size_mb,
+        code_fingerprint=source_fingerprint("components.evaluation.gate.ModelGate"),
+    ).with_id(GATE_ID)
+    pusher = LitedetPusher(
+        model=trainer.outputs["model"], tflite_models=tflite_converter.outputs["tflite_models"],
+        model_blessing=gate.outputs["blessing"], label_map=example_gen.outputs["label_map"],
+        evaluation=evaluator.outputs["evaluation"],
+        destination=config.push_destination, registry=config.push.registry,
+        model_name=config.push.model_name, push_savedmodel=config.push.push_savedmodel,
+        extra_manifest={"ship_format": config.tflite.ship_format},
+        pipeline_run_id=pipeline_run_id)
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,
         components=[example_gen, statistics_gen, schema_importer, example_validator, transform,
-                    run_parameters, trainer, tflite_converter],
+                    run_parameters, trainer, tflite_converter, latest_blessed, evaluator, gate,
+                    pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or config.beam_pipeline_args,

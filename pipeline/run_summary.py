@@ -53,6 +53,18 @@ class RunSummary:
         return found
 
 
+    def gate_report(self) -> dict:
+        """ModelGate's gate.json: blessed, reasons, mAP, per-format TFLite figures."""
+        with open(os.path.join(self.components["ModelGate"].uri("blessing"), "gate.json")) as f:
+            return json.load(f)
+
+    def push_record(self) -> dict:
+        """LitedetPusher's push.json: pushed, version, where it went, registry version."""
+        with open(os.path.join(self.components["LitedetPusher"].uri("pushed_model"),
+                               "push.json")) as f:
+            return json.load(f)
+
+
 def latest_run(metadata_path: str) -> RunSummary:
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = metadata_path

@@ -1,11 +1,15 @@
 """The local pipeline end to end on a tiny sample dataset: real LocalDagRunner, SQLite ML
 Metadata, Beam DirectRunner in multi-process mode, real training, as `litedet demo` runs it.
 
-One training serves every test here (the suite's budget allows one): 32 sample images, trained
-until the detector has memorized them. That is the learning test: scored by pycocotools, an
-implementation independent of ours, on the exported model's serving signature.
+One training serves most tests here (the suite's budget allows one, plus a deliberately short
+one): 32 sample images, trained until the detector has memorized them. That is the learning
+test: scored by pycocotools, an implementation independent of ours, on the exported model's
+serving signature. The evaluation split is those same 32 images, so that the Evaluator and the
+ModelGate see a model with a known, high score; a third run with a 40-step model must then be
+refused (a regression against the blessed one) and push nothing, to the store or the registry.
 """
 
+import dataclasses
 import json
 import os
 import socket
@@ -25,53 +29,81 @@ from tests import coco_check, datasets
 
 NUM_TRAIN, NUM_EVAL = 32, 8
 COMPONENTS = {"DetectionExampleGen", "StatisticsGen", "SchemaImporter", "ExampleValidator",
-              "Transform", "RunParameters", "Trainer", "TFLiteConverter"}
+              "Transform", "RunParameters", "Trainer", "TFLiteConverter", "Evaluator",
+              "ModelGate", "LitedetPusher"}
+RERUN_WITH_BASELINE = {"Evaluator", "ModelGate", "LitedetPusher"}
+MODEL_NAME = "litedet-pipeline-test"
 
 
 @pytest.fixture(scope="module")
-def pipeline_runs(tmp_path_factory):
-    """Runs the pipeline twice on unchanged inputs; returns the config, both summaries and the
-    sample dataset's folder."""
+def pipeline_runs(tmp_path_factory, mlflow_server):
+    """Runs the pipeline twice on unchanged inputs, then once with a worse model; returns the
+    config, the three summaries, the sample dataset's folder and the registry server."""
     base = tmp_path_factory.mktemp("pipeline")
     environment = pytest.MonkeyPatch()
     environment.setenv("LITEDET_CACHE", str(base / "cache"))
     try:
-        yield _run_twice(base)
+        yield _run_three_times(base, mlflow_server)
     finally:
         environment.undo()
 
 
-def _run_twice(base):
-    config = configs.load_config(None, [
+def _run_three_times(base, mlflow_server):
+    settings = [
         f"output_dir={base / 'outputs'}", f"sample_data.num_train={NUM_TRAIN}",
         f"sample_data.num_eval={NUM_EVAL}", "training.batch_size=8",
         "training.train_steps=800", "training.checkpoint_every_steps=200",
         "training.augment=false",  # memorizing is the point here
         'tflite.formats=["float32","int8"]', "tflite.num_calibration_images=16",
-        'beam_pipeline_args=["--direct_running_mode=multi_processing","--direct_num_workers=2"]'])
+        "tflite.ship_format=int8", "evaluation.min_map50=0.8",
+        # 16 calibration images of 32: int8 may lose a few points on this tiny set.
+        "evaluation.max_tflite_map_drop=0.1",
+        f"push.model_name={MODEL_NAME}",
+        'push.registry={"kind": "mlflow", "tracking_uri": "%s", "retries": 2}'
+        % mlflow_server["url"],
+        'beam_pipeline_args=["--direct_running_mode=multi_processing","--direct_num_workers=2"]']
+    config = configs.load_config(None, settings)
     metadata = os.path.abspath(config.metadata_path)
-    dataset = local_runner.resolve_dataset(config)
+    sample = local_runner.resolve_dataset(config)
+    # The evaluation split is the training images (see the module docstring).
+    dataset = dataclasses.replace(sample, sources={"train": sample.sources["train"],
+                                                   "eval": sample.sources["train"]})
     local_runner.execute(local_runner.build(config, dataset))
     first = run_summary.latest_run(metadata)
     local_runner.execute(local_runner.build(config, dataset))
     second = run_summary.latest_run(metadata)
-    return config, first, second, dataset.root
+    # No absolute bound: only the comparison with the blessed model can refuse this one.
+    worse = configs.load_config(None, settings + ["training.train_steps=40",
+                                                  "evaluation.min_map50=0"])
+    local_runner.execute(local_runner.build(worse, dataset))
+    third = run_summary.latest_run(metadata)
+    return {"config": config, "first": first, "second": second, "third": third,
+            "root": sample.root, "registry": mlflow_server}
 
 
 def test_every_step_runs_and_the_data_passes_validation(pipeline_runs):
-    _, first, _, _ = pipeline_runs
+    first = pipeline_runs["first"]
     assert {name: c.state for name, c in first.components.items()} == {
         name: "ran" for name in COMPONENTS}
-    assert first.quarantine_summary()["examples"] == {"train": NUM_TRAIN, "eval": NUM_EVAL}
+    assert first.quarantine_summary()["examples"] == {"train": NUM_TRAIN, "eval": NUM_TRAIN}
     assert first.anomalies() == {"train": [], "eval": []}
 
 
 def test_a_second_run_on_unchanged_inputs_is_served_from_the_cache(pipeline_runs):
-    _, first, second, _ = pipeline_runs
+    first, second = pipeline_runs["first"], pipeline_runs["second"]
     assert second.run_id != first.run_id
+    # The first model is now the latest blessed one, so the Evaluator has a baseline it did
+    # not have before: it runs again (comparing the model with itself), and so do the gate and
+    # the pusher, which pushes nothing new.
     assert {name: c.state for name, c in second.components.items()} == {
-        name: "cached" for name in COMPONENTS}
+        name: "ran" if name in RERUN_WITH_BASELINE else "cached" for name in COMPONENTS}
     assert second.components["Trainer"].outputs == first.components["Trainer"].outputs
+    gate = second.gate_report()
+    assert gate["blessed"], gate["reasons"]
+    assert gate["baseline_map50"] == pytest.approx(first.gate_report()["map50"])
+    push = second.push_record()
+    assert push["pushed"] == 0 and push["pushed_version"] == 1, push
+    assert "already version 1" in push["push_reason"]
 
 
 def _raw_examples(summary, split):
@@ -83,13 +115,13 @@ def test_the_trainer_reads_model_inputs_and_padded_targets_through_the_transform
         pipeline_runs):
     import tensorflow_transform as tft
 
-    _, first, _, _ = pipeline_runs
+    first = pipeline_runs["first"]
     output = tft.TFTransformOutput(first.components["Transform"].uri("transform_graph"))
     raw = _raw_examples(first, "eval")
     records = tf.data.Dataset.from_tensor_slices([e.SerializeToString() for e in raw])
     transformed = list(input_pipeline.transformed_examples(records, output, materialized=False,
                                                            deterministic=True))
-    assert len(transformed) == NUM_EVAL
+    assert len(transformed) == NUM_TRAIN  # the eval split is the training images
     for source, example in zip(raw, transformed):
         assert example[f.IMAGE].shape == (256, 256, 3)
         assert example[f.BOXES].shape == (100, 4)
@@ -105,7 +137,7 @@ def test_the_trainer_reads_model_inputs_and_padded_targets_through_the_transform
 def test_the_transform_graph_serves_raw_encoded_images(pipeline_runs):
     import tensorflow_transform as tft
 
-    _, first, _, _ = pipeline_runs
+    first = pipeline_runs["first"]
     output = tft.TFTransformOutput(first.components["Transform"].uri("transform_graph"))
     encoded = datasets.feature_values(_raw_examples(first, "eval")[0], "image/encoded")[0]
     served = output.transform_features_layer()({f.IMAGE_ENCODED: tf.constant([encoded])})
@@ -121,7 +153,7 @@ def _label_to_category(summary):
 
 def test_the_detector_memorizes_its_training_images(pipeline_runs):
     """Learning test: mAP@0.5 >= 0.9 on the 32 training images, scored by pycocotools."""
-    _, first, _, root = pipeline_runs
+    first, root = pipeline_runs["first"], pipeline_runs["root"]
     model = os.path.join(first.components["Trainer"].uri("model"), "Format-Serving")
     annotations = os.path.join(root, "annotations", "instances_train.json")
     detections = coco_check.coco_detections(model, annotations, os.path.join(root, "images"),
@@ -132,7 +164,7 @@ def test_the_detector_memorizes_its_training_images(pipeline_runs):
 
 
 def test_serving_default_finds_the_objects_in_a_raw_jpeg(pipeline_runs):
-    _, first, _, root = pipeline_runs
+    first, root = pipeline_runs["first"], pipeline_runs["root"]
     with open(os.path.join(root, "annotations", "instances_train.json")) as handle:
         coco = json.load(handle)
     image = max(coco["images"], key=lambda i: sum(
@@ -158,15 +190,15 @@ def test_serving_default_finds_the_objects_in_a_raw_jpeg(pipeline_runs):
     assert matched >= 0.8 * len(truth), (matched, len(truth), found)
 
 
-def test_the_int8_tflite_model_finds_the_objects_and_carries_its_labels(pipeline_runs):
+def test_the_pushed_int8_tflite_model_finds_the_objects_and_carries_its_labels(pipeline_runs):
     from PIL import Image
 
     from components.tflite import converter
     from components.tflite.interpreter import TFLiteDetector
 
-    _, first, _, root = pipeline_runs
-    folder = first.components["TFLiteConverter"].uri("tflite_models")
-    path = os.path.join(folder, "model_int8.tflite")
+    first, root = pipeline_runs["first"], pipeline_runs["root"]
+    # The copy that was pushed: what a device downloads.
+    path = os.path.join(first.push_record()["pushed_destination"], "model_int8.tflite")
     with open(os.path.join(first.components["DetectionExampleGen"].uri("label_map"),
                            "labels.txt")) as handle:
         assert converter.read_metadata(path)["labels"] == handle.read().splitlines()
@@ -191,6 +223,72 @@ def test_the_int8_tflite_model_finds_the_objects_and_carries_its_labels(pipeline
             matched += any(c == a["category_id"] and _iou(gt, b) >= 0.5 for c, b in found)
             total += 1
     assert total and matched >= 0.8 * total, (matched, total)
+
+
+def test_tfma_map_agrees_with_pycocotools_on_the_same_predictions(pipeline_runs):
+    from components.evaluation import coco, device, metrics
+
+    first, root = pipeline_runs["first"], pipeline_runs["root"]
+    tfma = metrics.read_metrics(first.components["Evaluator"].uri("evaluation"))["candidate"]
+    model = tf.saved_model.load(os.path.join(first.components["Trainer"].uri("model"),
+                                             "Format-Serving"))
+    examples = device.read_examples(os.path.join(
+        first.components["DetectionExampleGen"].uri("examples"), "Split-eval"))
+    truth = device.ground_truth(model, examples)
+    # The ground truth TFMA scored against is the annotation file's, crowd objects left out.
+    with open(os.path.join(root, "annotations", "instances_train.json")) as handle:
+        annotations = json.load(handle)["annotations"]
+    assert sum(len(t["classes"]) for t in truth) == sum(not a["iscrowd"] for a in annotations)
+    ours = coco.coco_map(truth, device.saved_model_detections(model, examples),
+                         num_classes=len(_label_to_category(first)))
+    print("TFMA:", tfma, "pycocotools:", ours)
+    assert ours["map50"] > 0.5  # a model worth comparing on
+    for name, value in ours.items():
+        assert tfma[name] == pytest.approx(value, abs=0.005), name
+
+
+def test_the_first_model_is_blessed_pushed_and_registered(pipeline_runs):
+    from components.pusher import store
+    from tests.mlflow_server import registered_versions
+
+    first = pipeline_runs["first"]
+    gate = first.gate_report()
+    assert gate["blessed"], gate["reasons"]
+    assert gate["map50"] >= 0.8 and gate["baseline_map50"] is None  # first run: no baseline
+    assert set(gate["formats"]) == {"saved_model", "float32", "int8"}
+    assert gate["formats"]["int8"]["latency_ms"] > 0
+    push = first.push_record()
+    assert push["pushed"] == 1 and push["pushed_version"] == 1 and push["registered"] == 1
+    manifest = store.read_manifest(push["pushed_destination"])
+    store.verify(push["pushed_destination"])
+    assert manifest["metrics"]["map50"] == pytest.approx(gate["map50"])
+    assert manifest["ship_format"] == "int8"
+    assert manifest["gate"]["blessed"] is True
+    assert registered_versions(pipeline_runs["registry"], MODEL_NAME) == [1]
+    # The Kubeflow run page's metrics: a system.Metrics artifact with the key numbers.
+    with open(os.path.join(first.components["ModelGate"].uri("metrics"),
+                           "metrics.json")) as handle:
+        figures = json.load(handle)
+    assert figures["blessed"] == 1.0 and figures["map50"] == pytest.approx(gate["map50"])
+
+
+def test_a_worse_model_is_not_blessed_and_nothing_is_pushed(pipeline_runs):
+    from components.pusher import store
+    from tests.mlflow_server import registered_versions
+
+    first, third = pipeline_runs["first"], pipeline_runs["third"]
+    assert third.components["Trainer"].state == "ran"
+    gate = third.gate_report()
+    assert not gate["blessed"]
+    assert gate["baseline_map50"] == pytest.approx(first.gate_report()["map50"])
+    assert gate["map50"] < gate["baseline_map50"]
+    assert any(r.startswith("regression against the last blessed model") for r in
+               gate["reasons"]), gate["reasons"]
+    push = third.push_record()
+    assert push["pushed"] == 0 and "not blessed" in push["push_reason"]
+    destination = pipeline_runs["config"].push_destination
+    assert store.list_versions(destination) == [1]
+    assert registered_versions(pipeline_runs["registry"], MODEL_NAME) == [1]
 
 
 def _iou(a, b):
@@ -227,7 +325,7 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(pipeline_runs, tmp_p
     import signal
     import time
 
-    _, first, _, _ = pipeline_runs
+    first = pipeline_runs["first"]
     args = _trainer_args(first, tmp_path, "resume", steps=60, checkpoint_every=4)
     resume_root = tmp_path / "resume" / "resume"
     process = _start_worker(args, tmp_path / "args.json")
@@ -260,7 +358,7 @@ def _free_port():
 def test_two_workers_train_one_model(pipeline_runs, tmp_path):
     """MultiWorkerMirroredStrategy from TF_CONFIG: two processes on loopback, a few steps; both
     must end with the same weights, which only synchronized training gives."""
-    _, first, _, _ = pipeline_runs
+    first = pipeline_runs["first"]
     cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
     processes = []
     for index in range(2):

@@ -16,8 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,12 +27,9 @@ import requests
 
 from components.pusher import registry as registry_lib
 from components.pusher import store
+from tests.mlflow_server import closed_port, read_back
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Resolved at collection, before any test can change LITEDET_CACHE for its own purposes.
-MLFLOW_VENV = os.path.join(os.environ.get("LITEDET_CACHE")
-                           or os.path.join(os.path.expanduser("~"), ".cache", "litedet"),
-                           "mlflow-venv")
 MODEL_NAME = "litedet-test"
 
 
@@ -314,12 +309,6 @@ def test_gcs_destination(tmp_path):
 
 # --- registries ---------------------------------------------------------------------------------
 
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_make_registry_from_config():
     assert isinstance(registry_lib.make_registry({"kind": "none"}), registry_lib.NoRegistry)
     assert isinstance(registry_lib.make_registry(None), registry_lib.NoRegistry)
@@ -334,55 +323,6 @@ def test_make_registry_from_config():
         registry_lib.make_registry({"kind": "sagemaker"})
     with pytest.raises(TypeError):
         registry_lib.make_registry({"kind": "mlflow", "tracking_uri": "http://h", "typo": 1})
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real MLflow 2.22.5 tracking server on loopback: SQLite backend, artifacts proxied by
-    the server (the 2.x default, --serve-artifacts) into a temporary folder."""
-    build = subprocess.run(["bash", os.path.join(REPO, "tests", "mlflow_venv.sh"), MLFLOW_VENV],
-                           capture_output=True, text=True, timeout=900)
-    assert build.returncode == 0, f"building the MLflow virtualenv failed:\n{build.stderr[-3000:]}"
-    python = build.stdout.strip().splitlines()[-1]
-    root = tmp_path_factory.mktemp("mlflow")
-    port = closed_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = root / "server.log"
-    with open(log_path, "w") as log_file:
-        server = subprocess.Popen(
-            [python, "-m", "mlflow", "server",
-             "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-             "--artifacts-destination", str(root / "artifacts"),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if requests.get(url + "/health", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or workers still booting
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not come up:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield {"url": url, "python": python, "root": root}
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its gunicorn workers
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-
-
-def read_back(server, name, version):
-    """The version as MLflow's own client sees it (run in the MLflow virtualenv)."""
-    script = os.path.join(REPO, "tests", "mlflow_read_version.py")
-    result = subprocess.run([server["python"], script, server["url"], name, str(version)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_mlflow_registers_with_artifacts_in_a_directly_written_location(tmp_path, mlflow_server):

@@ -7,12 +7,16 @@
 - `detect_examples`: serialized raw tf.Examples [B] -> the same detections as columns `xmin`,
   `ymin`, `xmax`, `ymax`, `class_id`, `scores` [B, K] and `num_detections` [B]: the form
   `tfma.metrics.COCOMeanAveragePrecision(predictions_to_stack=PREDICTION_COLUMNS,
-  num_detections_key="num_detections")` stacks, against labels stacked from the raw features
-  (LABEL_COLUMNS).
+  num_detections_key="num_detections")` stacks, against the labels of `eval_labels`.
 - `detect_preprocessed`: model-input images [B, S, S, 3] in [-1, 1] -> raw `box_encodings`
   [B, N, 4] and sigmoid `class_scores` [B, N, C + 1]: what the TFLite conversion wraps with the
   TFLite detection post-process op. The anchors are saved as the `anchors` variable (a plain
   tf.constant attribute would be dropped by tf.saved_model.save).
+- `eval_labels`: serialized raw tf.Examples [B] -> the ground truth as columns
+  GROUND_TRUTH_COLUMNS [B, M] (xmin, ymin, xmax, ymax, class), padded with class 0. Crowd and
+  difficult objects get class 0 too: COCO and Pascal VOC scoring ignore them, and TFMA's
+  per-class matching drops class-0 rows (components/evaluation). TFMA runs it as a
+  preprocessing function and stacks its columns as the labels.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from components.detection import postprocess
 SERVING_SIGNATURE = "serving_default"
 EVAL_SIGNATURE = "detect_examples"
 PREPROCESSED_SIGNATURE = "detect_preprocessed"
+LABELS_SIGNATURE = "eval_labels"
 PREDICTION_COLUMNS = ["xmin", "ymin", "xmax", "ymax", "class_id", "scores"]
-LABEL_COLUMNS = [f.BBOX_XMIN, f.BBOX_YMIN, f.BBOX_XMAX, f.BBOX_YMAX, f.CLASS_LABEL]
+NUM_DETECTIONS = "num_detections"
+GROUND_TRUTH_COLUMNS = ["gt_xmin", "gt_ymin", "gt_xmax", "gt_ymax", "gt_class"]
 
 
 class DetectorExport(tf.Module):
@@ -68,18 +74,42 @@ class DetectorExport(tf.Module):
                 "scores": detections["detection_scores"],
                 "num_detections": detections["num_detections"]}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def eval_labels(self, examples):
+        return ground_truth_columns(examples)
+
     def signatures(self):
         preprocessed = tf.function(
             lambda images: self._raw_outputs(images),
             input_signature=[tf.TensorSpec([None, self._image_size, self._image_size, 3],
                                            tf.float32, name="images")])
         return {SERVING_SIGNATURE: self.serve, EVAL_SIGNATURE: self.detect_examples,
-                PREPROCESSED_SIGNATURE: preprocessed}
+                PREPROCESSED_SIGNATURE: preprocessed, LABELS_SIGNATURE: self.eval_labels}
 
     def _raw_outputs(self, images):
         outputs = self.detector(images, training=False)
         return {"box_encodings": outputs["box_encodings"],
                 "class_scores": tf.sigmoid(outputs["class_logits"])}
+
+
+def ground_truth_columns(examples: tf.Tensor) -> dict:
+    """Serialized raw tf.Examples [B] -> GROUND_TRUTH_COLUMNS, each [B, M] (M: the most objects
+    in the batch), class 0 for padding and for crowd/difficult objects."""
+    spec = {key: tf.io.VarLenFeature(tf.float32) for key in f.BBOX_KEYS}
+    spec.update({key: tf.io.VarLenFeature(tf.int64)
+                 for key in (f.CLASS_LABEL, f.IS_CROWD, f.DIFFICULT)})
+    parsed = {key: tf.sparse.to_dense(value) for key, value in
+              tf.io.parse_example(examples, spec).items()}
+    labels = parsed[f.CLASS_LABEL]
+
+    def flag(key):  # records without the flag: no object is ignored
+        value = parsed[key]
+        return tf.pad(value, [[0, 0], [0, tf.shape(labels)[1] - tf.shape(value)[1]]]) > 0
+
+    scored = tf.logical_not(flag(f.IS_CROWD) | flag(f.DIFFICULT))
+    return {"gt_xmin": parsed[f.BBOX_XMIN], "gt_ymin": parsed[f.BBOX_YMIN],
+            "gt_xmax": parsed[f.BBOX_XMAX], "gt_ymax": parsed[f.BBOX_YMAX],
+            "gt_class": tf.where(scored, labels, tf.zeros_like(labels))}
 
 
 def save(export: DetectorExport, path: str) -> None:

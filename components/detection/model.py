@@ -21,9 +21,9 @@ from components.detection import anchors as anchors_lib
 
 
 BACKBONE_NAME = "backbone"
-# MobileNetV2 layers giving the stride-16 and stride-32 feature maps: the expansion of the
-# first stride-32 block (as in SSDLite) and the last layer.
-BACKBONE_FEATURES = ("block_13_expand_relu", "out_relu")
+# MobileNetV2 layers giving the feature map of each backbone stride: the expansion layer of the
+# first block at the next stride (as SSDLite takes stride 16), and the last layer for 32.
+BACKBONE_FEATURES = {8: "block_6_expand_relu", 16: "block_13_expand_relu", 32: "out_relu"}
 
 # Input sizes Keras publishes ImageNet MobileNetV2 weights for. The no-top weights fit any
 # input size; the size only says which resolution they were trained at.
@@ -42,8 +42,8 @@ class DetectorConfig:
       num_classes: number of object classes C (labels 1..C), required.
       alpha: MobileNetV2 depth multiplier, one of VALID_ALPHAS.
       image_size: square input side S in pixels, a multiple of 32 (the backbone's stride), >= 64.
-      strides: feature-map strides; 16 and 32 come from the backbone, each further level
-        (stride doubling) from an SSDLite extra layer.
+      strides: feature-map strides, doubling from level to level; those up to 32 come from the
+        backbone (the finest may be 8 or 16), each further one from an SSDLite extra layer.
       anchor_scale, scales_per_octave, aspect_ratios: anchor shapes, see ``anchors``.
       head_channels: width of the neck and of the box/class towers.
       head_depth: depthwise-separable conv layers in each of the box and class towers before
@@ -80,10 +80,10 @@ class DetectorConfig:
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
         doubling = all(b == 2 * a for a, b in zip(self.strides, self.strides[1:]))
-        if self.strides[:2] != (16, 32) or not doubling:
+        if self.strides[0] not in (8, 16) or 32 not in self.strides or not doubling:
             raise ValueError(
-                f"strides {self.strides} must start with 16, 32 (the backbone) and double "
-                "at every further level"
+                f"strides {self.strides} must start with 8 or 16, include 32 (the backbone) "
+                "and double at every further level"
             )
 
     @property
@@ -130,8 +130,7 @@ def build_detector(config, backbone_weights=None):
       ValueError: backbone_weights does not fit MobileNetV2 with this alpha.
     """
     image = tf.keras.Input((config.image_size, config.image_size, 3), name=features.IMAGE)
-    c4, c5 = _backbone(config, backbone_weights)(image)
-    levels = _neck(config, c4, c5)
+    levels = _neck(config, _backbone(config, backbone_weights)(image))
     outputs = {
         "box_encodings": _shared_head(config, levels, "box_encodings", 4, "zeros"),
         "class_logits": _shared_head(
@@ -165,7 +164,7 @@ def set_backbone_trainable(model, trainable):
 
 
 def _backbone(config, weights_path):
-    """Nested model "backbone": image -> [stride-16 map, stride-32 map]."""
+    """Nested model "backbone": image -> the feature maps of the backbone strides, finest first."""
     size = config.image_size
     mobilenet = tf.keras.applications.MobileNetV2(
         input_shape=(size, size, 3), alpha=config.alpha, include_top=False, weights=None
@@ -181,7 +180,8 @@ def _backbone(config, weights_path):
                 f"backbone weights {weights_path} do not fit MobileNetV2 alpha "
                 f"{config.alpha} (no top): {error}"
             ) from error
-    outputs = [mobilenet.get_layer(name).output for name in BACKBONE_FEATURES]
+    outputs = [mobilenet.get_layer(BACKBONE_FEATURES[stride]).output
+               for stride in config.strides if stride <= 32]
     return tf.keras.Model(mobilenet.input, outputs, name=BACKBONE_NAME)
 
 
@@ -223,27 +223,24 @@ def _separable_bn_relu6(x, filters, name, strides=1):
     return tf.keras.layers.ReLU(6.0, name=f"{name}_relu6")(x)
 
 
-def _neck(config, c4, c5):
+def _neck(config, backbone_maps):
     """Feature maps [B, h, w, head_channels], one per stride in config.strides."""
     channels = config.head_channels
+    backbone_strides = [s for s in config.strides if s <= 32]
     # SSDLite extra layers: 1x1 bottleneck, then a stride-2 depthwise-separable conv.
-    extras, x = [], c5
-    for stride in config.strides[2:]:
+    extras, x = [], backbone_maps[-1]
+    for stride in config.strides[len(backbone_strides):]:
         x = _conv_bn_relu6(x, channels // 2, f"extra_{stride}_bottleneck")
         x = _separable_bn_relu6(x, channels, f"extra_{stride}", strides=2)
         extras.append(x)
     if not config.feature_pyramid:
-        return [
-            _conv_bn_relu6(c4, channels, "project_16"),
-            _conv_bn_relu6(c5, channels, "project_32"),
-        ] + extras
+        return [_conv_bn_relu6(c, channels, f"project_{s}")
+                for s, c in zip(backbone_strides, backbone_maps)] + extras
 
     # FPN: linear 1x1 laterals, then top-down from the coarsest level. The top-down path
     # carries the merged maps; the smoothed ones go to the head (as in the FPN paper).
-    laterals = [
-        _conv_bn_relu6(c4, channels, "lateral_16", activation=False),
-        _conv_bn_relu6(c5, channels, "lateral_32", activation=False),
-    ] + extras
+    laterals = [_conv_bn_relu6(c, channels, f"lateral_{s}", activation=False)
+                for s, c in zip(backbone_strides, backbone_maps)] + extras
     merged = laterals[-1]
     levels = [merged]
     for stride, lateral in reversed(list(zip(config.strides, laterals[:-1]))):

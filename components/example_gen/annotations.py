@@ -206,3 +206,25 @@ def read_voc(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
             records.append(parse_voc_xml(path, xml_bytes, images_dir, split))
     names = config.class_names or sorted({o.category for r in records for o in r.objects})
     return records, LabelMap(keys=tuple(names), names=tuple(names))
+
+
+def count_classes(config: DatasetConfig) -> int:
+    """How many classes the ExampleGen's label map will have, without reading the images: the
+    `class_names` when given, else the COCO files' categories. VOC and TFRecord datasets name
+    their classes only per object, so they need `class_names` for this."""
+    if config.class_names:
+        return len(config.class_names)
+    if config.format != "coco":
+        raise AnnotationError(
+            f"dataset.class_names: needed for a {config.format} dataset, to set up per-class "
+            "evaluation before the data is read (list the class names in label order)")
+    categories = set()
+    for relative in config.sources.values():
+        path = os.path.join(config.root, relative)
+        data = _load_json(path)
+        _require(isinstance(data, dict) and isinstance(data.get("categories"), list), path,
+                 "missing list field 'categories'")
+        categories.update(c.get("id") for c in data["categories"] if isinstance(c, dict))
+    _require(bool(categories), os.path.join(config.root, next(iter(config.sources.values()))),
+             "no categories")
+    return len(categories)

@@ -1,7 +1,9 @@
 """LitedetPusher's executor: a blessed model -> a new version in the store -> the model registry.
 
 Not blessed: nothing is written anywhere; `pushed_model` records pushed=0 and the reason, and the
-step succeeds (a model that fails its evaluation is a normal outcome, not an error).
+step succeeds (a model that fails its evaluation is a normal outcome, not an error). Blessed but
+already the store's newest version (the same Trainer output, re-evaluated by a rerun): nothing
+new either; the record names that version.
 
 Blessed:
 1. The files: every file of `tflite_models` (`model_<format>.tflite`, `labels.txt`,
@@ -10,7 +12,9 @@ Blessed:
    push_savedmodel=1, the serving SavedModel under `saved_model/`.
 2. The manifest: model name; alpha and input size (from `extra_manifest`, the TFLite step's
    conversion.json or custom properties, or the Model's custom properties); the label map;
-   evaluation metrics (mAP ...; left out without an `evaluation`); sizes in bytes per format;
+   evaluation metrics (mAP ...; left out without an `evaluation`); the ModelGate's report
+   (`gate.json` beside the blessing: TFLite mAP, latency, size per format, budgets) when the
+   blessing has one; sizes in bytes per format;
    latency (custom properties of `tflite_models` whose name holds "latency", or
    `extra_manifest`); the TFLite step's conversion.json and custom properties; and where it came
    from: pipeline name, pipeline run id, execution id, node id and the ML Metadata id, type and
@@ -58,6 +62,7 @@ PIPELINE_RUN_ID_KEY = "pipeline_run_id"
 
 LABEL_MAP_FILES = ("label_map.json", "labels.txt", "label_map.pbtxt")
 CONVERSION_FILE = "conversion.json"  # the TFLite step's summary (components/tflite)
+GATE_FILE = "gate.json"  # ModelGate's report (components/evaluation/gate.py)
 SAVED_MODEL_DIR = "saved_model"
 PUSH_RECORD = "push.json"  # in pushed_model.uri: what happened, for people and later steps
 
@@ -75,41 +80,6 @@ def scalar_custom_properties(artifact: types.Artifact) -> Dict[str, Any]:
         if isinstance(value, (bool, int, float, str)):
             out[key] = value
     return out
-
-
-def read_evaluation_metrics(evaluation_uri: str) -> Dict[str, float]:
-    """Overall-slice scalar metrics of a TFMA evaluation (the Evaluator's `evaluation`):
-    {"COCOMeanAveragePrecision": 0.41, ...}. A baseline model's metrics and diffs are left out;
-    several candidate models get "<model>/<metric>" keys. {} when there are none."""
-    import tensorflow_model_analysis as tfma  # heavy; only when there is an evaluation
-
-    rows = []
-    for metrics in tfma.load_metrics(evaluation_uri):
-        if metrics.slice_key.single_slice_keys or metrics.HasField("cross_slice_key"):
-            continue  # only the overall slice
-        for item in metrics.metric_keys_and_values:
-            key, value = item.key, item.value
-            if key.is_diff or key.model_name == "baseline":
-                continue
-            if value.HasField("double_value"):
-                number = value.double_value.value
-            elif value.HasField("bounded_value"):  # with confidence intervals
-                number = value.bounded_value.value.value
-            else:
-                continue
-            name = key.name + (f"/{key.output_name}" if key.output_name else "")
-            if key.HasField("sub_key"):
-                sub = key.sub_key
-                if sub.HasField("class_id"):
-                    name += f"/class_{sub.class_id.value}"
-                elif sub.HasField("top_k"):
-                    name += f"/top_{sub.top_k.value}"
-                elif sub.HasField("k"):
-                    name += f"/k_{sub.k.value}"
-            rows.append((key.model_name, name, float(number)))
-    models = {model for model, _, _ in rows}
-    return {(f"{model}/{name}" if len(models) > 1 else name): value
-            for model, name, value in rows}
 
 
 def _same_bytes(a: str, b: str) -> bool:
@@ -150,6 +120,16 @@ class Executor(base_executor.BaseExecutor):
             self._record(pushed, pushed=0, reason=reason, destination=destination)
             return
 
+        model = _single(input_dict, MODEL_KEY)
+        already = self._already_pushed(destination, model)
+        if already is not None:
+            version, uri = already
+            reason = f"this model is already version {version} in the store"
+            logging.info("Not pushing: %s (%s)", reason, uri)
+            self._record(pushed, pushed=0, reason=reason, destination=destination,
+                         version=version, uri=uri)
+            return
+
         files, manifest = self._collect(input_dict, exec_properties, model_name)
         version, uri = store.push_version(destination, files, manifest)
         logging.info("Pushed %s version %d to %s", model_name, version, uri)
@@ -167,6 +147,16 @@ class Executor(base_executor.BaseExecutor):
         self._write_record(pushed)
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _already_pushed(destination: str, model) -> Optional[tuple]:
+        """(version, uri) when the store's newest version came from this very Trainer output:
+        a rerun that re-evaluates an unchanged model (now its own baseline) adds no version."""
+        newest = store.latest(destination)
+        if newest is None:
+            return None
+        source = store.read_manifest(newest[1]).get("source", {}).get("artifacts", {})
+        return newest if source.get(MODEL_KEY, {}).get("uri") == model.uri else None
 
     def _collect(self, input_dict, exec_properties, model_name):
         files: Dict[str, str] = {}
@@ -215,15 +205,29 @@ class Executor(base_executor.BaseExecutor):
                 manifest["label_map"] = json.load(f)
         evaluation = _single(input_dict, EVALUATION_KEY)
         if evaluation is not None:
-            metrics = read_evaluation_metrics(evaluation.uri)
+            from components.evaluation import metrics as evaluation_metrics
+
+            metrics = evaluation_metrics.read_metrics(evaluation.uri).get(
+                evaluation_metrics.CANDIDATE)
             if metrics:
                 manifest["metrics"] = metrics
+        blessing = _single(input_dict, MODEL_BLESSING_KEY)
+        gate = _read_json(blessing.uri, GATE_FILE)
+        if gate is not None:  # ModelGate's report: TFLite mAP, latency and size per format
+            manifest["gate"] = gate
+            formats = {fmt: v for fmt, v in gate.get("formats", {}).items()
+                       if fmt != "saved_model"}
+            manifest.setdefault("metrics", {}).update(
+                {f"{fmt}.map50": v["map50"] for fmt, v in formats.items()})
+            gate_latency = {fmt: v["latency_ms"] for fmt, v in formats.items()}
         if tflite is not None:
             manifest["tflite"] = {"properties": tflite_props}
             if conversion is not None:
                 manifest["tflite"]["conversion"] = conversion
             latency = {k: v for k, v in tflite_props.items()
                        if "latency" in k and isinstance(v, (int, float))}
+            if gate is not None:
+                latency.update(gate_latency)
             if latency:
                 manifest["latency_ms"] = latency
         manifest["source"] = self._source(input_dict, exec_properties)

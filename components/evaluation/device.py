@@ -1,0 +1,104 @@
+"""Scoring the models that ship: the converted TFLite detectors next to the SavedModel they came
+from, on the same evaluation images and with the same scorer (coco.py), plus their size and
+single-thread latency on the stock TFLite interpreter."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Iterator, List, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from components import features as f
+from components.detection import export
+from components.evaluation import coco
+from components.tflite import interpreter as tflite_interpreter
+
+BATCH = 16
+
+
+def read_examples(split_uri: str, limit: int = 0) -> List[bytes]:
+    """Serialized raw tf.Examples of one split (DetectionExampleGen's gzipped TFRecords)."""
+    files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*")))
+    if not files:
+        raise ValueError(f"no examples under {split_uri}")
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if limit:
+        records = records.take(limit)
+    return [record.numpy() for record in records]
+
+
+def _batches(items: Sequence, size: int = BATCH) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def ground_truth(model, examples: Sequence[bytes]) -> List[Dict[str, np.ndarray]]:
+    """Per image {"boxes", "classes"} from the model's `eval_labels` signature (what TFMA
+    scores against), class 0 rows dropped."""
+    out = []
+    for batch in _batches(examples):
+        columns = {k: v.numpy() for k, v in
+                   model.signatures[export.LABELS_SIGNATURE](examples=tf.constant(batch)).items()}
+        for i in range(len(batch)):
+            keep = columns["gt_class"][i] > 0
+            boxes = np.stack([columns[k][i] for k in ("gt_ymin", "gt_xmin", "gt_ymax", "gt_xmax")],
+                             axis=-1)
+            out.append({"boxes": boxes[keep], "classes": columns["gt_class"][i][keep]})
+    return out
+
+
+def saved_model_detections(model, examples: Sequence[bytes]) -> List[Dict[str, np.ndarray]]:
+    """Per image {"boxes", "classes", "scores"} from `detect_examples` (what TFMA scores)."""
+    out = []
+    for batch in _batches(examples):
+        columns = {k: v.numpy() for k, v in
+                   model.signatures[export.EVAL_SIGNATURE](examples=tf.constant(batch)).items()}
+        for i in range(len(batch)):
+            count = int(columns[export.NUM_DETECTIONS][i])
+            boxes = np.stack([columns[k][i][:count] for k in ("ymin", "xmin", "ymax", "xmax")],
+                             axis=-1)
+            out.append({"boxes": boxes, "classes": columns["class_id"][i][:count],
+                        "scores": columns["scores"][i][:count]})
+    return out
+
+
+def decode_images(examples: Sequence[bytes]) -> List[np.ndarray]:
+    """RGB uint8 images of the raw examples, decoded as the Transform graph decodes them."""
+    from components import preprocessing
+
+    spec = {f.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)}
+    return [preprocessing.decode_rgb(tf.io.parse_single_example(e, spec)[f.IMAGE_ENCODED])
+            .numpy() for e in examples]
+
+
+def tflite_detections(path: str, images: Sequence[np.ndarray], resize_mode: str
+                      ) -> List[Dict[str, np.ndarray]]:
+    detector = tflite_interpreter.TFLiteDetector(path, num_threads=1, resize_mode=resize_mode)
+    out = []
+    for image in images:
+        found = detector.detect(image)
+        count = found["count"]
+        out.append({"boxes": found["boxes"][:count], "classes": found["classes"][:count],
+                    "scores": found["scores"][:count]})
+    return out
+
+
+def score_formats(saved_model_dir: str, tflite_paths: Dict[str, str], examples: Sequence[bytes],
+                  num_classes: int, resize_mode: str, latency_runs: int = 30
+                  ) -> Dict[str, Dict[str, float]]:
+    """{"saved_model": {"map", "map50", ...}, "<format>": {"map", "map50", ..., "size_bytes",
+    "latency_ms"}} on the given evaluation examples."""
+    model = tf.saved_model.load(saved_model_dir)
+    truth = ground_truth(model, examples)
+    results = {"saved_model": coco.coco_map(truth, saved_model_detections(model, examples),
+                                            num_classes)}
+    images = decode_images(examples)
+    for fmt, path in tflite_paths.items():
+        scores = coco.coco_map(truth, tflite_detections(path, images, resize_mode), num_classes)
+        scores["size_bytes"] = float(tf.io.gfile.stat(path).length)
+        scores["latency_ms"] = tflite_interpreter.measure_latency(path, threads=1,
+                                                                   runs=latency_runs)
+        results[fmt] = scores
+    return results

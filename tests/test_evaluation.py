@@ -1,0 +1,126 @@
+"""Evaluation logic on its own: the pycocotools scorer, the gate's decision, the TFMA
+configuration and the class count. The Evaluator and the gate on a real model run in
+tests/test_pipeline_local.py."""
+
+import json
+
+import numpy as np
+import pytest
+
+from components.evaluation import coco, gate, metrics
+from components.example_gen.annotations import AnnotationError, count_classes
+from components.example_gen.config import DatasetConfig
+
+
+def _truth(*boxes_and_classes):
+    return {"boxes": np.array([b for b, _ in boxes_and_classes], np.float32).reshape(-1, 4),
+            "classes": np.array([c for _, c in boxes_and_classes], np.int64)}
+
+
+def _found(*rows):
+    return {"boxes": np.array([b for b, _, _ in rows], np.float32).reshape(-1, 4),
+            "classes": np.array([c for _, c, _ in rows], np.float32),
+            "scores": np.array([s for _, _, s in rows], np.float32)}
+
+
+A, B = [0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.8]
+
+
+def test_perfect_detections_score_one_and_nothing_scores_zero():
+    truth = [_truth((A, 1), (B, 2))]
+    assert coco.coco_map(truth, [_found((A, 1, 0.9), (B, 2, 0.8))], 2) == pytest.approx(
+        {"map": 1.0, "map50": 1.0, "ap50/1": 1.0, "ap50/2": 1.0})
+    assert coco.coco_map(truth, [_found()], 2) == {"map": 0.0, "map50": 0.0}
+
+
+def test_a_wrong_class_or_a_poor_box_is_a_miss():
+    truth = [_truth((A, 1), (B, 2))]
+    # Class 2 predicted on A: class 1 has no detection, class 2 has a false positive that
+    # outranks its true positive.
+    scores = coco.coco_map(truth, [_found((A, 2, 0.9), (B, 2, 0.8))], 2)
+    assert scores["ap50/1"] == 0.0
+    assert scores["ap50/2"] == pytest.approx(0.5, abs=0.01)  # precision 1/2 at recall 1
+    shifted = [A[0] + 0.2, A[1], A[2] + 0.2, A[3]]  # IoU 1/3 with A
+    assert coco.coco_map(truth, [_found((shifted, 1, 0.9), (B, 2, 0.8))], 2)["ap50/1"] == 0.0
+
+
+def test_padding_rows_and_classes_without_truth_are_left_out():
+    truth = [_truth((A, 1), ([0, 0, 0, 0], 0))]  # a class-0 row: padding / ignored object
+    scores = coco.coco_map(truth, [_found((A, 1, 0.9), ([0, 0, 0, 0], 0, 0.0))], 3)
+    assert scores == pytest.approx({"map": 1.0, "map50": 1.0, "ap50/1": 1.0})
+
+
+def test_images_must_line_up():
+    with pytest.raises(ValueError, match="2 ground truths but 1 detections"):
+        coco.coco_map([_truth((A, 1))] * 2, [_found()], 1)
+
+
+SCORES = {"saved_model": {"map50": 0.70}, "float16": {"map50": 0.695, "latency_ms": 12.0,
+                                                       "size_bytes": 1.3e6},
+          "int8": {"map50": 0.66, "latency_ms": 8.0, "size_bytes": 0.9e6}}
+PASSED = {"ok": True, "failures": []}
+
+
+def _decide(validation=PASSED, map50=0.70, **budgets):
+    settings = dict(min_map50=0.5, max_tflite_map_drop=0.05, ship_format="int8")
+    settings.update(budgets)
+    return gate.decide(validation, map50, SCORES, **settings)
+
+
+def test_the_gate_blesses_when_every_check_passes():
+    assert _decide() == []
+    assert _decide(max_latency_ms=8.5, max_size_mb=1.0) == []
+
+
+def test_the_gate_names_every_failed_check():
+    assert _decide(map50=0.4) == ["mAP@0.5 0.4000 is below the bound min_map50=0.5000"]
+    assert _decide(max_tflite_map_drop=0.015) == [
+        "TFLite int8 mAP@0.5 0.6600 is 0.0400 below the SavedModel's 0.7000 (budget 0.0150)"]
+    assert _decide(max_latency_ms=5) == ["int8 latency 8.0 ms exceeds the budget 5.0 ms"]
+    assert _decide(max_size_mb=0.5) == ["int8 size 0.90 MB exceeds the budget 0.50 MB"]
+    assert _decide(ship_format="float32") == [
+        "ship_format 'float32' was not converted (converted: float16, int8)"]
+    regression = {"ok": False, "failures": ["map50: change -0.1 is below -1e-10"]}
+    assert _decide(validation=regression) == [
+        "regression against the last blessed model: map50: change -0.1 is below -1e-10"]
+    assert _decide(validation={"ok": False, "failures": []}) == ["TFMA validation failed"]
+    assert len(_decide(validation=regression, map50=0.1, max_latency_ms=1)) == 3
+
+
+def test_the_eval_config_scores_coco_map_and_guards_map50_against_the_baseline():
+    config = metrics.eval_config(num_classes=3, max_map_drop=0.02)
+    (spec,) = config.model_specs
+    assert spec.signature_name == "detect_examples"
+    assert list(spec.preprocessing_function_names) == ["eval_labels"]
+    (metric_spec,) = config.metrics_specs
+    names = [json.loads(m.config)["name"] for m in metric_spec.metrics]
+    assert names == ["map", "map50", "ap50/1", "ap50/2", "ap50/3"]
+    for m in metric_spec.metrics:
+        settings = json.loads(m.config)
+        assert m.class_name == "COCOMeanAveragePrecision"
+        assert settings["labels_to_stack"] == ["gt_xmin", "gt_ymin", "gt_xmax", "gt_ymax",
+                                               "gt_class"]
+        assert settings["predictions_to_stack"] == ["xmin", "ymin", "xmax", "ymax", "class_id",
+                                                    "scores"]
+        assert m.HasField("threshold") == (settings["name"] == "map50")
+    guarded = metric_spec.metrics[1].threshold.change_threshold
+    assert guarded.absolute.value == pytest.approx(-0.02)
+    assert json.loads(metric_spec.metrics[2].config)["class_ids"] == [1]
+    with pytest.raises(ValueError, match="num_classes: 0"):
+        metrics.eval_config(num_classes=0)
+
+
+def test_classes_are_counted_from_class_names_or_coco_categories(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"categories": [{"id": 3, "name": "x"},
+                                                                {"id": 9, "name": "y"}]}))
+    (tmp_path / "b.json").write_text(json.dumps({"categories": [{"id": 9, "name": "y"},
+                                                                {"id": 12, "name": "z"}]}))
+    coco_config = DatasetConfig(root=str(tmp_path), format="coco",
+                                sources={"train": "a.json", "eval": "b.json"})
+    assert count_classes(coco_config) == 3
+    voc = DatasetConfig(root=str(tmp_path), format="voc", sources={"train": "train.txt"})
+    with pytest.raises(AnnotationError, match="dataset.class_names: needed for a voc dataset"):
+        count_classes(voc)
+    named = DatasetConfig(root=str(tmp_path), format="voc", sources={"train": "train.txt"},
+                          class_names=["cat", "dog"])
+    assert count_classes(named) == 2
