@@ -238,7 +238,8 @@ def compile_pipeline(config: configs.PipelineConfig, output_path: str, image: st
         config, config.dataset_config(), pipeline_root=pipeline_root, num_classes=num_classes,
         **runtime_parameters)
     for component in definition.components:
-        _sized(component, definition.beam_pipeline_args)
+        if hasattr(component, "with_platform_config"):  # not the resolver: it runs no container
+            _sized(component, definition.beam_pipeline_args)
 
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         # Schema 2.1 (`parameterType`, `constant` values): the KFP v2 backend reads only these;

@@ -28,8 +28,9 @@ TFX_ENTRYPOINT = ["python", "-m",
 
 
 def _config(**dataset):
+    # No gs:// is reachable here to count the COCO categories: the class count is given.
     return configs.load_config(None, [f"dataset={json.dumps(dict(DATASET, **dataset))}",
-                                      "transform.image_size=96"])
+                                      "transform.image_size=96", "evaluation.num_classes=5"])
 
 
 def _refuse_connections(self, *args, **kwargs):
@@ -71,13 +72,19 @@ def test_the_output_is_a_pipeline_job_whose_spec_parses_strictly(compiled):
 def test_the_dag_has_every_component_under_its_tfx_name_with_its_edges(compiled):
     job, _, definition = compiled
     tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
-    ids = [c.id for c in definition.components]
+    resolver = "latest_blessed_model_resolver"
+    # The resolver becomes two KFP resolver tasks: the latest blessing, then its model.
+    task_of = {resolver: f"{resolver}-model-resolver"}
+    ids = [c.id for c in definition.components if c.id != resolver]
     # Task names are the TFX component ids: the KFP UI's graph shows these names.
-    assert sorted(tasks) == sorted(ids)
+    assert sorted(tasks) == sorted(ids + [f"{resolver}-model-blessing-resolver",
+                                          f"{resolver}-model-resolver"])
     for component in definition.components:
+        if component.id == resolver:
+            continue
         assert tasks[component.id]["taskInfo"]["name"] == component.id
         assert sorted(tasks[component.id].get("dependentTasks", [])) == sorted(
-            n.id for n in component.upstream_nodes)
+            task_of.get(n.id, n.id) for n in component.upstream_nodes)
     # The data half as it stands today (later components only add to this).
     edges = {(up, name) for name, t in tasks.items() for up in t.get("dependentTasks", [])}
     assert {("DetectionExampleGen", "StatisticsGen"), ("StatisticsGen", "ExampleValidator"),
@@ -110,6 +117,28 @@ def test_run_time_parameters_exist_with_their_defaults(compiled):
     assert trainer_inputs["hyperparameters"]["taskOutputArtifact"]["producerTask"] == \
         "RunParameters"
     assert job["runtimeConfig"]["gcsOutputDirectory"] == PIPELINE_ROOT
+    gate = job["pipelineSpec"]["root"]["dag"]["tasks"]["ModelGate"]
+    assert gate["inputs"]["parameters"]["min_map50"] == {"componentInputParameter": "min_map50"}
+
+
+def test_evaluation_gates_the_push_and_its_figures_reach_the_run_page(compiled):
+    job, _, _ = compiled
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    edges = {(up, name) for name, t in tasks.items() for up in t.get("dependentTasks", [])}
+    assert {("Trainer", "Evaluator"), ("Evaluator", "ModelGate"),
+            ("TFLiteConverter", "ModelGate"), ("ModelGate", "LitedetPusher")} <= edges
+    pusher = tasks["LitedetPusher"]["inputs"]
+    assert pusher["artifacts"]["model_blessing"]["taskOutputArtifact"] == {
+        "producerTask": "ModelGate", "outputArtifactKey": "blessing"}
+    destination = pusher["parameters"]["destination"]["runtimeValue"]["constant"]
+    assert destination == PIPELINE_ROOT + "/models"
+    # The gate's `metrics` output has the artifact type system.Metrics (TFX writes the type as
+    # an instance schema titled so; KFP records that title as the ML Metadata type), whose
+    # custom properties (mAP, blessed, per-format size and latency) the run page lists as
+    # scalar metrics. Not seen rendered: there is no KFP server here.
+    component = job["pipelineSpec"]["components"][tasks["ModelGate"]["componentRef"]["name"]]
+    metrics = component["outputDefinitions"]["artifacts"]["metrics"]["artifactType"]
+    assert yaml.safe_load(metrics["instanceSchema"])["title"] == "system.Metrics"
 
 
 def test_every_executor_runs_the_configured_image_with_its_resources(compiled):
@@ -119,7 +148,11 @@ def test_every_executor_runs_the_configured_image_with_its_resources(compiled):
     beam_steps = {c.id for c in definition.components if isinstance(c, BaseBeamComponent)}
     executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
     assert len(executors) == len(job["pipelineSpec"]["root"]["dag"]["tasks"])
+    resolvers = {k for k, e in executors.items() if "resolver" in e}
+    assert len(resolvers) == 2  # ML Metadata queries, no container
     for label, executor in executors.items():
+        if label in resolvers:
+            continue
         container = executor["container"]
         assert container["image"] == IMAGE
         assert container["command"] == TFX_ENTRYPOINT
@@ -183,7 +216,8 @@ def test_the_compile_verb_writes_the_spec_and_names_its_parameters(compiled, tmp
     out = tmp_path / "litedet-kfp.yaml"
     args = parser.parse_args(["compile", "--image", IMAGE, "--pipeline-root", PIPELINE_ROOT,
                               "--output", str(out), "--set",
-                              f"dataset={json.dumps(DATASET)}"])
+                              f"dataset={json.dumps(DATASET)}", "--set",
+                              "evaluation.num_classes=5"])
     assert kfp_cli.main(args) == 0
     printed = capsys.readouterr().out
     assert f"run-time parameter input_base = '{DATASET['root']}'" in printed
