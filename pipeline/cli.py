@@ -1,4 +1,5 @@
-"""`litedet`: the one entry point. Verbs read like the job: demo, run, config, data, compile, kfp.
+"""`litedet`: the one entry point. Verbs read like the job: demo, run, predict, sweep, config,
+data, compile, kfp.
 
 `litedet --help` and `litedet <verb> --help` import neither TFX nor TensorFlow, so they answer
 at once; the heavy imports happen inside the verbs that need them.
@@ -27,6 +28,15 @@ EXAMPLES = {
     "config": """examples:
   litedet config                        # every setting with its default
   litedet config --config my.yaml --set transform.max_boxes=50""",
+    "predict": """examples:
+  litedet predict outputs/models/3 photo.jpg           # a pushed version (its shipped format)
+  litedet predict outputs/models/3 images/ --format int8 --threshold 0.5
+  litedet predict model_float16.tflite images/ --out predictions/
+  litedet predict outputs/pipeline_root/litedet/Trainer/model/7 a.jpg   # the SavedModel""",
+    "sweep": """examples:
+  litedet sweep                                   # alphas 0.35, 0.5, 0.75 at the configured size
+  litedet sweep --alphas 0.35,0.5,0.75,1.0 --sizes 192,256 --max-latency-ms 15
+  litedet sweep --max-size-mb 1.5 --set training.train_steps=1200""",
     "data": """examples:
   litedet data synth --out data/shapes --num-train 2000
   litedet data inspect --config my_dataset.yaml""",
@@ -65,6 +75,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = verb("run", "run the local pipeline on your data and configuration")
     _add_config_flags(run)
+
+    predict = verb("predict", "detect objects in images with a trained model: JSON results and "
+                              "pictures with the boxes drawn")
+    predict.add_argument("model", help="a pushed version folder, a .tflite file or a SavedModel")
+    predict.add_argument("sources", nargs="+", help="images and/or folders of images")
+    predict.add_argument("--out", default="predictions", help="output folder (default: "
+                                                               "predictions/)")
+    predict.add_argument("--threshold", type=float, default=0.3,
+                         help="lowest score kept (default 0.3)")
+    predict.add_argument("--format", choices=("float32", "float16", "int8"),
+                         help="which TFLite file of a pushed version (default: its shipped one)")
+
+    sweep = verb("sweep", "train several alphas (and input sizes), compare mAP, size and TFLite "
+                          "latency, and recommend the best that fits a budget")
+    _add_config_flags(sweep)
+    sweep.add_argument("--alphas", default="0.35,0.5,0.75",
+                       help="comma-separated MobileNetV2 alphas (default 0.35,0.5,0.75)")
+    sweep.add_argument("--sizes", help="comma-separated input sizes (default: the configured "
+                                       "transform.image_size)")
+    sweep.add_argument("--max-latency-ms", type=float, default=0.0,
+                       help="latency budget per image, 1 thread (default: none)")
+    sweep.add_argument("--max-size-mb", type=float, default=0.0,
+                       help="model file size budget (default: none)")
+    sweep.add_argument("--sweep-dir", help="where points, table and plot go (default: "
+                                           "<output_dir>/sweep); finished points are kept")
 
     config = verb("config", "print the resolved configuration (defaults, file, overrides)")
     _add_config_flags(config)
@@ -209,6 +244,9 @@ def _print_summary(summary, seconds: float, config) -> None:
         print(f"  TFLite models:     {folder} ({sizes})")
     if "ModelGate" in summary.components:
         _print_verdict(summary)
+        from pipeline import report
+
+        print(f"  report:            {report.write(summary, config)}")
     print(f"  ML Metadata:       {config.metadata_path}")
 
 
@@ -239,6 +277,61 @@ def _print_verdict(summary) -> None:
               f"{push['pushed_version']}{registered})")
     else:
         print(f"  pushed:            nothing ({push['push_reason']})")
+
+
+def _number_list(text: str, kind, flag: str) -> list:
+    from pipeline.configs import ConfigError
+
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r} is not a comma-separated list of numbers") from None
+
+
+def _sweep(args, config) -> int:
+    from components.detection import check_alpha
+    from pipeline import sweep
+    from pipeline.configs import ConfigError
+
+    alphas = _number_list(args.alphas, float, "--alphas")
+    sizes = (_number_list(args.sizes, int, "--sizes") if args.sizes
+             else [config.transform.image_size])
+    for alpha in alphas:
+        try:
+            check_alpha(alpha)
+        except ValueError as e:
+            raise ConfigError(f"--alphas: {e}") from None
+    for size in sizes:
+        if size < 64 or size % 32:
+            raise ConfigError(f"--sizes: {size} must be a multiple of 32, >= 64")
+    sweep_dir = args.sweep_dir or os.path.join(config.output_dir, "sweep")
+    log_path = _setup_logging(config, args.verbose)
+    sys.argv = sys.argv[:1]  # see _run_pipeline
+    print(f"Sweep over alpha {', '.join(f'{a:g}' for a in alphas)} and input "
+          f"{', '.join(map(str, sizes))} px into {sweep_dir} (log: {log_path})", flush=True)
+    started = time.time()
+    outcome = sweep.run(config, alphas, sizes, sweep_dir, args.max_latency_ms,
+                        args.max_size_mb, progress=lambda m: print("  " + m, flush=True))
+    print(f"\nDone in {time.time() - started:.0f} s.\n")
+    print(outcome["table"])
+    print(f"\n  table: {os.path.join(sweep_dir, sweep.TABLE_FILE)}\n  plot:  "
+          f"{os.path.join(sweep_dir, sweep.PLOT_FILE)}")
+    return 0 if outcome["best"] else 3
+
+
+def _predict(args) -> int:
+    from pipeline import predict
+
+    started = time.time()
+    results = predict.run(args.model, args.sources, args.out, args.threshold, args.format)
+    for result in results:
+        found = ", ".join(f"{d['name']} {d['score']:.2f}" for d in result["detections"])
+        print(f"  {result['image']}: {len(result['detections'])} objects"
+              + (f" ({found})" if found else ""))
+    print(f"{len(results)} images in {time.time() - started:.1f} s -> "
+          f"{os.path.join(args.out, predict.PREDICTIONS_FILE)} and the drawn images in "
+          f"{args.out}/")
+    return 0
 
 
 def _data(args) -> int:
@@ -281,6 +374,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.verb == "data":
             return _data(args)
+        if args.verb == "predict":
+            return _predict(args)
         extra = []
         if args.verb == "demo":
             extra = [f"sample_data.{k}={v}" for k, v in
@@ -291,12 +386,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
             return 0
+        if args.verb == "sweep":
+            return _sweep(args, config)
         if args.verb == "demo" and not config.uses_sample_data:
             print("litedet demo runs on the sample data; use `litedet run` for a dataset",
                   file=sys.stderr)
             return 2
         return _run_pipeline(config, args.verbose)
-    except (ConfigError, AnnotationError) as e:
+    except (ConfigError, AnnotationError, FileNotFoundError) as e:
         print(f"litedet: error: {e}", file=sys.stderr)
         return 2
 

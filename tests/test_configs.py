@@ -39,6 +39,11 @@ def test_the_sample_dataset_is_the_default():
     ("training.batch_size=many", "training.batch_size: expected an integer, got 'many'"),
     ("training.colour=red", "training.colour: unknown setting"),
     ("transform", "--set 'transform': expected key=value"),
+    ("tflite.ship_format=int8 ", "tflite.ship_format: 'int8 ' is not among"),
+    ('tflite.formats=["float32"]', "tflite.ship_format: 'float16' is not among the converted"),
+    ("evaluation.min_map50=1.5", "evaluation.min_map50: 1.5 must be in"),
+    ("evaluation.max_latency_ms=-1", "evaluation.max_latency_ms: -1.0 must be >= 0"),
+    ('push.registry={"kind": "sagemaker"}', "push.registry.kind: 'sagemaker' is not one of"),
 ])
 def test_bad_settings_are_refused_naming_the_setting(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -75,3 +80,12 @@ def test_the_code_fingerprint_follows_what_the_module_imports(tmp_path, monkeypa
     assert source_fingerprint("fpdemo.entry.fn") == before
     (package / "helper.py").write_text("X = 2\n")
     assert source_fingerprint("fpdemo.entry.fn") != before
+
+
+def test_push_destination_defaults_under_the_output_folder(tmp_path):
+    config = configs.load_config(None, [f"output_dir={tmp_path}"])
+    assert config.push_destination == str(tmp_path / "models")
+    config = configs.load_config(None, ["push.destination=gs://bucket/models",
+                                        'push.registry={"kind": "mlflow", "tracking_uri": "u"}'])
+    assert config.push_destination == "gs://bucket/models"
+    assert config.push.registry == {"kind": "mlflow", "tracking_uri": "u"}

@@ -291,6 +291,41 @@ def test_a_worse_model_is_not_blessed_and_nothing_is_pushed(pipeline_runs):
     assert registered_versions(pipeline_runs["registry"], MODEL_NAME) == [1]
 
 
+def test_predict_draws_the_right_boxes_on_a_sample_image(pipeline_runs, tmp_path):
+    from PIL import Image
+
+    from pipeline import cli
+
+    first, root = pipeline_runs["first"], pipeline_runs["root"]
+    with open(os.path.join(root, "annotations", "instances_train.json")) as handle:
+        coco = json.load(handle)
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    image = max(coco["images"], key=lambda i: sum(
+        1 for a in coco["annotations"] if a["image_id"] == i["id"] and not a["iscrowd"]))
+    truth = [a for a in coco["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
+    source = os.path.join(root, "images", image["file_name"])
+    version = first.push_record()["pushed_destination"]
+    out = tmp_path / "predictions"
+    assert cli.main(["predict", version, source, "--out", str(out), "--threshold", "0.15"]) == 0
+    with open(out / "predictions.json") as handle:
+        (result,) = json.load(handle)["images"]
+    matched = 0
+    for a in truth:
+        x, y, w, h = a["bbox"]
+        gt = [x, y, x + w, y + h]  # pixel corners, as the JSON's box_px
+        matched += any(d["name"] == names[a["category_id"]] and _iou_xyxy(gt, d["box_px"]) >= 0.5
+                       for d in result["detections"])
+    assert matched >= 0.8 * len(truth), (matched, len(truth), result["detections"])
+    drawn = Image.open(result["drawn"])
+    assert drawn.size == (image["width"], image["height"])
+    original = np.asarray(Image.open(source).convert("RGB"), np.float32)
+    assert np.abs(np.asarray(drawn, np.float32) - original).mean() > 1.0  # boxes were drawn
+
+
+def _iou_xyxy(a, b):
+    return _iou([a[1], a[0], a[3], a[2]], [b[1], b[0], b[3], b[2]])
+
+
 def _iou(a, b):
     inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter

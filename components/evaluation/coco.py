@@ -27,10 +27,11 @@ def _xywh(box) -> List[float]:
 
 def coco_map(ground_truth: Sequence[Dict[str, np.ndarray]],
              detections: Sequence[Dict[str, np.ndarray]], num_classes: int,
-             max_detections: int = 100) -> Dict[str, float]:
+             max_detections: int = 100, curves: bool = False) -> Dict:
     """{"map": mAP@[.5:.95], "map50": mAP@0.5, "ap50/<k>": AP@0.5 of label k} over the images,
     in order (ground_truth[i] and detections[i] are image i). Classes without any ground truth
-    are left out of the means, as pycocotools does."""
+    are left out of the means, as pycocotools does. With `curves`, also "pr50": {"recall": the
+    101 recall points, "<k>": interpolated precision at each, IoU 0.5} per class."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -56,7 +57,7 @@ def coco_map(ground_truth: Sequence[Dict[str, np.ndarray]],
         truth.dataset = {"images": images, "annotations": annotations, "categories": categories}
         truth.createIndex()
         if not results:
-            return {"map": 0.0, "map50": 0.0}
+            return {"map": 0.0, "map50": 0.0, **({"pr50": {}} if curves else {})}
         evaluation = COCOeval(truth, truth.loadRes(results), "bbox")
         evaluation.params.maxDets = [1, 10, max_detections]
         evaluation.evaluate()
@@ -69,4 +70,11 @@ def coco_map(ground_truth: Sequence[Dict[str, np.ndarray]],
         column = precision[:, index]
         if (column > -1).any():
             out[f"ap50/{category}"] = float(np.mean(column[column > -1]))
-    return {k: max(v, 0.0) for k, v in out.items()}  # pycocotools reports -1 for "no data"
+    out = {k: max(v, 0.0) for k, v in out.items()}  # pycocotools reports -1 for "no data"
+    if curves:
+        out["pr50"] = {"recall": [round(float(r), 2) for r in evaluation.params.recThrs]}
+        for index, category in enumerate(evaluation.params.catIds):
+            if (precision[:, index] > -1).any():
+                out["pr50"][str(category)] = [round(max(float(p), 0.0), 4)
+                                              for p in precision[:, index]]
+    return out

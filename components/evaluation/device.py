@@ -88,12 +88,12 @@ def tflite_detections(path: str, images: Sequence[np.ndarray], resize_mode: str
 def score_formats(saved_model_dir: str, tflite_paths: Dict[str, str], examples: Sequence[bytes],
                   num_classes: int, resize_mode: str, latency_runs: int = 30
                   ) -> Dict[str, Dict[str, float]]:
-    """{"saved_model": {"map", "map50", ...}, "<format>": {"map", "map50", ..., "size_bytes",
-    "latency_ms"}} on the given evaluation examples."""
+    """{"saved_model": {"map", "map50", ..., "pr50"}, "<format>": {"map", "map50", ...,
+    "size_bytes", "latency_ms"}} on the given evaluation examples."""
     model = tf.saved_model.load(saved_model_dir)
     truth = ground_truth(model, examples)
     results = {"saved_model": coco.coco_map(truth, saved_model_detections(model, examples),
-                                            num_classes)}
+                                            num_classes, curves=True)}
     images = decode_images(examples)
     for fmt, path in tflite_paths.items():
         scores = coco.coco_map(truth, tflite_detections(path, images, resize_mode), num_classes)

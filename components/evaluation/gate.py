@@ -135,12 +135,16 @@ def ModelGate(
     blessed = not reasons
     per_class = {labels[int(k.split("/")[1]) - 1]: v for k, v in candidate.items()
                  if k.startswith(metrics_lib.PER_CLASS_PREFIX)}
+    curves = scores["saved_model"].pop("pr50", {})
     report = {
         "blessed": blessed, "reasons": reasons,
         "map50": map50, "map": candidate.get(metrics_lib.MAP),
         "baseline_map50": baseline.get(metrics_lib.MAP50),
         "ap50_per_class": per_class, "num_eval_images": len(eval_examples),
         "ship_format": ship_format, "formats": scores, "tfma_validation": validation,
+        # Precision at 101 recall points, IoU 0.5, per class name (pycocotools, SavedModel).
+        "pr_curves": {("recall" if k == "recall" else labels[int(k) - 1]): v
+                      for k, v in curves.items()},
         "budgets": {"min_map50": min_map50, "max_tflite_map_drop": max_tflite_map_drop,
                     "max_latency_ms": max_latency_ms, "max_size_mb": max_size_mb},
     }

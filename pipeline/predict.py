@@ -1,0 +1,181 @@
+"""`litedet predict`: a trained detector on images -> JSON detections and pictures with boxes.
+
+A model is any of:
+- a pushed version folder (it has `manifest.json`): its shipped TFLite format, or `--format`;
+- a `.tflite` file from the TFLite step (labels from its metadata; resize mode from the
+  `conversion.json` beside it);
+- a SavedModel folder (the Trainer's `Format-Serving`, or a pushed `saved_model/`): its
+  `serving_default`, which decodes and resizes inside; labels from a `labels.txt` beside it.
+Boxes are (ymin, xmin, ymax, xmax) normalized to the image, as everywhere in the project; the JSON
+adds pixel corners for convenience.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+PREDICTIONS_FILE = "predictions.json"
+
+
+class Detector:
+    """A loaded model: `detect(encoded_bytes, rgb)` -> {"boxes", "classes", "scores"} (numpy,
+    valid rows only, 1-based labels) and `labels` (names of labels 1..C)."""
+
+    def __init__(self, model_path: str, tflite_format: Optional[str] = None):
+        self.path = model_path
+        self.labels: List[str] = []
+        self._tflite = None
+        self._serve = None
+        if os.path.isfile(os.path.join(model_path, "manifest.json")):
+            with open(os.path.join(model_path, "manifest.json")) as f:
+                manifest = json.load(f)
+            fmt = tflite_format or manifest.get("ship_format") or "float32"
+            model_path = os.path.join(model_path, f"model_{fmt}.tflite")
+            if not os.path.exists(model_path):
+                raise FileNotFoundError(f"{self.path}: this version has no {fmt} model "
+                                        f"(files: {', '.join(sorted(manifest.get('files', {})))})")
+        if model_path.endswith(".tflite"):
+            self._load_tflite(model_path)
+        elif os.path.isfile(os.path.join(model_path, "saved_model.pb")):
+            self._load_saved_model(model_path)
+        elif os.path.isfile(os.path.join(model_path, "Format-Serving", "saved_model.pb")):
+            self._load_saved_model(os.path.join(model_path, "Format-Serving"))
+        else:
+            raise FileNotFoundError(f"{model_path}: not a .tflite file, a SavedModel or a pushed "
+                                    "version folder")
+        self.path = model_path
+
+    def _load_tflite(self, path: str) -> None:
+        from components.tflite import converter
+        from components.tflite.interpreter import TFLiteDetector
+
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such model file")
+        resize_mode = "stretch"
+        conversion = os.path.join(os.path.dirname(path), "conversion.json")
+        if os.path.exists(conversion):
+            with open(conversion) as f:
+                resize_mode = json.load(f).get("resize_mode", resize_mode)
+        self._tflite = TFLiteDetector(path, num_threads=os.cpu_count() or 1,
+                                      resize_mode=resize_mode)
+        self.labels = converter.read_metadata(path).get("labels") or []
+
+    def _load_saved_model(self, path: str) -> None:
+        import tensorflow as tf
+
+        self._serve = tf.saved_model.load(path).signatures["serving_default"]
+        for candidate in (os.path.join(path, "labels.txt"),
+                          os.path.join(os.path.dirname(path.rstrip("/")), "labels.txt")):
+            if os.path.exists(candidate):
+                with open(candidate) as f:
+                    self.labels = f.read().splitlines()
+                break
+
+    def label_name(self, label: int) -> str:
+        return self.labels[label - 1] if 0 < label <= len(self.labels) else f"class_{label}"
+
+    def detect(self, encoded: bytes, rgb: np.ndarray) -> Dict[str, np.ndarray]:
+        if self._tflite is not None:
+            out = self._tflite.detect(rgb)
+            count = out["count"]
+            return {"boxes": out["boxes"][:count], "classes": out["classes"][:count],
+                    "scores": out["scores"][:count]}
+        import tensorflow as tf
+
+        out = self._serve(image_bytes=tf.constant([encoded]))
+        count = int(out["num_detections"][0])
+        return {"boxes": out["detection_boxes"][0, :count].numpy(),
+                "classes": out["detection_classes"][0, :count].numpy(),
+                "scores": out["detection_scores"][0, :count].numpy()}
+
+
+def image_files(sources: Sequence[str]) -> List[str]:
+    """The image files named, or found (not recursively) in the folders named."""
+    files = []
+    for source in sources:
+        if os.path.isdir(source):
+            files += sorted(os.path.join(source, n) for n in os.listdir(source)
+                            if n.lower().endswith(IMAGE_SUFFIXES))
+        elif os.path.isfile(source):
+            files.append(source)
+        else:
+            raise FileNotFoundError(f"{source}: no such image or folder")
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in "
+                                f"{', '.join(sources)}")
+    return files
+
+
+def _colour(label: int):
+    palette = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+               (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40)]
+    return palette[(label - 1) % len(palette)]
+
+
+def draw(image, detections: List[dict]):
+    """A copy of the PIL image with each detection's box, label and score drawn."""
+    from PIL import ImageDraw
+
+    canvas = image.convert("RGB")
+    pen = ImageDraw.Draw(canvas)
+    width = max(2, round(min(canvas.size) / 200))
+    for d in detections:
+        x0, y0, x1, y1 = d["box_px"]
+        colour = _colour(d["label"])
+        pen.rectangle([x0, y0, x1, y1], outline=colour, width=width)
+        text = f"{d['name']} {d['score']:.2f}"
+        left, top, right, bottom = pen.textbbox((x0, y0), text)
+        lift = bottom - top + 2
+        pen.rectangle([x0, y0 - lift, x0 + right - left + 4, y0], fill=colour)
+        pen.text((x0 + 2, y0 - lift), text, fill=(255, 255, 255))
+    return canvas
+
+
+def predict_image(detector: Detector, path: str, threshold: float) -> dict:
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        encoded = f.read()
+    image = Image.open(path)
+    rgb = np.asarray(image.convert("RGB"))
+    height, width = rgb.shape[:2]
+    found = detector.detect(encoded, rgb)
+    detections = []
+    for box, label, score in zip(found["boxes"], found["classes"], found["scores"]):
+        if score < threshold or int(label) < 1:
+            continue
+        ymin, xmin, ymax, xmax = (float(v) for v in box)
+        detections.append({
+            "label": int(label), "name": detector.label_name(int(label)),
+            "score": round(float(score), 4),
+            "box": [round(v, 5) for v in (ymin, xmin, ymax, xmax)],
+            "box_px": [round(xmin * width, 1), round(ymin * height, 1),
+                       round(xmax * width, 1), round(ymax * height, 1)]})
+    return {"image": path, "width": width, "height": height, "detections": detections,
+            "_image": image}
+
+
+def run(model: str, sources: Sequence[str], out_dir: str, threshold: float = 0.3,
+        tflite_format: Optional[str] = None, draw_images: bool = True) -> List[dict]:
+    """Detects on every image; writes `<out_dir>/predictions.json` and, with `draw_images`,
+    `<out_dir>/<image name>.jpg` with the boxes drawn. Returns the per-image results."""
+    detector = Detector(model, tflite_format)
+    os.makedirs(out_dir, exist_ok=True)
+    results = []
+    for path in image_files(sources):
+        result = predict_image(detector, path, threshold)
+        image = result.pop("_image")
+        if draw_images:
+            stem = os.path.splitext(os.path.basename(path))[0]
+            result["drawn"] = os.path.join(out_dir, f"{stem}.jpg")
+            draw(image, result["detections"]).save(result["drawn"], quality=92)
+        results.append(result)
+    with open(os.path.join(out_dir, PREDICTIONS_FILE), "w") as f:
+        json.dump({"model": detector.path, "threshold": threshold, "images": results}, f,
+                  indent=2)
+    return results
