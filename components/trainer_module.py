@@ -152,7 +152,9 @@ def run_fn(fn_args) -> None:
     names = class_names(transform_output)
     config = model_lib.DetectorConfig(num_classes=len(names), alpha=settings.alpha,
                                       image_size=image_size,
-                                      feature_pyramid=settings.feature_pyramid)
+                                      feature_pyramid=settings.feature_pyramid,
+                                      head_channels=settings.head_channels,
+                                      head_depth=settings.head_depth)
     # TrainArgs holds the compiled step count; RunParameters (or a Tuner) may override it.
     total_steps = int(tuned_values(getattr(fn_args, "hyperparameters", None)).get(
         "train_steps", fn_args.train_steps))

@@ -72,7 +72,8 @@ class DetectorExport(tf.Module):
         return {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax,
                 "class_id": detections["detection_classes"],
                 "scores": detections["detection_scores"],
-                "num_detections": detections["num_detections"]}
+                # An integer: TFMA slices the stacked predictions with it.
+                "num_detections": tf.cast(detections["num_detections"], tf.int32)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def eval_labels(self, examples):

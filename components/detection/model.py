@@ -63,7 +63,7 @@ class DetectorConfig:
     anchor_scale: float = 2.0
     scales_per_octave: int = 2
     aspect_ratios: tuple = (1.0, 2.0, 0.5)
-    head_channels: int = 64
+    head_channels: int = 128  # TrainingConfig.head_channels explains the width
     head_depth: int = 1
     feature_pyramid: bool = True
     bn_momentum: float = 0.9
