@@ -170,7 +170,8 @@ def ModelGate(
         key_figures[f"{fmt}_latency_ms"] = values["latency_ms"]
         key_figures[f"{fmt}_size_mb"] = values["size_bytes"] / 1e6
     for name, value in key_figures.items():
-        blessing.set_float_custom_property(name, float(value))
         metrics.set_float_custom_property(name, float(value))
+        if name != "blessed":  # an int on the blessing: TFX's readers take it as one
+            blessing.set_float_custom_property(name, float(value))
     with tf.io.gfile.GFile(os.path.join(metrics.uri, METRICS_FILE), "w") as handle:
         handle.write(json.dumps(key_figures, indent=2))
