@@ -47,26 +47,14 @@ class DataSteps:
     sample dataset (kept under --output-dir, so later runs skip it) and the curated schema."""
 
     def __init__(self, config, output_dir: str):
-        from components import artifacts
-        from components.example_gen.executor import Executor
-        from pipeline import local_runner
-        from tfx.types import standard_artifacts
-
         import schemas
+        from pipeline import convert, local_runner
 
         self.examples_uri = os.path.join(output_dir, "examples")
         self.schema_uri = os.path.join(output_dir, "schema")
         if not os.path.exists(os.path.join(output_dir, "quarantine", "summary.json")):
-            dataset = local_runner.resolve_dataset(config)
-            outputs = {"examples": [standard_artifacts.Examples()],
-                       "label_map": [artifacts.LabelMap()],
-                       "quarantine": [artifacts.QuarantinedRecords()]}
-            for key, (artifact,) in outputs.items():
-                artifact.uri = os.path.join(output_dir, key)
-            context = Executor.Context(beam_pipeline_args=config.beam_pipeline_args,
-                                       tmp_dir=os.path.join(output_dir, "tmp"))
-            Executor(context).Do({}, outputs, {"dataset": dataset.to_json(),
-                                               "input_base": dataset.root})
+            convert.convert(local_runner.resolve_dataset(config), output_dir,
+                            config.beam_pipeline_args)
         os.makedirs(self.schema_uri, exist_ok=True)
         shutil.copy(schemas.RAW_SCHEMA, os.path.join(self.schema_uri, "schema.pbtxt"))
 

@@ -39,7 +39,8 @@ EXAMPLES = {
   litedet sweep --max-size-mb 1.5 --set training.train_steps=1200""",
     "data": """examples:
   litedet data synth --out data/shapes --num-train 2000
-  litedet data inspect --config my_dataset.yaml""",
+  litedet data inspect --config my_dataset.yaml
+  litedet data convert --config voc.yaml --out data/voc-tfrecords""",
 }
 
 
@@ -114,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = data_verbs.add_parser("inspect", help="read a dataset's annotations and report "
                                                      "classes and counts (no pipeline run)")
     _add_config_flags(inspect)
+    convert = data_verbs.add_parser("convert", help="write the dataset as TF OD API TFRecords, "
+                                                     "checked as the pipeline checks it")
+    _add_config_flags(convert)
+    convert.add_argument("--out", required=True, help="folder to write")
     kfp_cli.add_verbs(verbs)
     return parser
 
@@ -348,6 +353,16 @@ def _data(args) -> int:
     from pipeline import local_runner
 
     dataset = local_runner.resolve_dataset(config)
+    if args.data_verb == "convert":
+        from pipeline import convert
+
+        started = time.time()
+        summary = convert.convert(dataset, args.out, config.beam_pipeline_args)
+        print(f"Wrote {os.path.join(args.out, 'examples')} in {time.time() - started:.0f} s: "
+              f"{summary['examples']} examples; quarantined "
+              f"{summary.get('quarantined') or 0} ({os.path.join(args.out, 'quarantine')}); "
+              f"label map in {os.path.join(args.out, 'label_map')}")
+        return 0
     if dataset.format == "tfrecord":
         print("inspect reads COCO and VOC annotations; for TFRecords run the pipeline: "
               "its quarantine summary counts every record")

@@ -6,10 +6,10 @@ DetectionExampleGen -> StatisticsGen -> ImportSchemaGen (schemas/) -> ExampleVal
 RunParameters (alpha, train_steps: run-time parameters on Kubeflow) -> Trainer
 Trainer -> TFLiteConverter (float32 / float16 / int8 with the detection post-process op and
            ObjectDetector metadata)
-latest blessed model (Resolver over ModelGate's blessings) -> Evaluator (TFMA COCO mAP on the
-           eval split, candidate vs that baseline)
-Evaluator + TFLiteConverter -> ModelGate (mAP bound, no regression, TFLite mAP drop, device
-           budgets) -> LitedetPusher (versioned store + model registry, blessed models only)
+Trainer -> Evaluator (TFMA: COCO mAP, mAP@0.5, AP@0.5 per class on the eval split)
+Evaluator + TFLiteConverter + latest blessed model (Resolver over ModelGate's blessings)
+        -> ModelGate (mAP bound, no regression, TFLite mAP drop, device budgets)
+        -> LitedetPusher (versioned store + model registry, blessed models only)
 """
 
 from __future__ import annotations
@@ -146,18 +146,19 @@ def create_pipeline(
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
                                        producer_component_id=GATE_ID, output_key="blessing"),
     ).with_id("latest_blessed_model_resolver")
+    # The candidate alone: the baseline comparison is the gate's (components/evaluation).
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=latest_blessed.outputs["model"],
         example_splits=[evaluation_metrics.EVAL_SPLIT],
-        eval_config=evaluation_metrics.eval_config(num_classes, evaluation.max_map_drop,
-                                                   training.max_detections))
+        eval_config=evaluation_metrics.eval_config(num_classes, training.max_detections))
     gate = ModelGate(
         model=trainer.outputs["model"], evaluation=evaluator.outputs["evaluation"],
+        baseline_model=latest_blessed.outputs["model"],
         tflite_models=tflite_converter.outputs["tflite_models"],
         examples=example_gen.outputs["examples"], label_map=example_gen.outputs["label_map"],
         min_map50=evaluation.min_map50 if min_map50 is None else min_map50,
+        max_map_drop=evaluation.max_map_drop,
         max_tflite_map_drop=evaluation.max_tflite_map_drop,
         ship_format=config.tflite.ship_format,
         max_latency_ms=evaluation.max_latency_ms, max_size_mb=evaluation.max_size_mb,

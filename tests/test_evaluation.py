@@ -58,18 +58,19 @@ def test_images_must_line_up():
 SCORES = {"saved_model": {"map50": 0.70}, "float16": {"map50": 0.695, "latency_ms": 12.0,
                                                        "size_bytes": 1.3e6},
           "int8": {"map50": 0.66, "latency_ms": 8.0, "size_bytes": 0.9e6}}
-PASSED = {"ok": True, "failures": []}
 
 
-def _decide(validation=PASSED, map50=0.70, **budgets):
+def _decide(map50=0.70, **budgets):
     settings = dict(min_map50=0.5, max_tflite_map_drop=0.05, ship_format="int8")
     settings.update(budgets)
-    return gate.decide(validation, map50, SCORES, **settings)
+    return gate.decide(map50, SCORES, **settings)
 
 
 def test_the_gate_blesses_when_every_check_passes():
     assert _decide() == []
     assert _decide(max_latency_ms=8.5, max_size_mb=1.0) == []
+    assert _decide(baseline_map50=0.70) == []  # the same score is no regression
+    assert _decide(baseline_map50=0.72, max_map_drop=0.03) == []
 
 
 def test_the_gate_names_every_failed_check():
@@ -80,15 +81,14 @@ def test_the_gate_names_every_failed_check():
     assert _decide(max_size_mb=0.5) == ["int8 size 0.90 MB exceeds the budget 0.50 MB"]
     assert _decide(ship_format="float32") == [
         "ship_format 'float32' was not converted (converted: float16, int8)"]
-    regression = {"ok": False, "failures": ["map50: change -0.1 is below -1e-10"]}
-    assert _decide(validation=regression) == [
-        "regression against the last blessed model: map50: change -0.1 is below -1e-10"]
-    assert _decide(validation={"ok": False, "failures": []}) == ["TFMA validation failed"]
-    assert len(_decide(validation=regression, map50=0.1, max_latency_ms=1)) == 3
+    assert _decide(baseline_map50=0.71) == [
+        "regression against the last blessed model: mAP@0.5 0.7000 < 0.7100 "
+        "(allowed drop 0.0000)"]
+    assert len(_decide(baseline_map50=0.9, map50=0.1, max_latency_ms=1)) == 3
 
 
-def test_the_eval_config_scores_coco_map_and_guards_map50_against_the_baseline():
-    config = metrics.eval_config(num_classes=3, max_map_drop=0.02)
+def test_the_eval_config_scores_coco_map_of_the_candidate():
+    config = metrics.eval_config(num_classes=3)
     (spec,) = config.model_specs
     assert spec.signature_name == "detect_examples"
     assert list(spec.preprocessing_function_names) == ["eval_labels"]
@@ -102,9 +102,9 @@ def test_the_eval_config_scores_coco_map_and_guards_map50_against_the_baseline()
                                                "gt_class"]
         assert settings["predictions_to_stack"] == ["xmin", "ymin", "xmax", "ymax", "class_id",
                                                     "scores"]
-        assert m.HasField("threshold") == (settings["name"] == "map50")
-    guarded = metric_spec.metrics[1].threshold.change_threshold
-    assert guarded.absolute.value == pytest.approx(-0.02)
+        assert not m.HasField("threshold")  # the gate decides (see metrics.py)
+    assert json.loads(metric_spec.metrics[0].config)["class_ids"] == [1, 2, 3]
+    assert json.loads(metric_spec.metrics[1].config)["iou_thresholds"] == [0.5]
     assert json.loads(metric_spec.metrics[2].config)["class_ids"] == [1]
     with pytest.raises(ValueError, match="num_classes: 0"):
         metrics.eval_config(num_classes=0)

@@ -287,3 +287,25 @@ def test_bad_dataset_config_names_the_field(values, message):
     base = {"root": "/data", "format": "coco", "sources": {"train": "a.json"}}
     with pytest.raises(DatasetConfigError, match=message):
         DatasetConfig.from_dict({**base, **values})
+
+
+def test_data_convert_writes_the_examples_the_pipeline_would(tmp_path, capsys):
+    import yaml
+
+    from pipeline import cli
+
+    root = tmp_path / "d"
+    sources = datasets.write_coco(str(root), {"train": [GOOD], "eval": [GOOD, dict(
+        GOOD, file_name="missing.jpg", bytes=None)]})
+    os.remove(root / "images" / "missing.jpg")
+    config = tmp_path / "data.yaml"
+    config.write_text(yaml.safe_dump({"dataset": {"root": str(root), "format": "coco",
+                                                  "sources": sources}}))
+    out = tmp_path / "converted"
+    assert cli.main(["data", "convert", "--config", str(config), "--out", str(out),
+                     "--set", "beam_pipeline_args=[]"]) == 0
+    assert "quarantined {'missing_image': 1}" in capsys.readouterr().out
+    train = datasets.read_examples(str(out / "examples" / "Split-train"))
+    assert [feature_values(e, "image/object/class/label") for e in train] == [[2, 1]]
+    assert summary(str(out / "quarantine"))["examples"] == {"train": 1, "eval": 1}
+    assert (out / "label_map" / "label_map.pbtxt").exists()

@@ -85,6 +85,14 @@ def tflite_detections(path: str, images: Sequence[np.ndarray], resize_mode: str
     return out
 
 
+def score_saved_model(saved_model_dir: str, examples: Sequence[bytes], num_classes: int
+                      ) -> Dict[str, float]:
+    """{"map", "map50", ...} of a SavedModel on the examples (e.g. the baseline model)."""
+    model = tf.saved_model.load(saved_model_dir)
+    return coco.coco_map(ground_truth(model, examples), saved_model_detections(model, examples),
+                         num_classes)
+
+
 def score_formats(saved_model_dir: str, tflite_paths: Dict[str, str], examples: Sequence[bytes],
                   num_classes: int, resize_mode: str, latency_runs: int = 30
                   ) -> Dict[str, Dict[str, float]]:

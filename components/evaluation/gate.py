@@ -1,9 +1,11 @@
 """ModelGate: the one place that decides whether a trained model may ship.
 
 Blessed only when all of these hold (each failure is written down as a reason):
-1. TFMA's validation passed: `map50` did not drop against the latest blessed model by more than
-   the Evaluator's `max_map_drop` (no baseline on a first run: nothing to compare);
-2. the SavedModel's `map50` (TFMA) >= `min_map50`;
+1. the SavedModel's mAP@0.5 (TFMA, the Evaluator) >= `min_map50`;
+2. no regression: against the latest blessed model (the Resolver's `baseline_model`, when there
+   is one), scored here on the same images with the same scorer, mAP@0.5 drops by at most
+   `max_map_drop` (TFMA 0.47 cannot score a baseline next to the candidate for detection
+   metrics: components/evaluation/metrics.py);
 3. every converted TFLite format scores within `max_tflite_map_drop` mAP@0.5 of the SavedModel
    on the same images and scorer (device.score_formats);
 4. optional device budgets for the shipped format (`ship_format`): median single-thread
@@ -16,13 +18,12 @@ as a KFP `system.Metrics` artifact, for the Kubeflow run page). `min_map50` and 
 plain parameters, so a Kubeflow run can set them without recompiling.
 """
 
-
 import json
 import logging
 import os
 import shutil
 import tempfile
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
@@ -36,22 +37,25 @@ METRICS_FILE = "metrics.json"
 FORMATS = ("float32", "float16", "int8")
 
 
-def decide(tfma_validation: Dict, map50: float, scores: Dict[str, Dict[str, float]],
-           *, min_map50: float, max_tflite_map_drop: float, ship_format: str,
-           max_latency_ms: float = 0.0, max_size_mb: float = 0.0) -> List[str]:
-    """The reasons not to bless (empty: bless). `scores`: device.score_formats' result."""
-    reasons = [f"regression against the last blessed model: {failure}"
-               for failure in tfma_validation.get("failures", [])]
-    if not tfma_validation.get("ok", False) and not reasons:
-        reasons.append("TFMA validation failed")
+def decide(map50: float, scores: Dict[str, Dict[str, float]], *, min_map50: float,
+           max_tflite_map_drop: float, ship_format: str, baseline_map50: Optional[float] = None,
+           max_map_drop: float = 0.0, max_latency_ms: float = 0.0, max_size_mb: float = 0.0
+           ) -> List[str]:
+    """The reasons not to bless (empty: bless). `map50`: TFMA's; `scores`: device.score_formats'
+    result; `baseline_map50`: the latest blessed model by the same scorer as scores."""
+    reasons = []
     if map50 < min_map50:
         reasons.append(f"mAP@0.5 {map50:.4f} is below the bound min_map50={min_map50:.4f}")
-    reference = scores["saved_model"]["map50"]
+    current = scores["saved_model"]["map50"]
+    # 1e-9: the same model scored twice is no regression, float noise aside.
+    if baseline_map50 is not None and current < baseline_map50 - max_map_drop - 1e-9:
+        reasons.append(f"regression against the last blessed model: mAP@0.5 {current:.4f} < "
+                       f"{baseline_map50:.4f} (allowed drop {max_map_drop:.4f})")
     for fmt in sorted(k for k in scores if k != "saved_model"):
-        drop = reference - scores[fmt]["map50"]
+        drop = current - scores[fmt]["map50"]
         if drop > max_tflite_map_drop:
             reasons.append(f"TFLite {fmt} mAP@0.5 {scores[fmt]['map50']:.4f} is {drop:.4f} below "
-                           f"the SavedModel's {reference:.4f} (budget {max_tflite_map_drop:.4f})")
+                           f"the SavedModel's {current:.4f} (budget {max_tflite_map_drop:.4f})")
     shipped = scores.get(ship_format)
     if shipped is None:
         reasons.append(f"ship_format {ship_format!r} was not converted "
@@ -86,7 +90,9 @@ def ModelGate(
     label_map: InputArtifact[artifacts.LabelMap],
     blessing: OutputArtifact[standard_artifacts.ModelBlessing],
     metrics: OutputArtifact[artifacts.KfpMetrics],
+    baseline_model: InputArtifact[standard_artifacts.Model] = None,
     min_map50: Parameter[float] = 0.5,
+    max_map_drop: Parameter[float] = 0.0,
     max_tflite_map_drop: Parameter[float] = 0.015,
     ship_format: Parameter[str] = "float16",
     max_latency_ms: Parameter[float] = 0.0,
@@ -105,16 +111,15 @@ def ModelGate(
     with tf.io.gfile.GFile(os.path.join(tflite_models.uri, "conversion.json")) as handle:
         conversion = json.load(handle)
     labels = conversion["labels"]
-    tfma_metrics = metrics_lib.read_metrics(evaluation.uri)
-    candidate = tfma_metrics.get(metrics_lib.CANDIDATE, {})
+    candidate = metrics_lib.read_metrics(evaluation.uri)
     if metrics_lib.MAP50 not in candidate:
         raise ValueError(f"evaluation {evaluation.uri} has no {metrics_lib.MAP50!r} metric "
                          f"(found: {', '.join(sorted(candidate)) or 'none'})")
-    baseline = tfma_metrics.get(metrics_lib.BASELINE, {})
-    # No blessed model yet (a first run): TFMA "rubber-stamps" and reports its change threshold
-    # as missing; there is nothing to regress from, so only the bound below applies.
-    validation = (metrics_lib.validation(evaluation.uri) if baseline
-                  else {"ok": True, "failures": [], "baseline": "none yet"})
+    per_class_keys = [k for k in candidate if k.startswith(metrics_lib.PER_CLASS_PREFIX)]
+    if len(per_class_keys) != len(labels):
+        raise ValueError(f"the Evaluator scored {len(per_class_keys)} classes but the label map "
+                         f"has {len(labels)} ({', '.join(labels)}): set evaluation.num_classes "
+                         "(or dataset.class_names) to match the data and run again")
 
     split_uri = artifact_utils.get_split_uri([examples], metrics_lib.EVAL_SPLIT)
     eval_examples = device.read_examples(split_uri)
@@ -125,12 +130,19 @@ def ModelGate(
         scores = device.score_formats(path_utils.serving_model_path(model.uri), paths,
                                       eval_examples, len(labels), conversion["resize_mode"],
                                       latency_runs)
+        baseline_map50 = None
+        if baseline_model is not None:
+            baseline_map50 = (scores["saved_model"]["map50"] if baseline_model.id == model.id
+                              else device.score_saved_model(
+                                  path_utils.serving_model_path(baseline_model.uri),
+                                  eval_examples, len(labels))["map50"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     map50 = candidate[metrics_lib.MAP50]
-    reasons = decide(validation, map50, scores, min_map50=min_map50,
+    reasons = decide(map50, scores, min_map50=min_map50,
                      max_tflite_map_drop=max_tflite_map_drop, ship_format=ship_format,
+                     baseline_map50=baseline_map50, max_map_drop=max_map_drop,
                      max_latency_ms=max_latency_ms, max_size_mb=max_size_mb)
     blessed = not reasons
     per_class = {labels[int(k.split("/")[1]) - 1]: v for k, v in candidate.items()
@@ -139,13 +151,15 @@ def ModelGate(
     report = {
         "blessed": blessed, "reasons": reasons,
         "map50": map50, "map": candidate.get(metrics_lib.MAP),
-        "baseline_map50": baseline.get(metrics_lib.MAP50),
+        "baseline_map50": baseline_map50,
+        "baseline_model": baseline_model.uri if baseline_model is not None else None,
         "ap50_per_class": per_class, "num_eval_images": len(eval_examples),
-        "ship_format": ship_format, "formats": scores, "tfma_validation": validation,
+        "ship_format": ship_format, "formats": scores,
         # Precision at 101 recall points, IoU 0.5, per class name (pycocotools, SavedModel).
         "pr_curves": {("recall" if k == "recall" else labels[int(k) - 1]): v
                       for k, v in curves.items()},
-        "budgets": {"min_map50": min_map50, "max_tflite_map_drop": max_tflite_map_drop,
+        "budgets": {"min_map50": min_map50, "max_map_drop": max_map_drop,
+                    "max_tflite_map_drop": max_tflite_map_drop,
                     "max_latency_ms": max_latency_ms, "max_size_mb": max_size_mb},
     }
     logging.info("ModelGate: %s (mAP@0.5 %.4f)%s", "BLESSED" if blessed else "NOT blessed",

@@ -6,9 +6,11 @@ Metrics (all on the whole evaluation split; boxes matched per class, greedy by s
   ap50/<k>     AP@0.5 of label k (1-based; names come from the label map when reported)
 The model is scored through its `detect_examples` signature on the raw examples; the ground truth
 comes from its `eval_labels` signature (crowd/difficult objects left out; components/detection/
-export.py). TFMA's own validation holds one check: `map50` against the latest blessed model
-(the baseline) may not drop by more than `max_map_drop`. The absolute bound and the on-device
-checks live in the ModelGate (gate.py), so that Kubeflow runs can set them per run.
+export.py). The candidate alone: TFMA 0.47's object-detection metrics cannot score a baseline
+model next to it (with two models its preprocessor's predictions are not keyed by model and the
+metric fails: `expected dict for "candidate" but found <class 'list'>`). The comparison with the
+latest blessed model, the absolute bound and the on-device checks therefore all live in the
+ModelGate (gate.py), with one scorer for every model it compares.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ MAP50 = "map50"
 PER_CLASS_PREFIX = "ap50/"
 EVAL_SPLIT = "eval"
 CANDIDATE = "candidate"
-BASELINE = "baseline"
 # Recall points per AP: COCO's 101. Score thresholds: TFMA bins the scores to draw each
 # precision/recall curve; 1000 bins keep it within 0.005 of pycocotools' exact curve
 # (tests/test_pipeline_local.py checks) at a seventh of the cost of 10000 (measured: 29 s vs
@@ -53,25 +54,14 @@ def metric_configs(num_classes: int, max_detections: int = 100) -> List[dict]:
     return configs
 
 
-def eval_config(num_classes: int, max_map_drop: float = 0.0, max_detections: int = 100):
-    """The tfma.EvalConfig of the Evaluator. With a baseline model TFX adds it as a second
-    model spec; without one (the first run) the change threshold is skipped."""
+def eval_config(num_classes: int, max_detections: int = 100):
+    """The tfma.EvalConfig of the Evaluator (the candidate model only; see the module doc)."""
     import tensorflow_model_analysis as tfma
 
     from components.detection import export
 
-    if max_map_drop < 0:
-        raise ValueError(f"max_map_drop: {max_map_drop} must be >= 0")
-    metrics = []
-    for config in metric_configs(num_classes, max_detections):
-        metric = tfma.MetricConfig(class_name=config["class_name"], config=config["config"])
-        if json.loads(config["config"])["name"] == MAP50:
-            metric.threshold.CopyFrom(tfma.MetricThreshold(
-                change_threshold=tfma.GenericChangeThreshold(
-                    direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                    # -1e-10: an equal score is no regression (float noise aside).
-                    absolute={"value": -max_map_drop - 1e-10})))
-        metrics.append(metric)
+    metrics = [tfma.MetricConfig(class_name=c["class_name"], config=c["config"])
+               for c in metric_configs(num_classes, max_detections)]
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(signature_name=export.EVAL_SIGNATURE,
                                     preprocessing_function_names=[export.LABELS_SIGNATURE])],
@@ -79,18 +69,18 @@ def eval_config(num_classes: int, max_map_drop: float = 0.0, max_detections: int
         metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
 
 
-def read_metrics(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
-    """Overall-slice scalar metrics of a TFMA evaluation, per model: {"candidate": {"map50": ...},
-    "baseline": {...}} ("baseline" only when there was one). Diffs are left out."""
+def read_metrics(evaluation_uri: str) -> Dict[str, float]:
+    """Overall-slice scalar metrics of the Evaluator's evaluation: {"map50": ..., "map": ...,
+    "ap50/1": ...}."""
     import tensorflow_model_analysis as tfma
 
-    out: Dict[str, Dict[str, float]] = {}
+    out: Dict[str, float] = {}
     for metrics in tfma.load_metrics(evaluation_uri):
         if metrics.slice_key.single_slice_keys or metrics.HasField("cross_slice_key"):
             continue
         for item in metrics.metric_keys_and_values:
             key, value = item.key, item.value
-            if key.is_diff:
+            if key.is_diff or key.model_name not in ("", CANDIDATE):
                 continue
             if value.HasField("double_value"):
                 number = value.double_value.value
@@ -101,17 +91,5 @@ def read_metrics(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
             name = key.name + (f"/{key.output_name}" if key.output_name else "")
             if key.HasField("sub_key") and key.sub_key.HasField("class_id"):
                 name += f"/class_{key.sub_key.class_id.value}"
-            out.setdefault(key.model_name or CANDIDATE, {})[name] = float(number)
+            out[name] = float(number)
     return out
-
-
-def validation(evaluation_uri: str) -> Dict[str, object]:
-    """TFMA's verdict: {"ok": bool, "failures": ["map50: ..."]}."""
-    import tensorflow_model_analysis as tfma
-
-    result = tfma.load_validation_result(evaluation_uri)
-    failures = []
-    for per_slice in result.metric_validations_per_slice:
-        for failure in per_slice.failures:
-            failures.append(f"{failure.metric_key.name}: {failure.message}")
-    return {"ok": bool(result.validation_ok), "failures": failures}

@@ -207,8 +207,7 @@ class Executor(base_executor.BaseExecutor):
         if evaluation is not None:
             from components.evaluation import metrics as evaluation_metrics
 
-            metrics = evaluation_metrics.read_metrics(evaluation.uri).get(
-                evaluation_metrics.CANDIDATE)
+            metrics = evaluation_metrics.read_metrics(evaluation.uri)
             if metrics:
                 manifest["metrics"] = metrics
         blessing = _single(input_dict, MODEL_BLESSING_KEY)
