@@ -30,8 +30,9 @@ from tests import coco_check, datasets
 NUM_TRAIN, NUM_EVAL = 32, 8
 COMPONENTS = {"DetectionExampleGen", "StatisticsGen", "SchemaImporter", "ExampleValidator",
               "Transform", "RunParameters", "Trainer", "TFLiteConverter", "Evaluator",
-              "ModelGate", "LitedetPusher"}
-RERUN_WITH_BASELINE = {"ModelGate", "LitedetPusher"}
+              "latest_blessed_model_resolver", "ModelGate", "LitedetPusher"}
+# The resolver queries ML Metadata on every run (it is never "cached").
+RERUN_WITH_BASELINE = {"latest_blessed_model_resolver", "ModelGate", "LitedetPusher"}
 MODEL_NAME = "litedet-pipeline-test"
 
 
