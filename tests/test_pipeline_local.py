@@ -305,9 +305,11 @@ def test_predict_draws_the_right_boxes_on_a_sample_image(pipeline_runs, tmp_path
         1 for a in coco["annotations"] if a["image_id"] == i["id"] and not a["iscrowd"]))
     truth = [a for a in coco["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
     source = os.path.join(root, "images", image["file_name"])
+    # The pushed SavedModel (the pushed int8 model has its own check above).
     version = first.push_record()["pushed_destination"]
     out = tmp_path / "predictions"
-    assert cli.main(["predict", version, source, "--out", str(out), "--threshold", "0.15"]) == 0
+    assert cli.main(["predict", os.path.join(version, "saved_model"), source, "--out", str(out),
+                     "--threshold", "0.15"]) == 0
     with open(out / "predictions.json") as handle:
         (result,) = json.load(handle)["images"]
     matched = 0
