@@ -27,7 +27,7 @@ import requests
 
 from components.pusher import registry as registry_lib
 from components.pusher import store
-from tests.mlflow_server import closed_port, read_back
+from tests.mlflow_server import closed_port, read_back, registered_versions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_NAME = "litedet-test"
@@ -644,9 +644,24 @@ def test_component_pushes_and_registers_in_mlflow(tmp_path, mlflow_server):
     assert seen["metrics"]["size_bytes.float32"] == tflite_size
     assert seen["run_tags"]["litedet.store_uri"] == uri
 
-    # A second push: store version 2, registry version 2 of the same model.
+    # The same Trainer output again (a rerun re-evaluates it): nothing new, anywhere.
     outputs = pushed_output(tmp_path / "again")
     executor.Executor(context).Do(inputs, outputs, params)
+    again = outputs["pushed_model"][0]
+    assert again.get_int_custom_property("pushed") == 0
+    assert again.get_int_custom_property("pushed_version") == 1
+    assert registered_versions(mlflow_server, MODEL_NAME) == [1]
+
+    # Another model: store version 2, registry version 2 of the same registered model.
+    import shutil
+
+    from tfx.types import standard_artifacts
+
+    retrained = standard_artifacts.Model()
+    retrained.uri, retrained.id = str(tmp_path / "retrained"), 201
+    shutil.copytree(inputs["model"][0].uri, retrained.uri)
+    outputs = pushed_output(tmp_path / "newer")
+    executor.Executor(context).Do(dict(inputs, model=[retrained]), outputs, params)
     assert outputs["pushed_model"][0].get_string_custom_property("registry_version") == "2"
     assert read_back(mlflow_server, MODEL_NAME, 2)["tags"]["litedet.store_version"] == "2"
 
