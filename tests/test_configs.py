@@ -40,7 +40,7 @@ def test_the_sample_dataset_is_the_default():
     ("training.colour=red", "training.colour: unknown setting"),
     ("transform", "--set 'transform': expected key=value"),
     ("tflite.ship_format=int8 ", "tflite.ship_format: 'int8 ' is not among"),
-    ('tflite.formats=["float32"]', "tflite.ship_format: 'float16' is not among the converted"),
+    ('tflite.formats=["float32"]', "tflite.ship_format: 'int8' is not among the converted"),
     ("evaluation.min_map50=1.5", "evaluation.min_map50: 1.5 must be in"),
     ("evaluation.max_latency_ms=-1", "evaluation.max_latency_ms: -1.0 must be >= 0"),
     ('push.registry={"kind": "sagemaker"}', "push.registry.kind: 'sagemaker' is not one of"),

@@ -94,7 +94,7 @@ def ModelGate(
     min_map50: Parameter[float] = 0.5,
     max_map_drop: Parameter[float] = 0.0,
     max_tflite_map_drop: Parameter[float] = 0.015,
-    ship_format: Parameter[str] = "float16",
+    ship_format: Parameter[str] = "int8",
     max_latency_ms: Parameter[float] = 0.0,
     max_size_mb: Parameter[float] = 0.0,
     latency_runs: Parameter[int] = 30,
