@@ -55,7 +55,7 @@ class TFLiteConfig:
     num_calibration_images: int = 100  # int8 calibration: training images via the Transform
     # The format a device gets (the manifest's "ship_format"), checked against the device
     # budgets; every converted format is pushed. int8: with the stock interpreter (XNNPACK) it
-    # measured fastest at every alpha (1.2-1.8x float32) and smallest, at the same mAP
+    # measured fastest at every alpha (1.15-1.8x float32) and smallest, at the same mAP
     # (docs/tflite_sweep.md). Without XNNPACK it is the slowest: check your runtime.
     ship_format: str = "int8"
 
