@@ -31,10 +31,10 @@ from tfx.types import standard_artifacts
 
 from components import artifacts
 from components.tflite.artifacts import TFLiteModels
+from components.tflite.component import DEFAULT_FORMATS as FORMATS
 
 GATE_FILE = "gate.json"
 METRICS_FILE = "metrics.json"
-FORMATS = ("float32", "float16", "int8")
 
 
 def decide(map50: float, scores: Dict[str, Dict[str, float]], *, min_map50: float,
