@@ -30,10 +30,11 @@ COPY setup.py README.md requirements.in ./
 COPY components ./components
 COPY pipeline ./pipeline
 COPY schemas ./schemas
+COPY litedet ./litedet
 # Editable: the code stays at /opt/litedet (where the compiled pipeline expects the schema), and
 # the `litedet` command exists for in-cluster submission (k8s/examples/submit-run-job.yaml).
 RUN python -m pip install --no-deps --editable . \
- && python -c "import components.example_gen.executor, pipeline.kfp_client"
+ && python -c "import litedet.components.example_gen.executor, litedet.kfp.client"
 
 # A numeric non-root user, so Kubernetes can verify runAsNonRoot without a securityContext.
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin litedet

@@ -1,17 +1,30 @@
 # The two set-up commands: `make demo` and `make test`. Each creates the virtualenv when missing.
-# TFX 1.16 needs Python 3.10 (see ../shared/STACK.md); any python3.10 on PATH or under pyenv works.
+# TFX 1.16 needs Python 3.10 (docs/toolchain.md); any python3.10 on PATH or under pyenv works.
+# `make test-fast`: the unit tests only (no pipeline run, no training), for working loops.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lock bench clean system-deps mlflow-venv
+.PHONY: demo test test-fast lint format venv lock bench clean system-deps mlflow-venv
 
 demo: system-deps $(STAMP)
 	$(VENV)/bin/litedet demo
 
-test: system-deps $(STAMP) mlflow-venv
+test: system-deps $(STAMP) mlflow-venv lint
 	$(PY) -m pytest
+
+test-fast: $(STAMP) lint
+	$(PY) -m pytest -m "not slow"
+
+# The lint and the formatter's check (ruff, settings in pyproject.toml); `make format` fixes both.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # tflite-support's metadata writers load libusb-1.0 (a Debian package) at import.
 system-deps:
@@ -20,16 +33,17 @@ system-deps:
 	  $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq libusb-1.0-0; }
 
 # The registry tests run a real MLflow server from its own Python 3.10 virtualenv (MLflow needs
-# protobuf 4+, TFX 1.16 refuses it), cached under $$LITEDET_CACHE or ~/.cache/litedet.
-mlflow-venv:
-	bash tests/mlflow_venv.sh
+# protobuf 4+, TFX 1.16 refuses it), cached under $$LITEDET_CACHE or ~/.cache/litedet
+# (tests/client_venvs.py).
+mlflow-venv: $(STAMP)
+	$(PY) -m tests.client_venvs mlflow >/dev/null
 
 bench: $(STAMP)
 	$(PY) benchmarks/transform_throughput.py
 
 venv: $(STAMP)
 
-$(STAMP): requirements.lock setup.py
+$(STAMP): requirements.lock setup.py pyproject.toml
 	@test -x $(PY) || { py=$$(.ci/find-python3.10) && $$py -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip wheel setuptools
 	$(PY) -m pip install --quiet -r requirements.lock

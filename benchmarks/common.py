@@ -47,14 +47,16 @@ class DataSteps:
     sample dataset (kept under --output-dir, so later runs skip it) and the curated schema."""
 
     def __init__(self, config, output_dir: str):
-        import schemas
-        from pipeline import convert, local_runner
+        from litedet import schemas
+        from litedet.data import convert
+        from litedet.pipeline import local_runner
 
         self.examples_uri = os.path.join(output_dir, "examples")
         self.schema_uri = os.path.join(output_dir, "schema")
         if not os.path.exists(os.path.join(output_dir, "quarantine", "summary.json")):
-            convert.convert(local_runner.resolve_dataset(config), output_dir,
-                            config.beam_pipeline_args)
+            convert.convert(
+                local_runner.resolve_dataset(config), output_dir, config.beam_pipeline_args
+            )
         os.makedirs(self.schema_uri, exist_ok=True)
         shutil.copy(schemas.RAW_SCHEMA, os.path.join(self.schema_uri, "schema.pbtxt"))
 
@@ -69,7 +71,7 @@ def run_transform(config, data: DataSteps, materialize: bool, workdir: str) -> s
     from tfx.components.transform.executor import Executor
     from tfx.types import artifact_utils, standard_artifacts
 
-    from pipeline import pipeline as pipeline_def
+    from litedet.pipeline import pipeline as pipeline_def
 
     examples = standard_artifacts.Examples()
     examples.uri = data.examples_uri
@@ -85,18 +87,23 @@ def run_transform(config, data: DataSteps, materialize: bool, workdir: str) -> s
         "preprocessing_fn": pipeline_def.PREPROCESSING_FN,
         # The pipeline's own Transform settings, as pipeline.create_pipeline passes them.
         "custom_config": json.dumps(dataclasses.asdict(config.transform)),
-        "disable_statistics": 1, "force_tf_compat_v1": 0,
+        "disable_statistics": 1,
+        "force_tf_compat_v1": 0,
     }
-    context = Executor.Context(beam_pipeline_args=config.beam_pipeline_args,
-                               tmp_dir=os.path.join(workdir, "tmp"))
+    context = Executor.Context(
+        beam_pipeline_args=config.beam_pipeline_args, tmp_dir=os.path.join(workdir, "tmp")
+    )
     Executor(context).Do({"examples": [examples], "schema": [schema]}, outputs, properties)
     return outputs["transform_graph"][0].uri
 
 
 def machine() -> dict:
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30),
-            "python": platform.python_version()}
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30),
+        "python": platform.python_version(),
+    }
 
 
 def _cpu_model() -> str:
@@ -115,16 +122,20 @@ def add_sample_data_args(parser: argparse.ArgumentParser, results_file: str) -> 
     parser.add_argument("--num-train", type=int, default=400)
     parser.add_argument("--num-eval", type=int, default=100)
     parser.add_argument("--output-dir", default=os.path.join("outputs", "bench"))
-    parser.add_argument("--results", default=os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "results", results_file))
+    parser.add_argument(
+        "--results",
+        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", results_file),
+    )
 
 
 def sample_data_steps(args):
     """(configuration, DataSteps) for the sample data the flags name."""
-    from pipeline import configs
+    from litedet.pipeline import configs
 
-    config = configs.load_config(None, [f"sample_data.num_train={args.num_train}",
-                                        f"sample_data.num_eval={args.num_eval}"])
+    config = configs.load_config(
+        None, [f"sample_data.num_train={args.num_train}", f"sample_data.num_eval={args.num_eval}"]
+    )
     print("Preparing examples (ExampleGen; kept for later runs) ...", flush=True)
-    return config, DataSteps(config, os.path.join(args.output_dir,
-                                                  f"n{args.num_train}-{args.num_eval}"))
+    return config, DataSteps(
+        config, os.path.join(args.output_dir, f"n{args.num_train}-{args.num_eval}")
+    )

@@ -27,15 +27,20 @@ from benchmarks import common  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--keep", help="use this folder (kept) instead of a temporary one")
     args = parser.parse_args()
     work = args.keep or tempfile.mkdtemp(prefix="litedet-demo-bench-")
     env = dict(os.environ, LITEDET_CACHE=os.path.join(work, "cache"))
-    command = [os.path.join(ROOT, ".venv", "bin", "litedet"), "demo", "--output-dir",
-               os.path.join(work, "outputs")]
+    command = [
+        os.path.join(ROOT, ".venv", "bin", "litedet"),
+        "demo",
+        "--output-dir",
+        os.path.join(work, "outputs"),
+    ]
     for item in args.overrides:
         command += ["--set", item]
     started = time.time()
@@ -45,15 +50,24 @@ def main() -> int:
     if process.returncode != 0:
         print(process.stderr[-5000:], file=sys.stderr)
         return process.returncode
-    steps = {m.group(2): float(m.group(3)) for m in re.finditer(
-        r"\[(\d+)/\d+\] (\S+) (?:done|from cache) in ([\d.]+) s", process.stdout)}
+    steps = {
+        m.group(2): float(m.group(3))
+        for m in re.finditer(
+            r"\[(\d+)/\d+\] (\S+) (?:done|from cache) in ([\d.]+) s", process.stdout
+        )
+    }
     found = re.search(r"mAP@0.5 \(eval\):\s+([\d.]+)\s+mAP@\[.5:.95\] ([\d.]+)", process.stdout)
     pushed = re.search(r"pushed:\s+(.*)", process.stdout)
-    result = {"machine": common.machine(), "wall_s": round(seconds, 1), "steps_s": steps,
-              "map50": float(found.group(1)) if found else None,
-              "map": float(found.group(2)) if found else None,
-              "blessed": "blessed:           yes" in process.stdout,
-              "pushed": pushed.group(1) if pushed else None, "overrides": args.overrides}
+    result = {
+        "machine": common.machine(),
+        "wall_s": round(seconds, 1),
+        "steps_s": steps,
+        "map50": float(found.group(1)) if found else None,
+        "map": float(found.group(2)) if found else None,
+        "blessed": "blessed:           yes" in process.stdout,
+        "pushed": pushed.group(1) if pushed else None,
+        "overrides": args.overrides,
+    }
     os.makedirs(os.path.join(ROOT, "benchmarks", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "benchmarks", "results", "demo.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -30,8 +30,9 @@ from benchmarks import common  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common.add_sample_data_args(parser, "learning_curve.json")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--steps", type=int, default=0, help="default: training.train_steps")
@@ -41,15 +42,18 @@ def main() -> int:
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from components import trainer_module
-    from components.detection import export, input_pipeline, model as model_lib
-    from components.evaluation import coco, device
-    from pipeline import configs
+    from litedet.components import trainer_module
+    from litedet.components.detection import export, input_pipeline
+    from litedet.components.detection import model as model_lib
+    from litedet.components.evaluation import coco, device
+    from litedet.pipeline import configs
 
     base, data = common.sample_data_steps(args)
-    config = configs.load_config(None, [f"sample_data.num_train={args.num_train}",
-                                        f"sample_data.num_eval={args.num_eval}"]
-                                 + args.overrides)
+    config = configs.load_config(
+        None,
+        [f"sample_data.num_train={args.num_train}", f"sample_data.num_eval={args.num_eval}"]
+        + args.overrides,
+    )
     settings = config.training
     steps = args.steps or settings.train_steps
     workdir = os.path.join(args.output_dir, f"n{args.num_train}-{args.num_eval}", "transform")
@@ -58,21 +62,41 @@ def main() -> int:
     transform_output = tft.TFTransformOutput(os.path.join(workdir, "transform_graph"))
     names = trainer_module.class_names(transform_output)
     detector_config = model_lib.DetectorConfig(
-        num_classes=len(names), alpha=settings.alpha, image_size=config.transform.image_size,
-        feature_pyramid=settings.feature_pyramid, head_channels=settings.head_channels,
-        head_depth=settings.head_depth)
+        num_classes=len(names),
+        alpha=settings.alpha,
+        image_size=config.transform.image_size,
+        feature_pyramid=settings.feature_pyramid,
+        head_channels=settings.head_channels,
+        head_depth=settings.head_depth,
+    )
     anchors = detector_config.anchors()
     detector = model_lib.build_detector(detector_config)
     trainer = trainer_module.DetectorTrainer(detector)
     train = input_pipeline.make_dataset(
-        glob.glob(os.path.join(data.examples_uri, "Split-train", "*")), transform_output,
-        anchors, settings.batch_size, training=True, augmentation=settings.augment)
-    trainer.compile(optimizer=tf.keras.optimizers.Adam(trainer_module._learning_rate(
-        settings.learning_rate, steps, min(settings.warmup_steps, steps // 2))))
+        glob.glob(os.path.join(data.examples_uri, "Split-train", "*")),
+        transform_output,
+        anchors,
+        settings.batch_size,
+        training=True,
+        augmentation=settings.augment,
+    )
+    trainer.compile(
+        optimizer=tf.keras.optimizers.Adam(
+            trainer_module._learning_rate(
+                settings.learning_rate, steps, min(settings.warmup_steps, steps // 2)
+            )
+        )
+    )
     examples = device.read_examples(os.path.join(data.examples_uri, "Split-eval"))
-    module = export.DetectorExport(detector, transform_output, anchors,
-                                   config.transform.image_size, settings.score_threshold,
-                                   settings.nms_iou_threshold, settings.max_detections)
+    module = export.DetectorExport(
+        detector,
+        transform_output,
+        anchors,
+        config.transform.image_size,
+        settings.score_threshold,
+        settings.nms_iou_threshold,
+        settings.max_detections,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         # The ground truth through the exported signature, once (it does not change).
         export.save(module, tmp)
@@ -83,28 +107,55 @@ def main() -> int:
         def on_epoch_end(self, epoch, logs=None):
             found = []
             for start in range(0, len(examples), device.BATCH):
-                out = module.detect_examples(tf.constant(examples[start:start + device.BATCH]))
+                out = module.detect_examples(tf.constant(examples[start : start + device.BATCH]))
                 for i in range(out["num_detections"].shape[0]):
                     n = int(out["num_detections"][i])
-                    found.append({"boxes": tf.stack([out[k][i, :n] for k in
-                                                     ("ymin", "xmin", "ymax", "xmax")],
-                                                    axis=-1).numpy(),
-                                  "classes": out["class_id"][i, :n].numpy(),
-                                  "scores": out["scores"][i, :n].numpy()})
+                    found.append(
+                        {
+                            "boxes": tf.stack(
+                                [out[k][i, :n] for k in ("ymin", "xmin", "ymax", "xmax")], axis=-1
+                            ).numpy(),
+                            "classes": out["class_id"][i, :n].numpy(),
+                            "scores": out["scores"][i, :n].numpy(),
+                        }
+                    )
             scores = coco.coco_map(truth, found, len(names))
-            point = {"step": (epoch + 1) * args.every, "seconds": round(time.time() - started),
-                     "loss": round(float(logs["loss"]), 3), "map50": round(scores["map50"], 3),
-                     "map": round(scores["map"], 3)}
+            point = {
+                "step": (epoch + 1) * args.every,
+                "seconds": round(time.time() - started),
+                "loss": round(float(logs["loss"]), 3),
+                "map50": round(scores["map50"], 3),
+                "map": round(scores["map"], 3),
+            }
             points.append(point)
             print(point, flush=True)
 
-    trainer.fit(train, epochs=steps // args.every, steps_per_epoch=args.every, verbose=0,
-                callbacks=[Score()])
-    run = {"machine": common.machine(), "overrides": args.overrides, "steps": steps,
-           "num_train": args.num_train, "num_eval": args.num_eval,
-           "settings": {k: getattr(settings, k) for k in (
-               "alpha", "head_channels", "head_depth", "learning_rate", "batch_size",
-               "augment")}, "points": points}
+    trainer.fit(
+        train,
+        epochs=steps // args.every,
+        steps_per_epoch=args.every,
+        verbose=0,
+        callbacks=[Score()],
+    )
+    run = {
+        "machine": common.machine(),
+        "overrides": args.overrides,
+        "steps": steps,
+        "num_train": args.num_train,
+        "num_eval": args.num_eval,
+        "settings": {
+            k: getattr(settings, k)
+            for k in (
+                "alpha",
+                "head_channels",
+                "head_depth",
+                "learning_rate",
+                "batch_size",
+                "augment",
+            )
+        },
+        "points": points,
+    }
     previous = []
     if os.path.exists(args.results):
         with open(args.results) as f:

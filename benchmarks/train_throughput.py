@@ -33,7 +33,6 @@ from benchmarks import common  # noqa: E402
 from benchmarks.common import DataSteps, PeakMemory, run_transform  # noqa: E402
 
 
-
 class StepClock:
     """Keras callback: wall time of each training batch end."""
 
@@ -55,30 +54,34 @@ class StepClock:
 def build_trainer(alpha: float, image_size: int, num_classes: int):
     import tensorflow as tf
 
-    from components.detection import model as model_lib
-    from components.trainer_module import DetectorTrainer
+    from litedet.components.detection import model as model_lib
+    from litedet.components.trainer_module import DetectorTrainer
 
-    config = model_lib.DetectorConfig(num_classes=num_classes, alpha=alpha,
-                                      image_size=image_size)
+    config = model_lib.DetectorConfig(num_classes=num_classes, alpha=alpha, image_size=image_size)
     trainer = DetectorTrainer(model_lib.build_detector(config))
     trainer.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
     return trainer, config.anchors()
 
 
-def measure(alpha, data: DataSteps, graph_dir: str, batch_size: int, steps: int, warmup: int,
-            variant: str):
+def measure(
+    alpha, data: DataSteps, graph_dir: str, batch_size: int, steps: int, warmup: int, variant: str
+):
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from components.detection import input_pipeline
-    from components.trainer_module import class_names
+    from litedet.components.detection import input_pipeline
+    from litedet.components.trainer_module import class_names
 
     output = tft.TFTransformOutput(graph_dir)
     image_size = int(output.transformed_feature_spec()["image"].shape[0])
     trainer, anchors = build_trainer(alpha, image_size, len(class_names(output)))
     pipeline = input_pipeline.make_dataset(
-        [os.path.join(data.examples_uri, "Split-train", "*")], output, anchors, batch_size,
-        training=True)
+        [os.path.join(data.examples_uri, "Split-train", "*")],
+        output,
+        anchors,
+        batch_size,
+        training=True,
+    )
     if variant == "bare":
         # The identical batches, computed once and held in memory: no input work per step.
         held = list(pipeline.take(16))
@@ -88,8 +91,9 @@ def measure(alpha, data: DataSteps, graph_dir: str, batch_size: int, steps: int,
         dataset = pipeline
     clock = StepClock()
     with PeakMemory() as memory:
-        trainer.fit(dataset, steps_per_epoch=steps + warmup, epochs=1, verbose=0,
-                    callbacks=[clock.callback])
+        trainer.fit(
+            dataset, steps_per_epoch=steps + warmup, epochs=1, verbose=0, callbacks=[clock.callback]
+        )
     return clock.images_per_second(warmup, batch_size), memory.peak
 
 
@@ -112,24 +116,37 @@ def main(argv=None) -> int:
             peaks = {"pipeline": [], "bare": []}
             for _ in range(args.repeats):
                 for variant in ("pipeline", "bare"):
-                    speed, peak = measure(alpha, data, graph, args.batch_size, args.steps,
-                                          args.warmup, variant)
+                    speed, peak = measure(
+                        alpha, data, graph, args.batch_size, args.steps, args.warmup, variant
+                    )
                     runs[variant].append(speed)
                     peaks[variant].append(peak)
-            row = {"alpha": alpha,
-                   "pipeline_images_per_s": round(statistics.median(runs["pipeline"]), 2),
-                   "bare_fit_images_per_s": round(statistics.median(runs["bare"]), 2),
-                   "pipeline_peak_rss_mb": round(max(peaks["pipeline"]) / 2**20),
-                   "bare_peak_rss_mb": round(max(peaks["bare"]) / 2**20),
-                   "runs": runs}
+            row = {
+                "alpha": alpha,
+                "pipeline_images_per_s": round(statistics.median(runs["pipeline"]), 2),
+                "bare_fit_images_per_s": round(statistics.median(runs["bare"]), 2),
+                "pipeline_peak_rss_mb": round(max(peaks["pipeline"]) / 2**20),
+                "bare_peak_rss_mb": round(max(peaks["bare"]) / 2**20),
+                "runs": runs,
+            }
             row["ratio"] = round(row["pipeline_images_per_s"] / row["bare_fit_images_per_s"], 3)
             rows.append(row)
-            print(f"  alpha {alpha}: pipeline {row['pipeline_images_per_s']:.1f} img/s, bare "
-                  f"fit {row['bare_fit_images_per_s']:.1f} img/s, ratio {row['ratio']:.3f}, "
-                  f"peak RSS {row['pipeline_peak_rss_mb']} MB", flush=True)
-    result = {"image_size": config.transform.image_size, "batch_size": args.batch_size,
-              "timed_steps": args.steps, "warmup_steps": args.warmup, "repeats": args.repeats,
-              "rows": rows, "machine": common.machine(), "date": time.strftime("%Y-%m-%d")}
+            print(
+                f"  alpha {alpha}: pipeline {row['pipeline_images_per_s']:.1f} img/s, bare "
+                f"fit {row['bare_fit_images_per_s']:.1f} img/s, ratio {row['ratio']:.3f}, "
+                f"peak RSS {row['pipeline_peak_rss_mb']} MB",
+                flush=True,
+            )
+    result = {
+        "image_size": config.transform.image_size,
+        "batch_size": args.batch_size,
+        "timed_steps": args.steps,
+        "warmup_steps": args.warmup,
+        "repeats": args.repeats,
+        "rows": rows,
+        "machine": common.machine(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     os.makedirs(os.path.dirname(args.results), exist_ok=True)
     with open(args.results, "w") as f:
         json.dump(result, f, indent=2)

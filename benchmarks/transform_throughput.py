@@ -37,17 +37,17 @@ from benchmarks import common  # noqa: E402
 from benchmarks.common import DataSteps, PeakMemory, run_transform  # noqa: E402
 
 
-
 def run_graph_in_tf_data(data: DataSteps, graph_dir: str) -> None:
     """The Trainer's read path: raw records through the transform graph, every image once."""
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from components.detection import input_pipeline
+    from litedet.components.detection import input_pipeline
 
     records = tf.data.TFRecordDataset(data.record_files(), compression_type="GZIP")
     examples = input_pipeline.transformed_examples(
-        records, tft.TFTransformOutput(graph_dir), materialized=False, deterministic=False)
+        records, tft.TFTransformOutput(graph_dir), materialized=False, deterministic=False
+    )
     for _ in examples.batch(32).prefetch(tf.data.AUTOTUNE):
         pass
 
@@ -57,8 +57,10 @@ def image_bytes_of(data: DataSteps) -> list:
 
     files = data.record_files()
     spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
-    return [tf.io.parse_single_example(r, spec)["image/encoded"].numpy()
-            for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return [
+        tf.io.parse_single_example(r, spec)["image/encoded"].numpy()
+        for r in tf.data.TFRecordDataset(files, compression_type="GZIP")
+    ]
 
 
 def run_bare_loop(images: list, size: int) -> None:
@@ -69,8 +71,11 @@ def run_bare_loop(images: list, size: int) -> None:
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         return tf.image.resize(image, [size, size]) / 127.5 - 1.0
 
-    dataset = (tf.data.Dataset.from_tensor_slices(images)
-               .map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).batch(32))
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(images)
+        .map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(32)
+    )
     for _ in dataset:
         pass
 
@@ -108,13 +113,18 @@ def main(argv=None) -> int:
                 took, peak = timed(variants[name])
                 seconds[name].append(took)
                 peaks[name].append(peak)
-            print(f"  repeat {i + 1}: " + ", ".join(
-                f"{name} {n / seconds[name][-1]:.1f} img/s" for name in VARIANTS), flush=True)
+            print(
+                f"  repeat {i + 1}: "
+                + ", ".join(f"{name} {n / seconds[name][-1]:.1f} img/s" for name in VARIANTS),
+                flush=True,
+            )
 
     per_s = {name: n / statistics.median(seconds[name]) for name in VARIANTS}
     bare = per_s["bare_tf_loop"]
     result = {
-        "images": n, "image_size": config.transform.image_size, "repeats": args.repeats,
+        "images": n,
+        "image_size": config.transform.image_size,
+        "repeats": args.repeats,
         "beam_pipeline_args": config.beam_pipeline_args,
         "images_per_s_median": {k: round(v, 2) for k, v in per_s.items()},
         "ratio_to_bare_tf_loop": {k: round(v / bare, 3) for k, v in per_s.items()},
@@ -126,17 +136,25 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(args.results), exist_ok=True)
     with open(args.results, "w") as f:
         json.dump(result, f, indent=2)
-    print(f"\n{n} images at {config.transform.image_size} px, median of {args.repeats} "
-          f"(Beam: {' '.join(config.beam_pipeline_args)}):")
+    print(
+        f"\n{n} images at {config.transform.image_size} px, median of {args.repeats} "
+        f"(Beam: {' '.join(config.beam_pipeline_args)}):"
+    )
     for name in VARIANTS:
-        print(f"  {name:28s} {per_s[name]:8.1f} img/s   ratio {per_s[name] / bare:6.3f}   "
-              f"peak RSS {result['peak_rss_mb'][name]} MB")
+        print(
+            f"  {name:28s} {per_s[name]:8.1f} img/s   ratio {per_s[name] / bare:6.3f}   "
+            f"peak RSS {result['peak_rss_mb'][name]} MB"
+        )
     print(f"  -> {args.results}")
     return 0
 
 
-VARIANTS = ("transform_step", "transform_step_materialized", "transform_graph_tf_data",
-            "bare_tf_loop")
+VARIANTS = (
+    "transform_step",
+    "transform_step_materialized",
+    "transform_graph_tf_data",
+    "bare_tf_loop",
+)
 
 
 def _in_tmp(fn, *args):

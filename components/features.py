@@ -1,4 +1,5 @@
-"""Feature names and preprocessing choices: the raw TF Object Detection API keys and the transformed model inputs.
+"""Feature names and preprocessing choices: the raw TF Object Detection API keys and the
+transformed model inputs.
 
 Coordinates everywhere: boxes are (ymin, xmin, ymax, xmax), float32, normalized to [0, 1] of the
 image they refer to (raw: the original image; transformed: the model input, letterbox included).

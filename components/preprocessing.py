@@ -5,7 +5,7 @@ One graph does both, so what the model sees in training is what it sees on a raw
 
 import tensorflow as tf
 
-from components.features import RESIZE_MODES
+from litedet.components.features import RESIZE_MODES
 
 
 def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:

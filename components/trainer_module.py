@@ -1,8 +1,8 @@
 """TFX Trainer module: `run_fn` trains the MobileNetV2 SSDLite detector and exports it.
 
 Trainer loads `run_fn` by name (pipeline/pipeline.py). Settings arrive in `custom_config`
-(components/training_config.py) and, per Tuner trial, in `hyperparameters`; the input size and
-the classes come from the Transform output, so they cannot disagree with the data.
+(components/training_config.py) and, per run, in `hyperparameters` (RunParameters); the input
+size and the classes come from the Transform output, so they cannot disagree with the data.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Dict, List
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import features as f
-from components.detection import export, input_pipeline, losses, model as model_lib
-from components.training_config import TrainingConfig, tuned_values
-from components.transform_module import LABEL_VOCABULARY
+from litedet.components import features as f
+from litedet.components.detection import export, input_pipeline, losses
+from litedet.components.detection import model as model_lib
+from litedet.components.training_config import TrainingConfig, tuned_values
+from litedet.components.transform_module import LABEL_VOCABULARY
 
 
 def class_names(tf_transform_output) -> List[str]:
@@ -64,8 +65,10 @@ class DetectorTrainer(tf.keras.Model):
     def __init__(self, detector: tf.keras.Model):
         super().__init__()
         self.detector = detector
-        self.trackers = {name: tf.keras.metrics.Mean(name=name)
-                         for name in ("loss", "class_loss", "box_loss", "num_positives")}
+        self.trackers = {
+            name: tf.keras.metrics.Mean(name=name)
+            for name in ("loss", "class_loss", "box_loss", "num_positives")
+        }
 
     @property
     def metrics(self):
@@ -77,8 +80,13 @@ class DetectorTrainer(tf.keras.Model):
     def _detection_losses(self, images, targets, training: bool) -> Dict[str, tf.Tensor]:
         outputs = self.detector(images, training=training)
         return losses.detection_loss(
-            outputs["box_encodings"], outputs["class_logits"], targets["box_targets"],
-            targets["class_targets"], targets["box_weights"], targets["class_weights"])
+            outputs["box_encodings"],
+            outputs["class_logits"],
+            targets["box_targets"],
+            targets["class_targets"],
+            targets["box_weights"],
+            targets["class_weights"],
+        )
 
     def _record(self, result):
         self.trackers["loss"].update_state(result["total_loss"])
@@ -104,22 +112,37 @@ class DetectorTrainer(tf.keras.Model):
 
 def _learning_rate(peak: float, steps: int, warmup: int):
     return tf.keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else peak, decay_steps=max(1, steps - warmup),
-        warmup_target=peak if warmup else None, warmup_steps=warmup)
+        initial_learning_rate=0.0 if warmup else peak,
+        decay_steps=max(1, steps - warmup),
+        warmup_target=peak if warmup else None,
+        warmup_steps=warmup,
+    )
 
 
-def _resume_dir(model_run_dir: str, settings: TrainingConfig, train_files: List[str],
-                total_steps: int) -> str:
+def _resume_dir(
+    model_run_dir: str, settings: TrainingConfig, train_files: List[str], total_steps: int
+) -> str:
     """A folder that outlives one Trainer execution: a retried run of the same training (same
     data and settings) finds the last checkpoint there and resumes instead of starting over."""
-    key = hashlib.sha256(json.dumps([train_files, vars(settings), total_steps], sort_keys=True)
-                         .encode()).hexdigest()[:16]
-    return os.path.join(os.path.dirname(os.path.dirname(model_run_dir.rstrip("/"))),
-                        "resume", key)
+    key = hashlib.sha256(
+        json.dumps([train_files, vars(settings), total_steps], sort_keys=True).encode()
+    ).hexdigest()[:16]
+    return os.path.join(os.path.dirname(os.path.dirname(model_run_dir.rstrip("/"))), "resume", key)
 
 
-def _fit_phase(trainer, phase: str, learning_rate, first_epoch: int, last_epoch: int,
-               steps_per_epoch: int, train_data, eval_data, eval_steps, run_dir, resume_dir):
+def _fit_phase(
+    trainer,
+    phase: str,
+    learning_rate,
+    first_epoch: int,
+    last_epoch: int,
+    steps_per_epoch: int,
+    train_data,
+    eval_data,
+    eval_steps,
+    run_dir,
+    resume_dir,
+):
     """One fit() over epochs [first_epoch, last_epoch), resumable; a finished phase leaves a
     marker and its weights so a restarted training skips it."""
     done_marker = os.path.join(resume_dir, f"{phase}.done")
@@ -130,11 +153,18 @@ def _fit_phase(trainer, phase: str, learning_rate, first_epoch: int, last_epoch:
         return
     trainer.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
     trainer.fit(
-        train_data, initial_epoch=first_epoch, epochs=last_epoch,
-        steps_per_epoch=steps_per_epoch, validation_data=eval_data,
-        validation_steps=eval_steps or None, verbose=2,
-        callbacks=[tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
-                   tf.keras.callbacks.BackupAndRestore(os.path.join(resume_dir, phase))])
+        train_data,
+        initial_epoch=first_epoch,
+        epochs=last_epoch,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=eval_data,
+        validation_steps=eval_steps or None,
+        verbose=2,
+        callbacks=[
+            tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
+            tf.keras.callbacks.BackupAndRestore(os.path.join(resume_dir, phase)),
+        ],
+    )
     trainer.detector.save_weights(weights)
     with tf.io.gfile.GFile(done_marker, "w") as marker:
         marker.write("done\n")
@@ -142,24 +172,37 @@ def _fit_phase(trainer, phase: str, learning_rate, first_epoch: int, last_epoch:
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point."""
-    settings = TrainingConfig.from_custom_config(fn_args.custom_config,
-                                                 getattr(fn_args, "hyperparameters", None))
+    settings = TrainingConfig.from_custom_config(
+        fn_args.custom_config, getattr(fn_args, "hyperparameters", None)
+    )
     # First of all: MultiWorkerMirroredStrategy must configure collective ops before any
     # TensorFlow op runs in this process.
     strategy = strategy_for(settings.distribution)
     transform_output = tft.TFTransformOutput(fn_args.transform_output)
     image_size = int(transform_output.transformed_feature_spec()[f.IMAGE].shape[0])
     names = class_names(transform_output)
-    config = model_lib.DetectorConfig(num_classes=len(names), alpha=settings.alpha,
-                                      image_size=image_size,
-                                      feature_pyramid=settings.feature_pyramid,
-                                      head_channels=settings.head_channels,
-                                      head_depth=settings.head_depth)
-    # TrainArgs holds the compiled step count; RunParameters (or a Tuner) may override it.
-    total_steps = int(tuned_values(getattr(fn_args, "hyperparameters", None)).get(
-        "train_steps", fn_args.train_steps))
-    logging.info("Training MobileNetV2 SSDLite alpha=%s at %d px, %d classes (%s), %d steps",
-                 settings.alpha, image_size, len(names), ", ".join(names), total_steps)
+    config = model_lib.DetectorConfig(
+        num_classes=len(names),
+        alpha=settings.alpha,
+        image_size=image_size,
+        feature_pyramid=settings.feature_pyramid,
+        head_channels=settings.head_channels,
+        head_depth=settings.head_depth,
+    )
+    # TrainArgs holds the compiled step count; RunParameters may override it.
+    total_steps = int(
+        tuned_values(getattr(fn_args, "hyperparameters", None)).get(
+            "train_steps", fn_args.train_steps
+        )
+    )
+    logging.info(
+        "Training MobileNetV2 SSDLite alpha=%s at %d px, %d classes (%s), %d steps",
+        settings.alpha,
+        image_size,
+        len(names),
+        ", ".join(names),
+        total_steps,
+    )
     anchors = config.anchors()
     with strategy.scope():
         detector = model_lib.build_detector(config, settings.backbone_weights or None)
@@ -167,45 +210,86 @@ def run_fn(fn_args) -> None:
 
     # Transform's custom_config says whether `examples` are its materialized output or raw.
     materialized = bool(fn_args.custom_config.get("materialized_examples", False))
-    train_data = input_pipeline.make_dataset(fn_args.train_files, transform_output, anchors,
-                                             settings.batch_size, training=True,
-                                             materialized=materialized,
-                                             augmentation=settings.augment)
-    eval_data = input_pipeline.make_dataset(fn_args.eval_files, transform_output, anchors,
-                                            settings.batch_size, training=False,
-                                            materialized=materialized)
+    train_data = input_pipeline.make_dataset(
+        fn_args.train_files,
+        transform_output,
+        anchors,
+        settings.batch_size,
+        training=True,
+        materialized=materialized,
+        augmentation=settings.augment,
+    )
+    eval_data = input_pipeline.make_dataset(
+        fn_args.eval_files,
+        transform_output,
+        anchors,
+        settings.batch_size,
+        training=False,
+        materialized=materialized,
+    )
     steps_per_epoch = min(settings.checkpoint_every_steps, total_steps)
     epochs = math.ceil(total_steps / steps_per_epoch)
     freeze_epochs = math.ceil(settings.freeze_backbone_steps / steps_per_epoch)
-    resume_dir = _resume_dir(fn_args.model_run_dir, settings, list(fn_args.train_files),
-                             total_steps)
+    resume_dir = _resume_dir(
+        fn_args.model_run_dir, settings, list(fn_args.train_files), total_steps
+    )
     eval_steps = fn_args.eval_steps or settings.eval_steps
     warmup = min(settings.warmup_steps, total_steps // 2)
 
     if freeze_epochs:
         model_lib.set_backbone_trainable(detector, False)
-        _fit_phase(trainer, "frozen",
-                   _learning_rate(settings.learning_rate,
-                                  freeze_epochs * steps_per_epoch, warmup),
-                   0, freeze_epochs, steps_per_epoch, train_data, eval_data, eval_steps,
-                   fn_args.model_run_dir, resume_dir)
+        _fit_phase(
+            trainer,
+            "frozen",
+            _learning_rate(settings.learning_rate, freeze_epochs * steps_per_epoch, warmup),
+            0,
+            freeze_epochs,
+            steps_per_epoch,
+            train_data,
+            eval_data,
+            eval_steps,
+            fn_args.model_run_dir,
+            resume_dir,
+        )
         model_lib.set_backbone_trainable(detector, True)
     rest = (epochs - freeze_epochs) * steps_per_epoch
-    peak = settings.learning_rate * (settings.fine_tune_learning_rate_factor
-                                     if freeze_epochs else 1.0)
-    _fit_phase(trainer, "full",
-               _learning_rate(peak, rest, 0 if freeze_epochs else warmup),
-               freeze_epochs, epochs, steps_per_epoch, train_data, eval_data, eval_steps,
-               fn_args.model_run_dir, resume_dir)
+    peak = settings.learning_rate * (
+        settings.fine_tune_learning_rate_factor if freeze_epochs else 1.0
+    )
+    _fit_phase(
+        trainer,
+        "full",
+        _learning_rate(peak, rest, 0 if freeze_epochs else warmup),
+        freeze_epochs,
+        epochs,
+        steps_per_epoch,
+        train_data,
+        eval_data,
+        eval_steps,
+        fn_args.model_run_dir,
+        resume_dir,
+    )
 
-    module = export.DetectorExport(detector, transform_output, anchors, image_size,
-                                   settings.score_threshold, settings.nms_iou_threshold,
-                                   settings.max_detections)
+    module = export.DetectorExport(
+        detector,
+        transform_output,
+        anchors,
+        image_size,
+        settings.score_threshold,
+        settings.nms_iou_threshold,
+        settings.max_detections,
+    )
     # Every worker must take part in saving under MultiWorkerMirroredStrategy; only the chief's
     # copy is the model.
-    target = fn_args.serving_model_dir if is_chief() else os.path.join(
-        fn_args.model_run_dir, "worker_export")
+    target = (
+        fn_args.serving_model_dir
+        if is_chief()
+        else os.path.join(fn_args.model_run_dir, "worker_export")
+    )
     export.save(module, target)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training.json"), "w") as out:
-        out.write(json.dumps({"classes": names, "image_size": image_size,
-                              "settings": vars(settings)}, indent=2))
+        out.write(
+            json.dumps(
+                {"classes": names, "image_size": image_size, "settings": vars(settings)}, indent=2
+            )
+        )

@@ -1,17 +1,22 @@
 """Trainer settings with their defaults. pipeline/configs.py embeds them as `training:`; the
-pipeline hands them to the Trainer as `custom_config`, and Tuner hyperparameters (alpha,
-learning_rate) and a run's RunParameters (alpha, train_steps) override them. No TensorFlow import here."""
+pipeline hands them to the Trainer as `custom_config`, and a run's RunParameters (alpha,
+train_steps) override them. No TensorFlow import here."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Dict, Optional
 
-from components.detection import check_alpha
+from litedet.components.detection import (
+    DEFAULT_MAX_DETECTIONS,
+    DEFAULT_NMS_IOU_THRESHOLD,
+    DEFAULT_SCORE_THRESHOLD,
+    check_alpha,
+)
 
 DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker")
-# Settings a Tuner trial or a run's RunParameters may override (components/run_parameters.py).
-TUNABLE = ("alpha", "learning_rate", "train_steps")
+# Settings a run's RunParameters may override (components/run_parameters.py).
+RUN_PARAMETERS = ("alpha", "train_steps")
 
 
 @dataclasses.dataclass
@@ -44,34 +49,42 @@ class TrainingConfig:
     checkpoint_every_steps: int = 300
     distribution: str = "auto"  # auto: TF_CONFIG workers -> multi_worker, several GPUs -> mirrored
     # Detections kept by the exported model's non-max suppression.
-    max_detections: int = 100
-    score_threshold: float = 0.05
-    nms_iou_threshold: float = 0.5
+    max_detections: int = DEFAULT_MAX_DETECTIONS
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    nms_iou_threshold: float = DEFAULT_NMS_IOU_THRESHOLD
 
     def __post_init__(self):
         check_alpha(self.alpha)
         if self.distribution not in DISTRIBUTIONS:
-            raise ValueError(f"training.distribution: {self.distribution!r} is not one of "
-                             f"{', '.join(DISTRIBUTIONS)}")
-        for name in ("batch_size", "train_steps", "checkpoint_every_steps", "max_detections",
-                     "head_channels"):
+            raise ValueError(
+                f"training.distribution: {self.distribution!r} is not one of "
+                f"{', '.join(DISTRIBUTIONS)}"
+            )
+        for name in (
+            "batch_size",
+            "train_steps",
+            "checkpoint_every_steps",
+            "max_detections",
+            "head_channels",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"training.{name}: {getattr(self, name)} must be >= 1")
         if self.freeze_backbone_steps < 0 or self.freeze_backbone_steps > self.train_steps:
             raise ValueError("training.freeze_backbone_steps: must be in [0, train_steps]")
 
     @classmethod
-    def from_custom_config(cls, custom_config: Optional[Dict[str, Any]],
-                           hyperparameters: Optional[Dict[str, Any]] = None
-                           ) -> "TrainingConfig":
+    def from_custom_config(
+        cls,
+        custom_config: Optional[Dict[str, Any]],
+        hyperparameters: Optional[Dict[str, Any]] = None,
+    ) -> TrainingConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in (custom_config or {}).get("training", {}).items()
-                  if k in known}
+        values = {k: v for k, v in (custom_config or {}).get("training", {}).items() if k in known}
         values.update(tuned_values(hyperparameters))
         return cls(**values)
 
 
 def tuned_values(hyperparameters: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """The TUNABLE settings in a KerasTuner HyperParameters config (or a plain dict)."""
+    """The RUN_PARAMETERS settings in a KerasTuner HyperParameters config (or a plain dict)."""
     values = (hyperparameters or {}).get("values", hyperparameters or {})
-    return {k: v for k, v in values.items() if k in TUNABLE}
+    return {k: v for k, v in values.items() if k in RUN_PARAMETERS}

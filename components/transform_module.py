@@ -11,8 +11,8 @@ from typing import Any, Dict
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import features as f
-from components import preprocessing
+from litedet.components import features as f
+from litedet.components import preprocessing
 
 DEFAULTS = {"image_size": 256, "resize_mode": "stretch", "max_boxes": 100}
 # A vocabulary of the training split's "label:name" pairs: how the Trainer learns the number of
@@ -28,9 +28,13 @@ def transform_settings(custom_config: Dict[str, Any] = None) -> Dict[str, Any]:
 
 def _images(encoded: tf.Tensor, size: int, mode: str):
     return tf.map_fn(
-        lambda e: preprocessing.preprocess_encoded(e, size, mode), encoded,
-        fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32),
-                             tf.TensorSpec([4], tf.float32)))
+        lambda e: preprocessing.preprocess_encoded(e, size, mode),
+        encoded,
+        fn_output_signature=(
+            tf.TensorSpec([size, size, 3], tf.float32),
+            tf.TensorSpec([4], tf.float32),
+        ),
+    )
 
 
 def _padded(sparse: tf.SparseTensor, max_boxes: int, dtype) -> tf.Tensor:
@@ -44,8 +48,9 @@ def _padded(sparse: tf.SparseTensor, max_boxes: int, dtype) -> tf.Tensor:
 
 
 def _object_count(sparse: tf.SparseTensor) -> tf.Tensor:
-    ones = tf.SparseTensor(sparse.indices, tf.ones_like(sparse.values, tf.int64),
-                           sparse.dense_shape)
+    ones = tf.SparseTensor(
+        sparse.indices, tf.ones_like(sparse.values, tf.int64), sparse.dense_shape
+    )
     count = tf.sparse.reduce_sum(ones, axis=1)
     count.set_shape([None])
     return count
@@ -57,14 +62,18 @@ def _targets(inputs, windows: tf.Tensor, max_boxes: int) -> Dict[str, tf.Tensor]
     # DetectionExampleGen quarantines images with more objects than this; a violation here means
     # the two settings drifted apart, and cutting boxes silently would corrupt training.
     check = tf.debugging.assert_less_equal(
-        tf.reduce_max(tf.concat([num_boxes, [0]], axis=0)), tf.constant(max_boxes, tf.int64),
+        tf.reduce_max(tf.concat([num_boxes, [0]], axis=0)),
+        tf.constant(max_boxes, tf.int64),
         message=f"an image has more than max_boxes={max_boxes} objects; raise max_boxes "
-                f"(it also sets the ExampleGen's max_objects_per_image)")
+        f"(it also sets the ExampleGen's max_objects_per_image)",
+    )
     with tf.control_dependencies([check]):
         boxes = tf.stack([_padded(inputs[k], max_boxes, tf.float32) for k in f.BBOX_KEYS], -1)
     valid = tf.sequence_mask(num_boxes, max_boxes, dtype=tf.float32)[..., tf.newaxis]
-    ignore = tf.maximum(_padded(inputs[f.IS_CROWD], max_boxes, tf.int64),
-                        _padded(inputs[f.DIFFICULT], max_boxes, tf.int64))
+    ignore = tf.maximum(
+        _padded(inputs[f.IS_CROWD], max_boxes, tf.int64),
+        _padded(inputs[f.DIFFICULT], max_boxes, tf.int64),
+    )
     return {
         f.BOXES: preprocessing.boxes_to_window(boxes, windows) * valid,
         f.CLASSES: _padded(labels, max_boxes, tf.int64),
@@ -80,8 +89,9 @@ def transform_features(inputs: Dict[str, Any], custom_config: Dict[str, Any] = N
     """Decode, resize, normalize; pad boxes and labels: every output, no analyzer (so it also
     runs outside tf.Transform)."""
     settings = transform_settings(custom_config)
-    images, windows = _images(inputs[f.IMAGE_ENCODED], settings["image_size"],
-                              settings["resize_mode"])
+    images, windows = _images(
+        inputs[f.IMAGE_ENCODED], settings["image_size"], settings["resize_mode"]
+    )
     outputs = {f.IMAGE: images, f.CONTENT_WINDOW: windows}
     outputs.update(_targets(inputs, windows, settings["max_boxes"]))
     return outputs
@@ -91,7 +101,10 @@ def preprocessing_fn(inputs: Dict[str, Any], custom_config: Dict[str, Any] = Non
     """tf.Transform entry point: `transform_features`, plus the label vocabulary analyzer."""
     outputs = transform_features(inputs, custom_config)
     labels = inputs[f.CLASS_LABEL]
-    tft.vocabulary(tf.strings.join([tf.strings.as_string(labels.values),
-                                    inputs[f.CLASS_TEXT].values], separator=":"),
-                   vocab_filename=LABEL_VOCABULARY)
+    tft.vocabulary(
+        tf.strings.join(
+            [tf.strings.as_string(labels.values), inputs[f.CLASS_TEXT].values], separator=":"
+        ),
+        vocab_filename=LABEL_VOCABULARY,
+    )
     return outputs

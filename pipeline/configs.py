@@ -12,9 +12,11 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from components.example_gen.config import DatasetConfig, DatasetConfigError
-from components.features import RESIZE_MODES
-from components.training_config import TrainingConfig
+from litedet.components.detection import check_image_size
+from litedet.components.example_gen.config import DatasetConfig, DatasetConfigError
+from litedet.components.features import RESIZE_MODES
+from litedet.components.tflite import DEFAULT_NUM_CALIBRATION_IMAGES, FORMATS
+from litedet.components.training_config import TrainingConfig
 
 PIPELINE_NAME = "litedet"
 # The embedded sample dataset stands in when `dataset.root` is empty (pipeline/sample_data.py).
@@ -50,9 +52,8 @@ class TransformConfig:
 class TFLiteConfig:
     # float32 (float input in [-1, 1]), float16 (half-size weights), int8 (full-integer, uint8
     # input). Every format carries TFLite Task / MediaPipe ObjectDetector metadata.
-    formats: List[str] = dataclasses.field(
-        default_factory=lambda: ["float32", "float16", "int8"])
-    num_calibration_images: int = 100  # int8 calibration: training images via the Transform
+    formats: List[str] = dataclasses.field(default_factory=lambda: list(FORMATS))
+    num_calibration_images: int = DEFAULT_NUM_CALIBRATION_IMAGES  # int8: training images
     # The format a device gets (the manifest's "ship_format"), checked against the device
     # budgets; every converted format is pushed. int8: with the stock interpreter (XNNPACK) it
     # measured fastest at every alpha (1.15-1.8x float32) and smallest, at the same mAP
@@ -63,6 +64,7 @@ class TFLiteConfig:
 @dataclasses.dataclass
 class EvaluationConfig:
     """What a model must reach to be blessed (components/evaluation/gate.py)."""
+
     # Absolute bound on the SavedModel's mAP@0.5 on the evaluation split (TFMA, COCO matching).
     min_map50: float = 0.5
     # Against the latest blessed model: how far mAP@0.5 may drop. 0: any regression blocks.
@@ -79,6 +81,7 @@ class EvaluationConfig:
 @dataclasses.dataclass
 class PushConfig:
     """Where blessed models go (components/pusher)."""
+
     # A folder, gs:// or s3:// URI; empty: <output_dir>/models. Each push is a new version.
     destination: str = ""
     # {"kind": "none"}, {"kind": "mlflow", "tracking_uri": "http://..."} or {"kind": "kubeflow",
@@ -93,10 +96,16 @@ class PipelineConfig:
     pipeline_name: str = PIPELINE_NAME
     # Local runs keep everything (artifacts, ML Metadata SQLite) under this folder.
     output_dir: str = "outputs"
-    dataset: Dict[str, Any] = dataclasses.field(default_factory=lambda: {
-        "root": SAMPLE_DATASET, "format": "coco",
-        "sources": {"train": "annotations/instances_train.json",
-                    "eval": "annotations/instances_eval.json"}})
+    dataset: Dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {
+            "root": SAMPLE_DATASET,
+            "format": "coco",
+            "sources": {
+                "train": "annotations/instances_train.json",
+                "eval": "annotations/instances_eval.json",
+            },
+        }
+    )
     sample_data: SampleDataConfig = dataclasses.field(default_factory=SampleDataConfig)
     transform: TransformConfig = dataclasses.field(default_factory=TransformConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
@@ -107,8 +116,9 @@ class PipelineConfig:
     enable_cache: bool = True
     # Passed unchanged to every Beam step. Locally: the DirectRunner on all cores in separate
     # processes. For Dataflow, Flink or Spark give e.g. ["--runner=DataflowRunner", ...].
-    beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: [
-        "--direct_running_mode=multi_processing", "--direct_num_workers=0"])
+    beam_pipeline_args: List[str] = dataclasses.field(
+        default_factory=lambda: ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
+    )
 
     @property
     def pipeline_root(self) -> str:
@@ -143,8 +153,13 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
 
+# Settings whose value is a free-form mapping rather than a section of fixed fields.
+MAPPING_SETTINGS = ("dataset", "push.registry")
+
+
 def _merge(target, values: dict, path: str = "") -> None:
-    """Sets dataclass fields from a nested dict, refusing unknown keys and wrong types."""
+    """Sets dataclass fields from a nested dict (a YAML file), refusing unknown keys and wrong
+    types. A mapping setting given as a whole (`dataset:`) replaces the default one."""
     known = {f.name: f for f in dataclasses.fields(target)}
     for key, value in values.items():
         where = f"{path}{key}"
@@ -153,10 +168,12 @@ def _merge(target, values: dict, path: str = "") -> None:
         current = getattr(target, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+                raise ConfigError(f"{where}: expected a mapping of settings, got {value!r}")
             _merge(current, value, where + ".")
-        elif isinstance(current, dict) and key in ("dataset", "registry"):
-            setattr(target, key, dict(value))  # a whole dataset description replaces the default
+        elif where in MAPPING_SETTINGS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            setattr(target, key, dict(value))
         else:
             setattr(target, key, _coerce(where, current, value))
 
@@ -183,26 +200,54 @@ def _coerce(where: str, current, value):
     return value
 
 
-def _parse_override(item: str) -> dict:
-    """'transform.image_size=320' -> {'transform': {'image_size': '320'}}; JSON values allowed."""
+def _apply_override(config: PipelineConfig, item: str) -> None:
+    """One `--set key.sub=value`: a section's field, or one key inside a mapping setting
+    (`--set dataset.root=gs://b/d` changes only the root). JSON values are allowed."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. transform.image_size=320")
-    key, raw = item.split("=", 1)
+    key, raw = (part.strip() for part in item.split("=", 1))
     try:
         value = json.loads(raw)
     except ValueError:
         value = raw
-    nested: dict = {}
-    node = nested
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return nested
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(
+            f"--set {item!r}: {key!r} is not a setting name such as "
+            "training.alpha (see `litedet config`)"
+        )
+    target, path = config, ""
+    for index, part in enumerate(parts):
+        where = path + part
+        known = {f.name for f in dataclasses.fields(target)}
+        if part not in known:
+            raise ConfigError(f"{where}: unknown setting; known here: {', '.join(sorted(known))}")
+        current = getattr(target, part)
+        rest = parts[index + 1 :]
+        if where in MAPPING_SETTINGS and rest:
+            updated = dict(current)
+            node = updated
+            for inner in rest[:-1]:
+                node[inner] = dict(node.get(inner) or {})
+                node = node[inner]
+            node[rest[-1]] = value
+            setattr(target, part, updated)
+            return
+        if rest:
+            if not dataclasses.is_dataclass(current):
+                raise ConfigError(
+                    f"{where}: is a single value ({current!r}), it has no "
+                    f"'{rest[0]}'; give --set {where}=VALUE"
+                )
+            target, path = current, where + "."
+            continue
+        _merge(target, {part: value}, path)
+        return
 
 
-def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None
-                ) -> PipelineConfig:
+def load_config(
+    path: Optional[str] = None, overrides: Optional[List[str]] = None
+) -> PipelineConfig:
     config = PipelineConfig()
     if path:
         import yaml  # PyYAML comes with the TFX stack
@@ -218,7 +263,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
             raise ConfigError(f"{path}: the top level must be a mapping of settings")
         _merge(config, values)
     for item in overrides or []:
-        _merge(config, _parse_override(item))
+        _apply_override(config, item)
     validate(config)
     return config
 
@@ -226,20 +271,26 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
 def validate(config: PipelineConfig) -> None:
     t = config.transform
     if t.resize_mode not in RESIZE_MODES:
-        raise ConfigError(f"transform.resize_mode: {t.resize_mode!r} is not one of "
-                          f"{', '.join(RESIZE_MODES)}")
-    # MobileNetV2 halves the resolution five times: other sizes lose border pixels.
-    if t.image_size < 64 or t.image_size % 32:
-        raise ConfigError(f"transform.image_size: {t.image_size} must be a multiple of 32, >= 64")
+        raise ConfigError(
+            f"transform.resize_mode: {t.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}"
+        )
+    try:
+        check_image_size(t.image_size)
+    except ValueError as e:
+        raise ConfigError(f"transform.image_size: {e}") from None
     if t.max_boxes < 1:
         raise ConfigError(f"transform.max_boxes: {t.max_boxes} must be >= 1")
-    unknown = set(config.tflite.formats) - {"float32", "float16", "int8"}
+    unknown = set(config.tflite.formats) - set(FORMATS)
     if unknown or not config.tflite.formats:
-        raise ConfigError(f"tflite.formats: {config.tflite.formats} must be a non-empty list of "
-                          "float32, float16, int8")
+        raise ConfigError(
+            f"tflite.formats: {config.tflite.formats} must be a non-empty list of "
+            f"{', '.join(FORMATS)}"
+        )
     if config.tflite.ship_format not in config.tflite.formats:
-        raise ConfigError(f"tflite.ship_format: {config.tflite.ship_format!r} is not among the "
-                          f"converted tflite.formats {config.tflite.formats}")
+        raise ConfigError(
+            f"tflite.ship_format: {config.tflite.ship_format!r} is not among the "
+            f"converted tflite.formats {config.tflite.formats}"
+        )
     e = config.evaluation
     for name in ("min_map50", "max_map_drop", "max_tflite_map_drop"):
         if not 0.0 <= getattr(e, name) <= 1.0:
@@ -248,8 +299,10 @@ def validate(config: PipelineConfig) -> None:
         if getattr(e, name) < 0:
             raise ConfigError(f"evaluation.{name}: {getattr(e, name)} must be >= 0 (0: none)")
     if config.push.registry.get("kind", "none") not in ("none", "mlflow", "kubeflow"):
-        raise ConfigError(f"push.registry.kind: {config.push.registry.get('kind')!r} is not one "
-                          "of none, mlflow, kubeflow")
+        raise ConfigError(
+            f"push.registry.kind: {config.push.registry.get('kind')!r} is not one "
+            "of none, mlflow, kubeflow"
+        )
     try:
         TrainingConfig(**dataclasses.asdict(config.training))
     except ValueError as e:

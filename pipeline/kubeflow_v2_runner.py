@@ -25,7 +25,7 @@ import os
 import re
 from typing import Any, Callable, Dict, NamedTuple
 
-from pipeline import configs
+from litedet.pipeline import configs
 
 
 class RunParameter(NamedTuple):
@@ -46,15 +46,21 @@ class RunParameter(NamedTuple):
 # Trainer's settings reach it through components/run_parameters.py for that reason.
 RUNTIME_PARAMETERS: Dict[str, RunParameter] = {
     "input_base": RunParameter(
-        str, lambda c: c.dataset["root"],
-        "dataset root the ExampleGen reads: gs://... or a path mounted in every step"),
+        str,
+        lambda c: c.dataset["root"],
+        "dataset root the ExampleGen reads: gs://... or a path mounted in every step",
+    ),
     "alpha": RunParameter(
-        float, lambda c: c.training.alpha,
-        "MobileNetV2 depth multiplier: 0.35, 0.5, 0.75, 1.0, 1.3 or 1.4"),
+        float,
+        lambda c: c.training.alpha,
+        "MobileNetV2 depth multiplier: 0.35, 0.5, 0.75, 1.0, 1.3 or 1.4",
+    ),
     "train_steps": RunParameter(int, lambda c: c.training.train_steps, "training steps"),
     "min_map50": RunParameter(
-        float, lambda c: c.evaluation.min_map50,
-        "mAP@0.5 a model must reach on the evaluation split to be blessed and pushed"),
+        float,
+        lambda c: c.evaluation.min_map50,
+        "mAP@0.5 a model must reach on the evaluation split to be blessed and pushed",
+    ),
 }
 
 
@@ -90,8 +96,10 @@ IMAGE_PROJECT_DIR = "/opt/litedet"
 # minio://. See docs/kubeflow.md, "Storage".
 PIPELINE_ROOT_SCHEMES = ("gs://",)
 DATASET_SCHEMES = ("gs://",)
-_NO_S3 = ("s3:// and minio:// are not readable by this image's TensorFlow (no tensorflow-io); "
-          "see docs/kubeflow.md, Storage")
+_NO_S3 = (
+    "s3:// and minio:// are not readable by this image's TensorFlow (no tensorflow-io); "
+    "see docs/kubeflow.md, Storage"
+)
 
 
 class KubeflowConfigError(configs.ConfigError):
@@ -105,13 +113,15 @@ def check_dataset_root(root: str) -> None:
             "dataset.root is 'sample', which exists only on this machine; on Kubeflow give a "
             "location every step can read: gs://bucket/path, or an absolute path on a volume "
             "mounted in every step (e.g. /mnt/datasets/coco, k8s/overlays/local-pvc), via "
-            "--config or --set")
+            "--config or --set"
+        )
     if root.startswith(("s3://", "minio://")):
         raise KubeflowConfigError(f"dataset.root {root!r}: {_NO_S3}")
     if not (root.startswith(DATASET_SCHEMES) or os.path.isabs(root)):
         raise KubeflowConfigError(
             f"dataset.root {root!r} is a path on this machine; on Kubeflow use gs://... or an "
-            "absolute path on a volume mounted in every step")
+            "absolute path on a volume mounted in every step"
+        )
 
 
 def check_pipeline_root(root: str) -> None:
@@ -120,21 +130,25 @@ def check_pipeline_root(root: str) -> None:
     if not root.startswith(PIPELINE_ROOT_SCHEMES):
         raise KubeflowConfigError(
             f"pipeline root {root!r}: the KFP v2 launcher keeps artifacts only in an object "
-            "store, not on a volume; use gs://bucket/path")
+            "store, not on a volume; use gs://bucket/path"
+        )
 
 
 def _schema_in_image(config: configs.PipelineConfig) -> str:
     """The schema file as a step sees it: the curated one inside the image, or a given one that
     must be gs:// or an absolute path mounted in the step."""
-    import schemas
+    from litedet import schemas
 
     if not config.schema_path:
-        relative = os.path.relpath(schemas.RAW_SCHEMA, os.path.dirname(os.path.dirname(
-            os.path.abspath(schemas.__file__))))
+        relative = os.path.relpath(
+            schemas.RAW_SCHEMA, os.path.dirname(os.path.dirname(os.path.abspath(schemas.__file__)))
+        )
         return f"{IMAGE_PROJECT_DIR}/{relative}"
     if not (config.schema_path.startswith("gs://") or os.path.isabs(config.schema_path)):
-        raise KubeflowConfigError(f"schema_path {config.schema_path!r}: on Kubeflow use gs://... "
-                                  "or an absolute path inside the image or a mounted volume")
+        raise KubeflowConfigError(
+            f"schema_path {config.schema_path!r}: on Kubeflow use gs://... "
+            "or an absolute path inside the image or a mounted volume"
+        )
     return config.schema_path
 
 
@@ -147,8 +161,10 @@ def _push_destination(config: configs.PipelineConfig, pipeline_root: str) -> str
     if destination.startswith(("s3://", "minio://")):
         raise KubeflowConfigError(f"push.destination {destination!r}: {_NO_S3}")
     if not (destination.startswith("gs://") or os.path.isabs(destination)):
-        raise KubeflowConfigError(f"push.destination {destination!r} is a path on this machine; "
-                                  "on Kubeflow use gs://... or an absolute path on a volume")
+        raise KubeflowConfigError(
+            f"push.destination {destination!r} is a path on this machine; "
+            "on Kubeflow use gs://... or an absolute path on a volume"
+        )
     return destination
 
 
@@ -157,14 +173,15 @@ def _num_classes(config: configs.PipelineConfig) -> int:
     evaluation.num_classes, dataset.class_names, or the compile-time dataset's COCO files."""
     if config.evaluation.num_classes:
         return config.evaluation.num_classes
-    from components.example_gen import annotations
+    from litedet.components.example_gen import annotations
 
     try:
         return annotations.count_classes(config.dataset_config())
     except Exception as error:  # unreadable from here (no credentials), or not COCO
         raise KubeflowConfigError(
             f"cannot count the dataset's classes when compiling ({error}); set "
-            "evaluation.num_classes or dataset.class_names") from error
+            "evaluation.num_classes or dataset.class_names"
+        ) from error
 
 
 def _direct_workers(beam_args, cpu: float):
@@ -184,8 +201,12 @@ def _sized(component, beam_args) -> None:
     size = COMPONENT_RESOURCES.get(component.id, DEFAULT_RESOURCES)
     component.with_platform_config(
         pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
-            cpu_limit=size.cpu, cpu_request=size.cpu,
-            memory_limit=size.memory_gb, memory_request=size.memory_gb))
+            cpu_limit=size.cpu,
+            cpu_request=size.cpu,
+            memory_limit=size.memory_gb,
+            memory_request=size.memory_gb,
+        )
+    )
     if isinstance(component, base_beam_component.BaseBeamComponent):
         extra = _direct_workers(beam_args, size.cpu)
         if extra:
@@ -198,23 +219,28 @@ def _with_parameter_defaults(job: dict, defaults: Dict[str, Any]) -> dict:
     server never sees (it takes the PipelineSpec alone). Record each default and description in
     the spec's root inputs too, as the KFP SDK does, so a run that omits a parameter gets its
     default and the UI shows it."""
-    inputs = job["pipelineSpec"]["root"].setdefault("inputDefinitions", {}).setdefault(
-        "parameters", {})
+    inputs = (
+        job["pipelineSpec"]["root"].setdefault("inputDefinitions", {}).setdefault("parameters", {})
+    )
     for name, value in defaults.items():
-        inputs[name].update(defaultValue=value, isOptional=True,
-                            description=RUNTIME_PARAMETERS[name].help)
+        inputs[name].update(
+            defaultValue=value, isOptional=True, description=RUNTIME_PARAMETERS[name].help
+        )
     return job
 
 
-def compile_pipeline(config: configs.PipelineConfig, output_path: str, image: str,
-                     pipeline_root: str) -> str:
+def compile_pipeline(
+    config: configs.PipelineConfig, output_path: str, image: str, pipeline_root: str
+) -> str:
     """Writes the compiled pipeline to `output_path` (.yaml: PipelineSpec for KFP;
     .json: PipelineJob) and returns that path. Reads nothing over the network.
 
     `config.dataset["root"]` becomes the default of the input_base run-time parameter."""
     if not re.fullmatch(r"[a-z0-9][A-Za-z0-9._/:-]*(@sha256:[0-9a-f]{64})?", image or ""):
-        raise KubeflowConfigError(f"image {image!r}: give a container image reference such as "
-                                  "registry.example.com/litedet:0.1.0")
+        raise KubeflowConfigError(
+            f"image {image!r}: give a container image reference such as "
+            "registry.example.com/litedet:0.1.0"
+        )
     check_pipeline_root(pipeline_root)
     check_dataset_root(config.dataset.get("root", ""))
     if not output_path.endswith((".yaml", ".yml", ".json")):
@@ -222,21 +248,28 @@ def compile_pipeline(config: configs.PipelineConfig, output_path: str, image: st
 
     from tfx import v1 as tfx
 
-    from pipeline import pipeline as pipeline_def
+    from litedet.pipeline import pipeline as pipeline_def
 
     config = dataclasses.replace(
-        config, schema_path=_schema_in_image(config),
-        push=dataclasses.replace(config.push, destination=_push_destination(config,
-                                                                            pipeline_root)))
+        config,
+        schema_path=_schema_in_image(config),
+        push=dataclasses.replace(config.push, destination=_push_destination(config, pipeline_root)),
+    )
     num_classes = _num_classes(config)
     defaults = {name: p.default(config) for name, p in RUNTIME_PARAMETERS.items()}
     runtime_parameters = {
-        name: tfx.dsl.experimental.RuntimeParameter(name=name, ptype=p.ptype,
-                                                    default=defaults[name])
-        for name, p in RUNTIME_PARAMETERS.items()}
+        name: tfx.dsl.experimental.RuntimeParameter(
+            name=name, ptype=p.ptype, default=defaults[name]
+        )
+        for name, p in RUNTIME_PARAMETERS.items()
+    }
     definition = pipeline_def.create_pipeline(
-        config, config.dataset_config(), pipeline_root=pipeline_root, num_classes=num_classes,
-        **runtime_parameters)
+        config,
+        config.dataset_config(),
+        pipeline_root=pipeline_root,
+        num_classes=num_classes,
+        **runtime_parameters,
+    )
     for component in definition.components:
         if hasattr(component, "with_platform_config"):  # not the resolver: it runs no container
             _sized(component, definition.beam_pipeline_args)
@@ -245,13 +278,16 @@ def compile_pipeline(config: configs.PipelineConfig, output_path: str, image: st
         # Schema 2.1 (`parameterType`, `constant` values): the KFP v2 backend reads only these;
         # TFX's default 2.0 form (`type`, `constantValue`) is Vertex AI's legacy dialect.
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-            default_image=image, use_pipeline_spec_2_1=True),
+            default_image=image, use_pipeline_spec_2_1=True
+        ),
         output_dir=os.path.dirname(os.path.abspath(output_path)),
-        output_filename=os.path.basename(output_path))
+        output_filename=os.path.basename(output_path),
+    )
     # write_out=False: the defaults are added to the spec first, then the file is written here
     # in the runner's own two formats.
     job = _with_parameter_defaults(
-        runner.run(definition, parameter_values=defaults, write_out=False), defaults)
+        runner.run(definition, parameter_values=defaults, write_out=False), defaults
+    )
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
     with open(output_path, "w") as f:
         if output_path.endswith(".json"):

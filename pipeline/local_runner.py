@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import os
 
-from components.example_gen.config import DatasetConfig
-from pipeline import configs
+from litedet.components.example_gen.config import DatasetConfig
+from litedet.pipeline import configs
 
 
 def resolve_dataset(config: configs.PipelineConfig) -> DatasetConfig:
     """The dataset to read: the configured one, or the sample set (generated on first use)."""
     if not config.uses_sample_data:
         return config.dataset_config()
-    from pipeline import sample_data
+    from litedet.data import sample as sample_data
 
     s = config.sample_data
-    root = sample_data.ensure_sample_dataset(num_train=s.num_train, num_eval=s.num_eval,
-                                             seed=s.seed)
+    root = sample_data.ensure_sample_dataset(
+        num_train=s.num_train, num_eval=s.num_eval, seed=s.seed
+    )
     return config.dataset_config(sample_root=str(root))
 
 
@@ -24,15 +25,18 @@ def build(config: configs.PipelineConfig, dataset: DatasetConfig):
     """The pipeline definition with this machine's settings: paths under `output_dir`."""
     from tfx import v1 as tfx
 
-    from pipeline import pipeline as pipeline_def
+    from litedet.pipeline import pipeline as pipeline_def
 
     metadata_path = os.path.abspath(config.metadata_path)
     os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
     return pipeline_def.create_pipeline(
-        config, dataset,
+        config,
+        dataset,
         pipeline_root=os.path.abspath(config.pipeline_root),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            metadata_path))
+            metadata_path
+        ),
+    )
 
 
 def execute(definition) -> None:

@@ -14,68 +14,27 @@ Evaluator + TFLiteConverter + latest blessed model (Resolver over ModelGate's bl
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import hashlib
-import importlib.util
-import pathlib
-from typing import List, Optional, Set, Union
+from typing import List, Optional, Union
 
 from tfx import v1 as tfx
 from tfx.orchestration import data_types
 
-import schemas
-from components.example_gen.component import DetectionExampleGen
-from components.evaluation import metrics as evaluation_metrics
-from components.evaluation.gate import ModelGate
-from components.example_gen.annotations import count_classes
-from components.example_gen.config import DatasetConfig
-from components.pusher.component import LitedetPusher
-from components.run_parameters import RunParameters
-from components.tflite.component import TFLiteConverter
-from pipeline.configs import PipelineConfig
+from litedet import schemas
+from litedet.components.evaluation import metrics as evaluation_metrics
+from litedet.components.evaluation.gate import ModelGate
+from litedet.components.example_gen.annotations import count_classes
+from litedet.components.example_gen.component import DetectionExampleGen
+from litedet.components.example_gen.config import DatasetConfig
+from litedet.components.pusher.component import LitedetPusher
+from litedet.components.run_parameters import RunParameters
+from litedet.components.tflite.component import TFLiteConverter
+from litedet.pipeline.code_fingerprint import source_fingerprint
+from litedet.pipeline.configs import PipelineConfig
 
-PREPROCESSING_FN = "components.transform_module.preprocessing_fn"
-RUN_FN = "components.trainer_module.run_fn"
+PREPROCESSING_FN = "litedet.components.transform_module.preprocessing_fn"
+RUN_FN = "litedet.components.trainer_module.run_fn"
 GATE_ID = "ModelGate"
-
-
-def _project_imports(path: pathlib.Path, package: str) -> Set[str]:
-    """Names under `package` that a source file imports (statically)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {n for n in names if n.split(".")[0] == package}
-
-
-def _find_module(name: str):
-    try:
-        return importlib.util.find_spec(name)
-    except ModuleNotFoundError:  # "pkg.module.attribute": a name imported from a module
-        return None
-
-
-def source_fingerprint(entry_point: str) -> str:
-    """A hash of the code behind a function loaded by module path: its module and every project
-    module it imports, transitively. TFX's cache key does not cover such code; this value in the
-    component's custom_config does, so an edited module is never served stale results from the
-    cache, while an edit elsewhere (the pusher, say) does not retrain the model."""
-    digest = hashlib.sha256()
-    pending, seen = [entry_point.rsplit(".", 1)[0]], set()
-    while pending:
-        name = pending.pop()
-        spec = _find_module(name) if name not in seen else None
-        seen.add(name)
-        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-            continue  # an attribute imported from a module, not a module
-        path = pathlib.Path(spec.origin)
-        digest.update(name.encode() + path.read_bytes())
-        pending.extend(sorted(_project_imports(path, entry_point.split(".")[0]) - seen))
-    return digest.hexdigest()[:16]
 
 
 def create_pipeline(
@@ -98,10 +57,11 @@ def create_pipeline(
     example_gen = DetectionExampleGen(dataset=dataset, input_base=input_base)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_importer = tfx.components.ImportSchemaGen(
-        schema_file=config.schema_path or str(schemas.RAW_SCHEMA)).with_id("SchemaImporter")
+        schema_file=config.schema_path or str(schemas.RAW_SCHEMA)
+    ).with_id("SchemaImporter")
     example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"],
-        schema=schema_importer.outputs["schema"])
+        statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"]
+    )
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_importer.outputs["schema"],
@@ -110,32 +70,46 @@ def create_pipeline(
         # StatisticsGen already profiles the raw data; statistics over every float pixel of the
         # transformed images cost more than the transform itself and say little.
         disable_statistics=True,
-        custom_config={**dataclasses.asdict(config.transform),
-                       "code_fingerprint": source_fingerprint(PREPROCESSING_FN)})
+        custom_config={
+            **dataclasses.asdict(config.transform),
+            "code_fingerprint": source_fingerprint(PREPROCESSING_FN),
+        },
+    )
     training = config.training
     run_parameters = RunParameters(
         alpha=training.alpha if alpha is None else alpha,
-        train_steps=training.train_steps if train_steps is None else train_steps)
+        train_steps=training.train_steps if train_steps is None else train_steps,
+    )
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
-        examples=(transform.outputs["transformed_examples"] if config.transform.materialize
-                  else example_gen.outputs["examples"]),
+        examples=(
+            transform.outputs["transformed_examples"]
+            if config.transform.materialize
+            else example_gen.outputs["examples"]
+        ),
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_importer.outputs["schema"],
         hyperparameters=run_parameters.outputs["hyperparameters"],
         train_args=tfx.proto.TrainArgs(num_steps=training.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=training.eval_steps or None),
-        custom_config={"training": dataclasses.asdict(training),
-                       "materialized_examples": config.transform.materialize,
-                       "code_fingerprint": source_fingerprint(RUN_FN)})
+        custom_config={
+            "training": dataclasses.asdict(training),
+            "materialized_examples": config.transform.materialize,
+            "code_fingerprint": source_fingerprint(RUN_FN),
+        },
+    )
     tflite_converter = TFLiteConverter(
-        model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
-        label_map=example_gen.outputs["label_map"], formats=config.tflite.formats,
+        label_map=example_gen.outputs["label_map"],
+        formats=config.tflite.formats,
         num_calibration_images=config.tflite.num_calibration_images,
-        max_detections=training.max_detections, score_threshold=training.score_threshold,
+        max_detections=training.max_detections,
+        score_threshold=training.score_threshold,
         iou_threshold=training.nms_iou_threshold,
-        code_fingerprint=source_fingerprint("components.tflite.component.Executor"))
+        code_fingerprint=source_fingerprint("litedet.components.tflite.component.Executor"),
+    )
 
     evaluation = config.evaluation
     num_classes = num_classes or evaluation.num_classes or count_classes(dataset)
@@ -143,41 +117,64 @@ def create_pipeline(
     latest_blessed = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
-                                       producer_component_id=GATE_ID, output_key="blessing"),
+        model_blessing=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ModelBlessing,
+            producer_component_id=GATE_ID,
+            output_key="blessing",
+        ),
     ).with_id("latest_blessed_model_resolver")
     # The candidate alone: the baseline comparison is the gate's (components/evaluation).
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         example_splits=[evaluation_metrics.EVAL_SPLIT],
-        eval_config=evaluation_metrics.eval_config(num_classes, training.max_detections))
+        eval_config=evaluation_metrics.eval_config(num_classes, training.max_detections),
+    )
     gate = ModelGate(
-        model=trainer.outputs["model"], evaluation=evaluator.outputs["evaluation"],
+        model=trainer.outputs["model"],
+        evaluation=evaluator.outputs["evaluation"],
         baseline_model=latest_blessed.outputs["model"],
         tflite_models=tflite_converter.outputs["tflite_models"],
-        examples=example_gen.outputs["examples"], label_map=example_gen.outputs["label_map"],
+        examples=example_gen.outputs["examples"],
+        label_map=example_gen.outputs["label_map"],
         min_map50=evaluation.min_map50 if min_map50 is None else min_map50,
         max_map_drop=evaluation.max_map_drop,
         max_tflite_map_drop=evaluation.max_tflite_map_drop,
         ship_format=config.tflite.ship_format,
-        max_latency_ms=evaluation.max_latency_ms, max_size_mb=evaluation.max_size_mb,
-        code_fingerprint=source_fingerprint("components.evaluation.gate.ModelGate"),
+        max_latency_ms=evaluation.max_latency_ms,
+        max_size_mb=evaluation.max_size_mb,
+        code_fingerprint=source_fingerprint("litedet.components.evaluation.gate.ModelGate"),
     ).with_id(GATE_ID)
     pusher = LitedetPusher(
-        model=trainer.outputs["model"], tflite_models=tflite_converter.outputs["tflite_models"],
-        model_blessing=gate.outputs["blessing"], label_map=example_gen.outputs["label_map"],
+        model=trainer.outputs["model"],
+        tflite_models=tflite_converter.outputs["tflite_models"],
+        model_blessing=gate.outputs["blessing"],
+        label_map=example_gen.outputs["label_map"],
         evaluation=evaluator.outputs["evaluation"],
-        destination=config.push_destination, registry=config.push.registry,
-        model_name=config.push.model_name, push_savedmodel=config.push.push_savedmodel,
+        destination=config.push_destination,
+        registry=config.push.registry,
+        model_name=config.push.model_name,
+        push_savedmodel=config.push.push_savedmodel,
         extra_manifest={"ship_format": config.tflite.ship_format},
-        pipeline_run_id=pipeline_run_id)
+        pipeline_run_id=pipeline_run_id,
+    )
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_importer, example_validator, transform,
-                    run_parameters, trainer, tflite_converter, latest_blessed, evaluator, gate,
-                    pusher],
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_importer,
+            example_validator,
+            transform,
+            run_parameters,
+            trainer,
+            tflite_converter,
+            latest_blessed,
+            evaluator,
+            gate,
+            pusher,
+        ],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or config.beam_pipeline_args,

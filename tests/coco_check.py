@@ -16,8 +16,13 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 
-def coco_detections(model_dir: str, annotation_file: str, images_dir: str,
-                    label_to_category: Dict[int, int], limit: int = 0) -> List[dict]:
+def coco_detections(
+    model_dir: str,
+    annotation_file: str,
+    images_dir: str,
+    label_to_category: Dict[int, int],
+    limit: int = 0,
+) -> List[dict]:
     """Runs `serving_default` on every image of the annotation file; COCO result dicts."""
     with open(annotation_file) as f:
         images = json.load(f)["images"][: limit or None]
@@ -29,14 +34,24 @@ def coco_detections(model_dir: str, annotation_file: str, images_dir: str,
         count = int(out["num_detections"][0])
         boxes = out["detection_boxes"][0, :count].numpy()
         for (ymin, xmin, ymax, xmax), label, score in zip(
-                boxes, out["detection_classes"][0, :count].numpy(),
-                out["detection_scores"][0, :count].numpy()):
+            boxes,
+            out["detection_classes"][0, :count].numpy(),
+            out["detection_scores"][0, :count].numpy(),
+        ):
             w, h = image["width"], image["height"]
-            results.append({"image_id": image["id"],
-                            "category_id": label_to_category[int(label)],
-                            "bbox": [float(xmin * w), float(ymin * h),
-                                     float((xmax - xmin) * w), float((ymax - ymin) * h)],
-                            "score": float(score)})
+            results.append(
+                {
+                    "image_id": image["id"],
+                    "category_id": label_to_category[int(label)],
+                    "bbox": [
+                        float(xmin * w),
+                        float(ymin * h),
+                        float((xmax - xmin) * w),
+                        float((ymax - ymin) * h),
+                    ],
+                    "score": float(score),
+                }
+            )
     return results
 
 
@@ -52,5 +67,7 @@ def coco_map(annotation_file: str, detections: List[dict], image_ids=None) -> Di
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
-    return {"map": float(np.round(evaluation.stats[0], 4)),
-            "map50": float(np.round(evaluation.stats[1], 4))}
+    return {
+        "map": float(np.round(evaluation.stats[0], 4)),
+        "map50": float(np.round(evaluation.stats[1], 4)),
+    }

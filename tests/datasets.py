@@ -14,20 +14,26 @@ BACKGROUND = (90, 90, 90)
 COLORS = [(230, 30, 30), (30, 200, 40), (40, 60, 230), (240, 220, 20)]
 
 
-def image_bytes(width: int, height: int, rects: Sequence[Tuple[float, float, float, float]] = (),
-                fmt: str = "JPEG", mode: str = "RGB") -> bytes:
+def image_bytes(
+    width: int,
+    height: int,
+    rects: Sequence[Tuple[float, float, float, float]] = (),
+    fmt: str = "JPEG",
+    mode: str = "RGB",
+) -> bytes:
     """A flat background with filled rectangles (x, y, w, h in pixels), one colour each."""
     pixels = np.zeros((height, width, 3), np.uint8) + np.array(BACKGROUND, np.uint8)
     for i, (x, y, w, h) in enumerate(rects):
-        pixels[int(round(y)):int(round(y + h)), int(round(x)):int(round(x + w))] = COLORS[i % 4]
+        pixels[int(round(y)) : int(round(y + h)), int(round(x)) : int(round(x + w))] = COLORS[i % 4]
     image = Image.fromarray(pixels).convert(mode)
     out = io.BytesIO()
     image.save(out, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     return out.getvalue()
 
 
-def write_coco(root: str, split_images: Dict[str, List[dict]],
-               categories=((3, "square"), (7, "circle"))) -> Dict[str, str]:
+def write_coco(
+    root: str, split_images: Dict[str, List[dict]], categories=((3, "square"), (7, "circle"))
+) -> Dict[str, str]:
     """split -> images, each {"file_name", "width", "height", "anns": [(x, y, w, h, cat_id,
     iscrowd)], optional "bytes" (else drawn), optional "declared" (width, height) to lie}.
     Returns the `sources` mapping for a DatasetConfig."""
@@ -36,8 +42,11 @@ def write_coco(root: str, split_images: Dict[str, List[dict]],
     sources = {}
     next_image_id, next_ann_id = 1, 1
     for split, images in split_images.items():
-        doc = {"images": [], "annotations": [],
-               "categories": [{"id": c, "name": n} for c, n in categories]}
+        doc = {
+            "images": [],
+            "annotations": [],
+            "categories": [{"id": c, "name": n} for c, n in categories],
+        }
         for img in images:
             data = img.get("bytes")
             if data is None:
@@ -46,12 +55,25 @@ def write_coco(root: str, split_images: Dict[str, List[dict]],
                 with open(os.path.join(root, "images", img["file_name"]), "wb") as f:
                     f.write(data)
             width, height = img.get("declared", (img["width"], img["height"]))
-            doc["images"].append({"id": next_image_id, "file_name": img["file_name"],
-                                  "width": width, "height": height})
+            doc["images"].append(
+                {
+                    "id": next_image_id,
+                    "file_name": img["file_name"],
+                    "width": width,
+                    "height": height,
+                }
+            )
             for x, y, w, h, cat, crowd in img["anns"]:
-                doc["annotations"].append({"id": next_ann_id, "image_id": next_image_id,
-                                           "category_id": cat, "bbox": [x, y, w, h],
-                                           "area": w * h, "iscrowd": crowd})
+                doc["annotations"].append(
+                    {
+                        "id": next_ann_id,
+                        "image_id": next_image_id,
+                        "category_id": cat,
+                        "bbox": [x, y, w, h],
+                        "area": w * h,
+                        "iscrowd": crowd,
+                    }
+                )
                 next_ann_id += 1
             next_image_id += 1
         path = f"annotations/{split}.json"
@@ -63,12 +85,16 @@ def write_coco(root: str, split_images: Dict[str, List[dict]],
 
 def voc_xml(filename: str, width: int, height: int, objects) -> str:
     """objects: (name, xmin, ymin, xmax, ymax, difficult) with VOC's 1-based inclusive pixels."""
-    parts = [f"<annotation><filename>{filename}</filename>"
-             f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"]
+    parts = [
+        f"<annotation><filename>{filename}</filename>"
+        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
+    ]
     for name, xmin, ymin, xmax, ymax, difficult in objects:
-        parts.append(f"<object><name>{name}</name><difficult>{difficult}</difficult><bndbox>"
-                     f"<xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax>"
-                     f"<ymax>{ymax}</ymax></bndbox></object>")
+        parts.append(
+            f"<object><name>{name}</name><difficult>{difficult}</difficult><bndbox>"
+            f"<xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax>"
+            f"<ymax>{ymax}</ymax></bndbox></object>"
+        )
     return "".join(parts) + "</annotation>"
 
 

@@ -1,8 +1,8 @@
 """A real MLflow 2.22.5 tracking server on loopback for the registry tests (tests/conftest.py
 starts one per session): SQLite backend, artifacts proxied by the server (the 2.x default,
---serve-artifacts) into a temporary folder. It runs from its own Python 3.10 virtualenv, built
-once by tests/mlflow_venv.sh and cached under ${LITEDET_CACHE:-~/.cache/litedet} (the first
-build takes about 70 s): MLflow's dependencies clash with the pinned TFX stack."""
+--serve-artifacts) into a temporary folder. It runs from its own Python 3.10 virtualenv
+(tests/client_venvs.py builds it once, about 70 s): MLflow's dependencies clash with the pinned
+TFX stack."""
 
 import contextlib
 import json
@@ -14,11 +14,9 @@ import time
 
 import requests
 
+from tests import client_venvs
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Resolved at import, before any test can change LITEDET_CACHE for its own purposes.
-MLFLOW_VENV = os.path.join(os.environ.get("LITEDET_CACHE")
-                           or os.path.join(os.path.expanduser("~"), ".cache", "litedet"),
-                           "mlflow-venv")
 
 
 def closed_port():
@@ -31,21 +29,33 @@ def closed_port():
 @contextlib.contextmanager
 def running_server(root):
     """Yields {"url", "python", "root"} of a server whose state lives under `root`."""
-    build = subprocess.run(["bash", os.path.join(REPO, "tests", "mlflow_venv.sh"), MLFLOW_VENV],
-                           capture_output=True, text=True, timeout=900)
-    if build.returncode != 0:
-        raise RuntimeError(f"building the MLflow virtualenv failed:\n{build.stderr[-3000:]}")
-    python = build.stdout.strip().splitlines()[-1]
+    python = client_venvs.ensure("mlflow")
     port = closed_port()
     url = f"http://127.0.0.1:{port}"
     log_path = os.path.join(root, "server.log")
     with open(log_path, "w") as log_file:
         server = subprocess.Popen(
-            [python, "-m", "mlflow", "server",
-             "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-             "--artifacts-destination", os.path.join(root, "artifacts"),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
+            [
+                python,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{root}/mlflow.db",
+                "--artifacts-destination",
+                os.path.join(root, "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=root,
+        )
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -71,15 +81,22 @@ def running_server(root):
 def read_back(server, name, version):
     """The version as MLflow's own client sees it (run in the MLflow virtualenv)."""
     script = os.path.join(REPO, "tests", "mlflow_read_version.py")
-    result = subprocess.run([server["python"], script, server["url"], name, str(version)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [server["python"], script, server["url"], name, str(version)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def registered_versions(server, name):
     """Version numbers the registry holds for `name` (its REST API), [] when none."""
-    response = requests.get(server["url"] + "/api/2.0/mlflow/model-versions/search",
-                            params={"filter": f"name='{name}'"}, timeout=10)
+    response = requests.get(
+        server["url"] + "/api/2.0/mlflow/model-versions/search",
+        params={"filter": f"name='{name}'"},
+        timeout=10,
+    )
     response.raise_for_status()
     return sorted(int(v["version"]) for v in response.json().get("model_versions", []))

@@ -2,17 +2,25 @@
 
 import pytest
 
-from pipeline import configs
-from pipeline.configs import ConfigError
+from litedet.pipeline import configs
+from litedet.pipeline.configs import ConfigError
 
 
 def test_defaults_file_and_overrides_compose(tmp_path):
     path = tmp_path / "my.yaml"
-    path.write_text("transform: {image_size: 320}\ntraining: {alpha: 0.5, train_steps: 50}\n"
-                    "dataset: {root: /data/voc, format: voc, sources: {all: Annotations},\n"
-                    "          split_ratios: {train: 4, eval: 1}}\n")
-    config = configs.load_config(str(path), ["training.alpha=0.75", "enable_cache=false",
-                                             'beam_pipeline_args=["--runner=FlinkRunner"]'])
+    path.write_text(
+        "transform: {image_size: 320}\ntraining: {alpha: 0.5, train_steps: 50}\n"
+        "dataset: {root: /data/voc, format: voc, sources: {all: Annotations},\n"
+        "          split_ratios: {train: 4, eval: 1}}\n"
+    )
+    config = configs.load_config(
+        str(path),
+        [
+            "training.alpha=0.75",
+            "enable_cache=false",
+            'beam_pipeline_args=["--runner=FlinkRunner"]',
+        ],
+    )
     assert config.transform.image_size == 320 and config.transform.resize_mode == "stretch"
     assert config.training.alpha == 0.75 and config.training.train_steps == 50
     assert config.enable_cache is False
@@ -31,20 +39,23 @@ def test_the_sample_dataset_is_the_default():
         config.dataset_config()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("transform.image_size=300", "transform.image_size: 300 must be a multiple of 32"),
-    ("transform.resize_mode=crop", "transform.resize_mode: 'crop' is not one of"),
-    ("training.alpha=0.6", "alpha 0.6 is not supported by MobileNetV2; choose one of 0.35"),
-    ("training.distribution=tpu", "training.distribution: 'tpu' is not one of"),
-    ("training.batch_size=many", "training.batch_size: expected an integer, got 'many'"),
-    ("training.colour=red", "training.colour: unknown setting"),
-    ("transform", "--set 'transform': expected key=value"),
-    ("tflite.ship_format=int8 ", "tflite.ship_format: 'int8 ' is not among"),
-    ('tflite.formats=["float32"]', "tflite.ship_format: 'int8' is not among the converted"),
-    ("evaluation.min_map50=1.5", "evaluation.min_map50: 1.5 must be in"),
-    ("evaluation.max_latency_ms=-1", "evaluation.max_latency_ms: -1.0 must be >= 0"),
-    ('push.registry={"kind": "sagemaker"}', "push.registry.kind: 'sagemaker' is not one of"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("transform.image_size=300", "transform.image_size: 300 must be a multiple of 32"),
+        ("transform.resize_mode=crop", "transform.resize_mode: 'crop' is not one of"),
+        ("training.alpha=0.6", "alpha 0.6 is not supported by MobileNetV2; choose one of 0.35"),
+        ("training.distribution=tpu", "training.distribution: 'tpu' is not one of"),
+        ("training.batch_size=many", "training.batch_size: expected an integer, got 'many'"),
+        ("training.colour=red", "training.colour: unknown setting"),
+        ("transform", "--set 'transform': expected key=value"),
+        ("tflite.ship_format=int8 ", "tflite.ship_format: 'int8 ' is not among"),
+        ('tflite.formats=["float32"]', "tflite.ship_format: 'int8' is not among the converted"),
+        ("evaluation.min_map50=1.5", "evaluation.min_map50: 1.5 must be in"),
+        ("evaluation.max_latency_ms=-1", "evaluation.max_latency_ms: -1.0 must be >= 0"),
+        ('push.registry={"kind": "sagemaker"}', "push.registry.kind: 'sagemaker' is not one of"),
+    ],
+)
 def test_bad_settings_are_refused_naming_the_setting(override, message):
     with pytest.raises(ConfigError, match=message):
         configs.load_config(None, [override])
@@ -52,8 +63,9 @@ def test_bad_settings_are_refused_naming_the_setting(override, message):
 
 def test_a_bad_dataset_section_names_the_field():
     with pytest.raises(ConfigError, match="dataset.format: 'yolo'"):
-        configs.load_config(None, ['dataset={"root": "/d", "format": "yolo", '
-                                   '"sources": {"train": "a"}}'])
+        configs.load_config(
+            None, ['dataset={"root": "/d", "format": "yolo", "sources": {"train": "a"}}']
+        )
 
 
 def test_an_unreadable_or_invalid_file_is_named(tmp_path):
@@ -66,7 +78,7 @@ def test_an_unreadable_or_invalid_file_is_named(tmp_path):
 
 
 def test_the_code_fingerprint_follows_what_the_module_imports(tmp_path, monkeypatch):
-    from pipeline.pipeline import source_fingerprint
+    from litedet.pipeline.code_fingerprint import source_fingerprint
 
     package = tmp_path / "fpdemo"
     package.mkdir()
@@ -85,7 +97,12 @@ def test_the_code_fingerprint_follows_what_the_module_imports(tmp_path, monkeypa
 def test_push_destination_defaults_under_the_output_folder(tmp_path):
     config = configs.load_config(None, [f"output_dir={tmp_path}"])
     assert config.push_destination == str(tmp_path / "models")
-    config = configs.load_config(None, ["push.destination=gs://bucket/models",
-                                        'push.registry={"kind": "mlflow", "tracking_uri": "u"}'])
+    config = configs.load_config(
+        None,
+        [
+            "push.destination=gs://bucket/models",
+            'push.registry={"kind": "mlflow", "tracking_uri": "u"}',
+        ],
+    )
     assert config.push_destination == "gs://bucket/models"
     assert config.push.registry == {"kind": "mlflow", "tracking_uri": "u"}

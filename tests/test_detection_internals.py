@@ -1,12 +1,13 @@
 """Unit tests for components.detection: anchors, box coder, matcher, losses."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from components.detection import anchors as anchors_lib
-from components.detection import box_coder, losses, matcher
+from litedet.components.detection import anchors as anchors_lib
+from litedet.components.detection import box_coder, losses, matcher
 
 # Small input keeps anchor counts (and test time) low: levels 8x8, 4x4, 2x2, 1x1.
 IMAGE_SIZE = 128

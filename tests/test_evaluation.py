@@ -7,20 +7,24 @@ import json
 import numpy as np
 import pytest
 
-from components.evaluation import coco, gate, metrics
-from components.example_gen.annotations import AnnotationError, count_classes
-from components.example_gen.config import DatasetConfig
+from litedet.components.evaluation import coco, gate, metrics
+from litedet.components.example_gen.annotations import AnnotationError, count_classes
+from litedet.components.example_gen.config import DatasetConfig
 
 
 def _truth(*boxes_and_classes):
-    return {"boxes": np.array([b for b, _ in boxes_and_classes], np.float32).reshape(-1, 4),
-            "classes": np.array([c for _, c in boxes_and_classes], np.int64)}
+    return {
+        "boxes": np.array([b for b, _ in boxes_and_classes], np.float32).reshape(-1, 4),
+        "classes": np.array([c for _, c in boxes_and_classes], np.int64),
+    }
 
 
 def _found(*rows):
-    return {"boxes": np.array([b for b, _, _ in rows], np.float32).reshape(-1, 4),
-            "classes": np.array([c for _, c, _ in rows], np.float32),
-            "scores": np.array([s for _, _, s in rows], np.float32)}
+    return {
+        "boxes": np.array([b for b, _, _ in rows], np.float32).reshape(-1, 4),
+        "classes": np.array([c for _, c, _ in rows], np.float32),
+        "scores": np.array([s for _, _, s in rows], np.float32),
+    }
 
 
 A, B = [0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.8]
@@ -29,7 +33,8 @@ A, B = [0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.8]
 def test_perfect_detections_score_one_and_nothing_scores_zero():
     truth = [_truth((A, 1), (B, 2))]
     assert coco.coco_map(truth, [_found((A, 1, 0.9), (B, 2, 0.8))], 2) == pytest.approx(
-        {"map": 1.0, "map50": 1.0, "ap50/1": 1.0, "ap50/2": 1.0})
+        {"map": 1.0, "map50": 1.0, "ap50/1": 1.0, "ap50/2": 1.0}
+    )
     assert coco.coco_map(truth, [_found()], 2) == {"map": 0.0, "map50": 0.0}
 
 
@@ -55,9 +60,11 @@ def test_images_must_line_up():
         coco.coco_map([_truth((A, 1))] * 2, [_found()], 1)
 
 
-SCORES = {"saved_model": {"map50": 0.70}, "float16": {"map50": 0.695, "latency_ms": 12.0,
-                                                       "size_bytes": 1.3e6},
-          "int8": {"map50": 0.66, "latency_ms": 8.0, "size_bytes": 0.9e6}}
+SCORES = {
+    "saved_model": {"map50": 0.70},
+    "float16": {"map50": 0.695, "latency_ms": 12.0, "size_bytes": 1.3e6},
+    "int8": {"map50": 0.66, "latency_ms": 8.0, "size_bytes": 0.9e6},
+}
 
 
 def _decide(map50=0.70, **budgets):
@@ -76,14 +83,16 @@ def test_the_gate_blesses_when_every_check_passes():
 def test_the_gate_names_every_failed_check():
     assert _decide(map50=0.4) == ["mAP@0.5 0.4000 is below the bound min_map50=0.5000"]
     assert _decide(max_tflite_map_drop=0.015) == [
-        "TFLite int8 mAP@0.5 0.6600 is 0.0400 below the SavedModel's 0.7000 (budget 0.0150)"]
+        "TFLite int8 mAP@0.5 0.6600 is 0.0400 below the SavedModel's 0.7000 (budget 0.0150)"
+    ]
     assert _decide(max_latency_ms=5) == ["int8 latency 8.0 ms exceeds the budget 5.0 ms"]
     assert _decide(max_size_mb=0.5) == ["int8 size 0.90 MB exceeds the budget 0.50 MB"]
     assert _decide(ship_format="float32") == [
-        "ship_format 'float32' was not converted (converted: float16, int8)"]
+        "ship_format 'float32' was not converted (converted: float16, int8)"
+    ]
     assert _decide(baseline_map50=0.71) == [
-        "regression against the last blessed model: mAP@0.5 0.7000 < 0.7100 "
-        "(allowed drop 0.0000)"]
+        "regression against the last blessed model: mAP@0.5 0.7000 < 0.7100 (allowed drop 0.0000)"
+    ]
     assert len(_decide(baseline_map50=0.9, map50=0.1, max_latency_ms=1)) == 3
 
 
@@ -98,10 +107,21 @@ def test_the_eval_config_scores_coco_map_of_the_candidate():
     for m in metric_spec.metrics:
         settings = json.loads(m.config)
         assert m.class_name == "COCOMeanAveragePrecision"
-        assert settings["labels_to_stack"] == ["gt_xmin", "gt_ymin", "gt_xmax", "gt_ymax",
-                                               "gt_class"]
-        assert settings["predictions_to_stack"] == ["xmin", "ymin", "xmax", "ymax", "class_id",
-                                                    "scores"]
+        assert settings["labels_to_stack"] == [
+            "gt_xmin",
+            "gt_ymin",
+            "gt_xmax",
+            "gt_ymax",
+            "gt_class",
+        ]
+        assert settings["predictions_to_stack"] == [
+            "xmin",
+            "ymin",
+            "xmax",
+            "ymax",
+            "class_id",
+            "scores",
+        ]
         assert not m.HasField("threshold")  # the gate decides (see metrics.py)
     assert json.loads(metric_spec.metrics[0].config)["class_ids"] == [1, 2, 3]
     assert json.loads(metric_spec.metrics[1].config)["iou_thresholds"] == [0.5]
@@ -111,16 +131,20 @@ def test_the_eval_config_scores_coco_map_of_the_candidate():
 
 
 def test_classes_are_counted_from_class_names_or_coco_categories(tmp_path):
-    (tmp_path / "a.json").write_text(json.dumps({"categories": [{"id": 3, "name": "x"},
-                                                                {"id": 9, "name": "y"}]}))
-    (tmp_path / "b.json").write_text(json.dumps({"categories": [{"id": 9, "name": "y"},
-                                                                {"id": 12, "name": "z"}]}))
-    coco_config = DatasetConfig(root=str(tmp_path), format="coco",
-                                sources={"train": "a.json", "eval": "b.json"})
+    (tmp_path / "a.json").write_text(
+        json.dumps({"categories": [{"id": 3, "name": "x"}, {"id": 9, "name": "y"}]})
+    )
+    (tmp_path / "b.json").write_text(
+        json.dumps({"categories": [{"id": 9, "name": "y"}, {"id": 12, "name": "z"}]})
+    )
+    coco_config = DatasetConfig(
+        root=str(tmp_path), format="coco", sources={"train": "a.json", "eval": "b.json"}
+    )
     assert count_classes(coco_config) == 3
     voc = DatasetConfig(root=str(tmp_path), format="voc", sources={"train": "train.txt"})
     with pytest.raises(AnnotationError, match="dataset.class_names: needed for a voc dataset"):
         count_classes(voc)
-    named = DatasetConfig(root=str(tmp_path), format="voc", sources={"train": "train.txt"},
-                          class_names=["cat", "dog"])
+    named = DatasetConfig(
+        root=str(tmp_path), format="voc", sources={"train": "train.txt"}, class_names=["cat", "dog"]
+    )
     assert count_classes(named) == 2

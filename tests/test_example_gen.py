@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from components.example_gen import annotations, records
-from components.example_gen.config import DatasetConfig, DatasetConfigError
-from components.example_gen.executor import EmptySplitError, hash_split
+from litedet.components.example_gen import annotations, records
+from litedet.components.example_gen.config import DatasetConfig, DatasetConfigError
+from litedet.components.example_gen.executor import EmptySplitError, hash_split
 from tests import datasets
 from tests.datasets import feature_values, image_bytes
 
@@ -16,12 +16,14 @@ def run_example_gen(tmp_path, config: DatasetConfig):
     """Runs the real executor (Beam DirectRunner, in process) into fresh artifact folders."""
     from tfx.types import standard_artifacts
 
-    from components import artifacts
-    from components.example_gen.executor import Executor
+    from litedet.components import artifacts
+    from litedet.components.example_gen.executor import Executor
 
-    outputs = {"examples": [standard_artifacts.Examples()],
-               "label_map": [artifacts.LabelMap()],
-               "quarantine": [artifacts.QuarantinedRecords()]}
+    outputs = {
+        "examples": [standard_artifacts.Examples()],
+        "label_map": [artifacts.LabelMap()],
+        "quarantine": [artifacts.QuarantinedRecords()],
+    }
     for key, (artifact,) in outputs.items():
         artifact.uri = str(tmp_path / "out" / key)
     Executor().Do({}, outputs, {"dataset": config.to_json(), "input_base": config.root})
@@ -38,22 +40,33 @@ def summary(uri):
         return json.load(f)
 
 
-GOOD = {"file_name": "good.jpg", "width": 200, "height": 100,
-        "anns": [(10, 20, 50, 40, 7, 0), (100, 10, 60, 80, 3, 0)]}
+GOOD = {
+    "file_name": "good.jpg",
+    "width": 200,
+    "height": 100,
+    "anns": [(10, 20, 50, 40, 7, 0), (100, 10, 60, 80, 3, 0)],
+}
 
 
 # --- COCO ---------------------------------------------------------------------------------------
 
+
 def test_coco_boxes_labels_and_crowd(tmp_path):
-    crowd = {"file_name": "crowd.jpg", "width": 120, "height": 160,
-             "anns": [(0, 0, 30, 30, 3, 0), (40, 50, 60, 100, 7, 1)]}
+    crowd = {
+        "file_name": "crowd.jpg",
+        "width": 120,
+        "height": 160,
+        "anns": [(0, 0, 30, 30, 3, 0), (40, 50, 60, 100, 7, 1)],
+    }
     empty = {"file_name": "empty.jpg", "width": 64, "height": 48, "anns": []}
     sources = datasets.write_coco(str(tmp_path / "d"), {"train": [GOOD, crowd], "eval": [empty]})
     config = DatasetConfig(root=str(tmp_path / "d"), format="coco", sources=sources)
     uris, outputs = run_example_gen(tmp_path, config)
 
-    train = {feature_values(e, "image/filename")[0]: e
-             for e in datasets.read_examples(os.path.join(uris["examples"], "Split-train"))}
+    train = {
+        feature_values(e, "image/filename")[0]: e
+        for e in datasets.read_examples(os.path.join(uris["examples"], "Split-train"))
+    }
     assert set(train) == {b"good.jpg", b"crowd.jpg"}
     good = train[b"good.jpg"]
     # bbox [x, y, w, h] px -> normalized (ymin, xmin, ymax, xmax); non-contiguous ids 3, 7 -> 1, 2
@@ -81,35 +94,100 @@ def _bad_images():
     png = image_bytes(40, 40, fmt="PNG")
     truncated = image_bytes(200, 100, [(10, 10, 50, 50)])
     return [
-        ({"file_name": "missing.jpg", "width": 50, "height": 50, "anns": [], "bytes": False},
-         "missing_image"),
-        ({"file_name": "corrupt.jpg", "width": 50, "height": 50, "anns": [],
-          "bytes": b"\xff\xd8\xff" + b"garbage" * 50}, "corrupt_image"),
-        ({"file_name": "truncated.jpg", "width": 200, "height": 100, "anns": [],
-          "bytes": truncated[: len(truncated) // 2]}, "truncated_image"),
-        ({"file_name": "anim.gif", "width": 50, "height": 50, "anns": [],
-          "bytes": image_bytes(50, 50, fmt="GIF")}, "unsupported_format"),
-        ({"file_name": "lies.png", "width": 40, "height": 40, "anns": [], "bytes": png,
-          "declared": (80, 40)}, "size_mismatch"),
-        ({"file_name": "unknown.jpg", "width": 60, "height": 60,
-          "anns": [(5, 5, 10, 10, 99, 0)]}, "unknown_category"),
-        ({"file_name": "outside.jpg", "width": 60, "height": 60,
-          "anns": [(50, 50, 30, 30, 3, 0)]}, "box_outside_image"),
-        ({"file_name": "flat.jpg", "width": 60, "height": 60,
-          "anns": [(10, 10, 0, 20, 3, 0)]}, "zero_area_box"),
-        ({"file_name": "crowded.jpg", "width": 60, "height": 60,
-          "anns": [(i, i, 5, 5, 3, 0) for i in range(4)]}, "too_many_objects"),
+        (
+            {"file_name": "missing.jpg", "width": 50, "height": 50, "anns": [], "bytes": False},
+            "missing_image",
+        ),
+        (
+            {
+                "file_name": "corrupt.jpg",
+                "width": 50,
+                "height": 50,
+                "anns": [],
+                "bytes": b"\xff\xd8\xff" + b"garbage" * 50,
+            },
+            "corrupt_image",
+        ),
+        (
+            {
+                "file_name": "truncated.jpg",
+                "width": 200,
+                "height": 100,
+                "anns": [],
+                "bytes": truncated[: len(truncated) // 2],
+            },
+            "truncated_image",
+        ),
+        (
+            {
+                "file_name": "anim.gif",
+                "width": 50,
+                "height": 50,
+                "anns": [],
+                "bytes": image_bytes(50, 50, fmt="GIF"),
+            },
+            "unsupported_format",
+        ),
+        (
+            {
+                "file_name": "lies.png",
+                "width": 40,
+                "height": 40,
+                "anns": [],
+                "bytes": png,
+                "declared": (80, 40),
+            },
+            "size_mismatch",
+        ),
+        (
+            {
+                "file_name": "unknown.jpg",
+                "width": 60,
+                "height": 60,
+                "anns": [(5, 5, 10, 10, 99, 0)],
+            },
+            "unknown_category",
+        ),
+        (
+            {
+                "file_name": "outside.jpg",
+                "width": 60,
+                "height": 60,
+                "anns": [(50, 50, 30, 30, 3, 0)],
+            },
+            "box_outside_image",
+        ),
+        (
+            {"file_name": "flat.jpg", "width": 60, "height": 60, "anns": [(10, 10, 0, 20, 3, 0)]},
+            "zero_area_box",
+        ),
+        (
+            {
+                "file_name": "crowded.jpg",
+                "width": 60,
+                "height": 60,
+                "anns": [(i, i, 5, 5, 3, 0) for i in range(4)],
+            },
+            "too_many_objects",
+        ),
     ]
 
 
 def test_every_bad_image_is_counted_and_quarantined_and_the_run_goes_on(tmp_path):
     bad = _bad_images()
-    rounding = {"file_name": "rounding.jpg", "width": 60, "height": 60,
-                "anns": [(-1.2, 30, 20, 31.5, 3, 0)]}  # sticks out by < 2 px: clipped, kept
-    sources = datasets.write_coco(str(tmp_path / "d"), {
-        "train": [GOOD, rounding] + [image for image, _ in bad], "eval": [GOOD]})
-    config = DatasetConfig(root=str(tmp_path / "d"), format="coco", sources=sources,
-                           max_objects_per_image=3)
+    rounding = {
+        "file_name": "rounding.jpg",
+        "width": 60,
+        "height": 60,
+        "anns": [(-1.2, 30, 20, 31.5, 3, 0)],
+    }  # sticks out by < 2 px: clipped, kept
+    sources = datasets.write_coco(
+        str(tmp_path / "d"),
+        {"train": [GOOD, rounding] + [image for image, _ in bad], "eval": [GOOD]},
+    )
+    config = DatasetConfig(
+        root=str(tmp_path / "d"), format="coco", sources=sources, max_objects_per_image=3
+    )
     uris, outputs = run_example_gen(tmp_path, config)
 
     lines = quarantine_lines(uris["quarantine"])
@@ -122,8 +200,10 @@ def test_every_bad_image_is_counted_and_quarantined_and_the_run_goes_on(tmp_path
     assert outputs["quarantine"][0].get_int_custom_property("num_quarantined") == len(bad)
     assert set(reasons.values()) <= set(records.QUARANTINE_REASONS)
 
-    kept = {feature_values(e, "image/filename")[0]: e
-            for e in datasets.read_examples(os.path.join(uris["examples"], "Split-train"))}
+    kept = {
+        feature_values(e, "image/filename")[0]: e
+        for e in datasets.read_examples(os.path.join(uris["examples"], "Split-train"))
+    }
     clipped = kept[b"rounding.jpg"]
     assert feature_values(clipped, "image/object/bbox/xmin") == [0.0]
     assert feature_values(clipped, "image/object/bbox/ymax") == [1.0]  # 61.5 px clipped to 60
@@ -137,13 +217,18 @@ def test_a_split_left_empty_fails_with_the_reasons(tmp_path):
         run_example_gen(tmp_path, config)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "not valid JSON"),
-    ('{"images": [], "annotations": []}', "missing list field 'categories'"),
-    ('{"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "a"}],'
-     ' "annotations": [{"id": 5, "image_id": 1, "bbox": [1, 2]}]}',
-     r"annotations\[0\] \(id 5\): 'bbox' must be \[x, y, width, height\]"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"images": [], "annotations": []}', "missing list field 'categories'"),
+        (
+            '{"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "a"}],'
+            ' "annotations": [{"id": 5, "image_id": 1, "bbox": [1, 2]}]}',
+            r"annotations\[0\] \(id 5\): 'bbox' must be \[x, y, width, height\]",
+        ),
+    ],
+)
 def test_malformed_coco_file_fails_naming_the_file(tmp_path, content, message):
     path = tmp_path / "instances.json"
     path.write_text(content)
@@ -161,10 +246,15 @@ def test_missing_coco_file_fails_naming_the_file(tmp_path):
 
 # --- Pascal VOC ---------------------------------------------------------------------------------
 
+
 def test_voc_image_sets_pixels_and_difficult(tmp_path):
     images = [
-        {"id": "a", "width": 100, "height": 80,
-         "objects": [("dog", 11, 21, 50, 60, 0), ("cat", 1, 1, 100, 80, 1)]},
+        {
+            "id": "a",
+            "width": 100,
+            "height": 80,
+            "objects": [("dog", 11, 21, 50, 60, 0), ("cat", 1, 1, 100, 80, 1)],
+        },
         {"id": "b", "width": 90, "height": 90, "objects": [("cat", 5, 5, 40, 40, 0)]},
     ]
     sources = datasets.write_voc(str(tmp_path / "voc"), images, {"train": ["a"], "val": ["b"]})
@@ -181,11 +271,14 @@ def test_voc_image_sets_pixels_and_difficult(tmp_path):
 
 
 def test_voc_class_names_order_and_unknown_names(tmp_path):
-    images = [{"id": "a", "width": 50, "height": 50, "objects": [("dog", 1, 1, 20, 20, 0)]},
-              {"id": "b", "width": 50, "height": 50, "objects": [("bird", 1, 1, 20, 20, 0)]}]
+    images = [
+        {"id": "a", "width": 50, "height": 50, "objects": [("dog", 1, 1, 20, 20, 0)]},
+        {"id": "b", "width": 50, "height": 50, "objects": [("bird", 1, 1, 20, 20, 0)]},
+    ]
     sources = datasets.write_voc(str(tmp_path / "voc"), images, {"train": ["a", "b"]})
-    config = DatasetConfig(root=str(tmp_path / "voc"), format="voc", sources=sources,
-                           class_names=["cat", "dog"])
+    config = DatasetConfig(
+        root=str(tmp_path / "voc"), format="voc", sources=sources, class_names=["cat", "dog"]
+    )
     uris, _ = run_example_gen(tmp_path, config)
     (a,) = datasets.read_examples(os.path.join(uris["examples"], "Split-train"))
     assert feature_values(a, "image/object/class/label") == [2]
@@ -193,8 +286,9 @@ def test_voc_class_names_order_and_unknown_names(tmp_path):
 
 
 def test_malformed_voc_xml_fails_naming_the_file(tmp_path):
-    sources = datasets.write_voc(str(tmp_path), [
-        {"id": "a", "width": 50, "height": 50, "objects": []}], {"train": ["a"]})
+    sources = datasets.write_voc(
+        str(tmp_path), [{"id": "a", "width": 50, "height": 50, "objects": []}], {"train": ["a"]}
+    )
     bad = tmp_path / "Annotations" / "a.xml"
     bad.write_text("<annotation><filename>a.jpg</filename><object>")
     config = DatasetConfig(root=str(tmp_path), format="voc", sources=sources)
@@ -204,28 +298,49 @@ def test_malformed_voc_xml_fails_naming_the_file(tmp_path):
 
 # --- TF OD API TFRecords ------------------------------------------------------------------------
 
+
 def test_tfrecord_input_round_trips_our_own_output(tmp_path):
     """Our output is TF OD API TFRecords; read back as input it must give the same examples."""
-    sources = datasets.write_coco(str(tmp_path / "d"), {
-        "train": [GOOD, {"file_name": "x.png", "width": 30, "height": 40,
-                         "anns": [(1, 2, 10, 20, 3, 1)], "bytes": image_bytes(
-                             30, 40, [(1, 2, 10, 20)], fmt="PNG", mode="RGBA")}]})
-    first, _ = run_example_gen(tmp_path / "first",
-                               DatasetConfig(root=str(tmp_path / "d"), format="coco",
-                                             sources=sources))
-    config = DatasetConfig(root=first["examples"], format="tfrecord",
-                           sources={"train": "Split-train/*.gz"})
+    sources = datasets.write_coco(
+        str(tmp_path / "d"),
+        {
+            "train": [
+                GOOD,
+                {
+                    "file_name": "x.png",
+                    "width": 30,
+                    "height": 40,
+                    "anns": [(1, 2, 10, 20, 3, 1)],
+                    "bytes": image_bytes(30, 40, [(1, 2, 10, 20)], fmt="PNG", mode="RGBA"),
+                },
+            ]
+        },
+    )
+    first, _ = run_example_gen(
+        tmp_path / "first", DatasetConfig(root=str(tmp_path / "d"), format="coco", sources=sources)
+    )
+    config = DatasetConfig(
+        root=first["examples"], format="tfrecord", sources={"train": "Split-train/*.gz"}
+    )
     second, _ = run_example_gen(tmp_path / "second", config)
 
     def by_id(uri):
-        return {feature_values(e, "image/source_id")[0]: e for e in
-                datasets.read_examples(os.path.join(uri, "Split-train"))}
+        return {
+            feature_values(e, "image/source_id")[0]: e
+            for e in datasets.read_examples(os.path.join(uri, "Split-train"))
+        }
 
     original, again = by_id(first["examples"]), by_id(second["examples"])
     assert original.keys() == again.keys()
     for source_id, example in original.items():
-        for key in ("image/encoded", "image/object/bbox/xmin", "image/object/bbox/ymax",
-                    "image/object/class/text", "image/object/is_crowd", "image/format"):
+        for key in (
+            "image/encoded",
+            "image/object/bbox/xmin",
+            "image/object/bbox/ymax",
+            "image/object/class/text",
+            "image/object/is_crowd",
+            "image/format",
+        ):
             assert feature_values(again[source_id], key) == feature_values(example, key), key
     # Labels 1 (square) and 2 (circle) in the data: renumbered in numeric order, names kept.
     with open(os.path.join(second["label_map"], "labels.txt")) as f:
@@ -236,10 +351,18 @@ def test_tfrecord_garbage_entry_is_quarantined(tmp_path):
     import tensorflow as tf
 
     path = str(tmp_path / "data.tfrecord")
-    good = records.to_tf_example(records.check_image(
-        annotations.ImageRecord("1", "train", image_bytes=image_bytes(20, 20), width=20,
-                                height=20), image_bytes(20, 20),
-        annotations.LabelMap((), ()), 10, 2.0), image_bytes(20, 20))
+    good = records.to_tf_example(
+        records.check_image(
+            annotations.ImageRecord(
+                "1", "train", image_bytes=image_bytes(20, 20), width=20, height=20
+            ),
+            image_bytes(20, 20),
+            annotations.LabelMap((), ()),
+            10,
+            2.0,
+        ),
+        image_bytes(20, 20),
+    )
     with tf.io.TFRecordWriter(path) as writer:
         writer.write(good.SerializeToString())
         writer.write(b"this is not a protobuf")
@@ -250,6 +373,7 @@ def test_tfrecord_garbage_entry_is_quarantined(tmp_path):
 
 
 # --- Splits and configuration -------------------------------------------------------------------
+
 
 def test_hash_split_is_deterministic_and_follows_the_ratios():
     ratios = {"train": 4, "eval": 1}
@@ -263,8 +387,12 @@ def test_hash_split_is_deterministic_and_follows_the_ratios():
 def test_pooled_sources_are_resplit_by_hash(tmp_path):
     images = [{"file_name": f"{i}.jpg", "width": 32, "height": 32, "anns": []} for i in range(40)]
     sources = datasets.write_coco(str(tmp_path / "d"), {"all": images})
-    config = DatasetConfig(root=str(tmp_path / "d"), format="coco", sources=sources,
-                           split_ratios={"train": 3, "eval": 1})
+    config = DatasetConfig(
+        root=str(tmp_path / "d"),
+        format="coco",
+        sources=sources,
+        split_ratios={"train": 3, "eval": 1},
+    )
     uris, outputs = run_example_gen(tmp_path, config)
     counts = summary(uris["quarantine"])["examples"]
     assert sum(counts.values()) == 40 and counts["eval"] > 0 and counts["train"] > counts["eval"]
@@ -272,17 +400,23 @@ def test_pooled_sources_are_resplit_by_hash(tmp_path):
     for split, count in counts.items():
         split_examples = datasets.read_examples(os.path.join(uris["examples"], f"Split-{split}"))
         assert len(split_examples) == count
-        assert all(hash_split(feature_values(e, "image/source_id")[0].decode(),
-                              config.split_ratios) == split for e in split_examples)
+        assert all(
+            hash_split(feature_values(e, "image/source_id")[0].decode(), config.split_ratios)
+            == split
+            for e in split_examples
+        )
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"format": "yolo"}, "dataset.format: 'yolo' is not one of coco, voc, tfrecord"),
-    ({"sources": {}}, "dataset.sources"),
-    ({"split_ratios": {"train": 0}}, "dataset.split_ratios.train"),
-    ({"sources": {"my split": "a.json"}}, "split name 'my split'"),
-    ({"colour": "red"}, "unknown field"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"format": "yolo"}, "dataset.format: 'yolo' is not one of coco, voc, tfrecord"),
+        ({"sources": {}}, "dataset.sources"),
+        ({"split_ratios": {"train": 0}}, "dataset.split_ratios.train"),
+        ({"sources": {"my split": "a.json"}}, "split name 'my split'"),
+        ({"colour": "red"}, "unknown field"),
+    ],
+)
 def test_bad_dataset_config_names_the_field(values, message):
     base = {"root": "/data", "format": "coco", "sources": {"train": "a.json"}}
     with pytest.raises(DatasetConfigError, match=message):
@@ -292,18 +426,34 @@ def test_bad_dataset_config_names_the_field(values, message):
 def test_data_convert_writes_the_examples_the_pipeline_would(tmp_path, capsys):
     import yaml
 
-    from pipeline import cli
+    from litedet import cli
 
     root = tmp_path / "d"
-    sources = datasets.write_coco(str(root), {"train": [GOOD], "eval": [GOOD, dict(
-        GOOD, file_name="missing.jpg", bytes=None)]})
+    sources = datasets.write_coco(
+        str(root),
+        {"train": [GOOD], "eval": [GOOD, dict(GOOD, file_name="missing.jpg", bytes=None)]},
+    )
     os.remove(root / "images" / "missing.jpg")
     config = tmp_path / "data.yaml"
-    config.write_text(yaml.safe_dump({"dataset": {"root": str(root), "format": "coco",
-                                                  "sources": sources}}))
+    config.write_text(
+        yaml.safe_dump({"dataset": {"root": str(root), "format": "coco", "sources": sources}})
+    )
     out = tmp_path / "converted"
-    assert cli.main(["data", "convert", "--config", str(config), "--out", str(out),
-                     "--set", "beam_pipeline_args=[]"]) == 0
+    assert (
+        cli.main(
+            [
+                "data",
+                "convert",
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "--set",
+                "beam_pipeline_args=[]",
+            ]
+        )
+        == 0
+    )
     assert "quarantined {'missing_image': 1}" in capsys.readouterr().out
     train = datasets.read_examples(str(out / "examples" / "Split-train"))
     assert [feature_values(e, "image/object/class/label") for e in train] == [[2, 1]]

@@ -18,13 +18,15 @@ KUBERNETES_VERSIONS = ("1.29.0", "1.32.0")
 CUSTOM_KINDS = {("kubeflow.org/v1alpha1", "PodDefault"): ("selector", "desc")}
 
 kubectl = shutil.which("kubectl")
-needs_kubectl = pytest.mark.skipif(kubectl is None, reason="kubectl is not installed: "
-                                   "`kubectl kustomize` renders the overlays")
+needs_kubectl = pytest.mark.skipif(
+    kubectl is None, reason="kubectl is not installed: `kubectl kustomize` renders the overlays"
+)
 
 
 def render(overlay):
-    result = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
@@ -102,7 +104,7 @@ def test_the_limit_range_admits_every_component_the_pipeline_sizes(rendered):
     stay under the smallest step's limit, or admission rejects those pods."""
     from kubernetes.utils.quantity import parse_quantity
 
-    from pipeline.kubeflow_v2_runner import COMPONENT_RESOURCES, DEFAULT_RESOURCES
+    from litedet.pipeline.kubeflow_v2_runner import COMPONENT_RESOURCES, DEFAULT_RESOURCES
 
     sizes = list(COMPONENT_RESOURCES.values()) + [DEFAULT_RESOURCES]
     for documents in rendered.values():
@@ -112,15 +114,20 @@ def test_the_limit_range_admits_every_component_the_pipeline_sizes(rendered):
         # KFP writes memory in G (10^9 bytes).
         assert max(s.memory_gb for s in sizes) * 1e9 <= parse_quantity(container["max"]["memory"])
         assert parse_quantity(container["defaultRequest"]["cpu"]) <= min(s.cpu for s in sizes)
-        assert parse_quantity(container["defaultRequest"]["memory"]) <= min(
-            s.memory_gb for s in sizes) * 1e9
+        assert (
+            parse_quantity(container["defaultRequest"]["memory"])
+            <= min(s.memory_gb for s in sizes) * 1e9
+        )
 
 
 @needs_kubectl
 def test_the_launcher_config_points_at_a_gcs_pipeline_root(rendered):
     for documents in rendered.values():
-        [launcher] = [d for d in documents if d["kind"] == "ConfigMap"
-                      and d["metadata"]["name"] == "kfp-launcher"]
+        [launcher] = [
+            d
+            for d in documents
+            if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "kfp-launcher"
+        ]
         assert launcher["data"]["defaultPipelineRoot"].startswith("gs://")
 
 
@@ -131,15 +138,22 @@ def test_the_pvc_overlay_mounts_the_datasets_into_kfp_step_pods(rendered):
     [pod_default] = [d for d in documents if d["kind"] == "PodDefault"]
     spec = pod_default["spec"]
     assert spec["selector"]["matchLabels"] == {"pipelines.kubeflow.org/v2_component": "true"}
-    claims = [v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]
-              if "persistentVolumeClaim" in v]
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in spec["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
     assert claims == [pvc["metadata"]["name"]]
     assert "ReadWriteMany" in pvc["spec"]["accessModes"]
     secrets = [v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v]
-    [runner_role] = [d for d in documents if d["kind"] == "Role"
-                     and d["metadata"]["name"] == "litedet-pipeline-runner"]
-    readable = [n for r in runner_role["rules"] if "secrets" in r["resources"]
-                for n in r["resourceNames"]]
+    [runner_role] = [
+        d
+        for d in documents
+        if d["kind"] == "Role" and d["metadata"]["name"] == "litedet-pipeline-runner"
+    ]
+    readable = [
+        n for r in runner_role["rules"] if "secrets" in r["resources"] for n in r["resourceNames"]
+    ]
     assert readable == secrets  # the launcher may read exactly the key it is told to use
 
 
@@ -159,7 +173,8 @@ def test_example_workloads_validate_and_run_restricted(path):
 
 
 def test_the_recurring_run_example_is_valid_cli_input():
-    from pipeline import kfp_cli, kfp_client
+    from litedet.kfp import cli as kfp_cli
+    from litedet.kfp import client as kfp_client
 
     settings = yaml.safe_load((REPO / "k8s" / "examples" / "recurring-run.yaml").read_text())
     assert kfp_client.normalize_cron(settings["cron"]) == "0 0 3 * * *"

@@ -24,8 +24,9 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from pipeline import kfp_cli, kfp_client
-from pipeline.kfp_client import Connection, KfpError
+from litedet.kfp import cli as kfp_cli
+from litedet.kfp import client as kfp_client
+from litedet.kfp.client import Connection, KfpError
 
 INT64_FIELDS = {"max_concurrency", "interval_second", "total_size"}
 NOW = "2026-11-28T09:00:00Z"
@@ -36,8 +37,18 @@ PIPELINE_SPEC = {
     "sdkVersion": "tfx-1.16.0",
     "components": {},
     "deploymentSpec": {},
-    "root": {"dag": {"tasks": {}}, "inputDefinitions": {"parameters": {"input_base": {
-        "parameterType": "STRING", "defaultValue": "gs://bucket/data", "isOptional": True}}}},
+    "root": {
+        "dag": {"tasks": {}},
+        "inputDefinitions": {
+            "parameters": {
+                "input_base": {
+                    "parameterType": "STRING",
+                    "defaultValue": "gs://bucket/data",
+                    "isOptional": True,
+                }
+            }
+        },
+    },
 }
 
 
@@ -118,14 +129,18 @@ class FakeKfp:
         if query.get("sort_by") == "created_at desc":
             items.sort(key=lambda x: x["_seq"], reverse=True)
         size = int(query.get("page_size") or 10)
-        return [{k: v for k, v in x.items() if not k.startswith("_")} for x in items[:size]], \
-            len(items)
+        return [{k: v for k, v in x.items() if not k.startswith("_")} for x in items[:size]], len(
+            items
+        )
 
     def _spec_from_upload(self, content_type, body):
         message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
-            b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
-        files = {part.get_param("name", header="content-disposition"): part.get_content()
-                 for part in message.iter_parts()}
+            b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+        )
+        files = {
+            part.get_param("name", header="content-disposition"): part.get_content()
+            for part in message.iter_parts()
+        }
         if "uploadfile" not in files:
             raise BadRequest(400, "missing uploadfile")
         data = files["uploadfile"]
@@ -134,19 +149,28 @@ class FakeKfp:
         try:  # what the server's isPipelineSpec does: strict protojson, name and root present
             json_format.ParseDict(document, spec)
         except json_format.ParseError:
-            raise BadRequest(400, "Failed to create a pipeline due to invalid input: "
-                                  "unknown template format") from None
+            raise BadRequest(
+                400, "Failed to create a pipeline due to invalid input: unknown template format"
+            ) from None
         if not spec.pipeline_info.name or not spec.HasField("root"):
             raise BadRequest(400, "unknown template format")
         return document
 
     def _add_version(self, pipeline_id, name, spec, description=""):
-        if any(v["pipeline_id"] == pipeline_id and v["display_name"] == name
-               for v in self.versions.values()):
+        if any(
+            v["pipeline_id"] == pipeline_id and v["display_name"] == name
+            for v in self.versions.values()
+        ):
             raise BadRequest(409, f"The name {name} already exist. Please specify a new name")
-        version = {"pipeline_id": pipeline_id, "pipeline_version_id": self._new_id(),
-                   "display_name": name, "description": description, "created_at": NOW,
-                   "pipeline_spec": spec, "_seq": len(self.versions)}
+        version = {
+            "pipeline_id": pipeline_id,
+            "pipeline_version_id": self._new_id(),
+            "display_name": name,
+            "description": description,
+            "created_at": NOW,
+            "pipeline_spec": spec,
+            "_seq": len(self.versions),
+        }
         self.versions[version["pipeline_version_id"]] = version
         return version
 
@@ -158,8 +182,9 @@ class FakeKfp:
             raise BadRequest(404, "Pipeline version not found")
         if body.get("experiment_id") not in self.experiments:
             raise BadRequest(404, "Experiment not found")
-        declared = version["pipeline_spec"]["root"].get("inputDefinitions", {}).get(
-            "parameters", {})
+        declared = (
+            version["pipeline_spec"]["root"].get("inputDefinitions", {}).get("parameters", {})
+        )
         for name, value in (body.get("runtime_config") or {}).get("parameters", {}).items():
             if name not in declared:
                 raise BadRequest(400, f"parameter {name} is not an input of the pipeline")
@@ -171,31 +196,50 @@ class FakeKfp:
         if self.token is not None and headers.get("authorization") != f"Bearer {self.token}":
             if self.login_redirect:
                 return 302, {"Location": "/dex/auth"}
-            return 401, {"error": "Unauthenticated", "code": 16,
-                         "message": "Request header error: there is no user identity header."}
+            return 401, {
+                "error": "Unauthenticated",
+                "code": 16,
+                "message": "Request header error: there is no user identity header.",
+            }
         if query.get("namespace") in self.denied_namespaces:
-            return 403, {"error": "PermissionDenied", "code": 7, "message":
-                         f"User is not authorized to list runs in namespace {query['namespace']}"}
+            return 403, {
+                "error": "PermissionDenied",
+                "code": 7,
+                "message": f"User is not authorized to list runs in namespace {query['namespace']}",
+            }
         base = "/apis/v2beta1/"
         if not path.startswith(base):
             return 404, {"error": "Not Found", "code": 5, "message": "Not Found"}
-        route = path[len(base):]
+        route = path[len(base) :]
         if (method, route) == ("GET", "healthz"):
             return 200, {"multi_user": False}
         if (method, route) == ("GET", "pipelines"):
-            items, total = self._page((p for p in self.pipelines.values()
-                                       if self._matches(p, query)
-                                       and p["namespace"] == query.get("namespace", "")), query)
+            items, total = self._page(
+                (
+                    p
+                    for p in self.pipelines.values()
+                    if self._matches(p, query) and p["namespace"] == query.get("namespace", "")
+                ),
+                query,
+            )
             return 200, ({"pipelines": items, "total_size": total} if items else {})
         if (method, route) == ("POST", "pipelines/upload"):
             spec = self._spec_from_upload(headers["content-type"], body)
             name = query.get("name")
             if any(p["display_name"] == name for p in self.pipelines.values()):
-                raise BadRequest(409, f"Failed to create a pipeline: The name {name} already "
-                                      "exists. Please specify a new name")
-            pipeline = {"pipeline_id": self._new_id(), "display_name": name,
-                        "description": query.get("description", ""), "created_at": NOW,
-                        "namespace": query.get("namespace", ""), "_seq": len(self.pipelines)}
+                raise BadRequest(
+                    409,
+                    f"Failed to create a pipeline: The name {name} already "
+                    "exists. Please specify a new name",
+                )
+            pipeline = {
+                "pipeline_id": self._new_id(),
+                "display_name": name,
+                "description": query.get("description", ""),
+                "created_at": NOW,
+                "namespace": query.get("namespace", ""),
+                "_seq": len(self.pipelines),
+            }
             self.pipelines[pipeline["pipeline_id"]] = pipeline
             self._add_version(pipeline["pipeline_id"], name, spec)
             return 200, {k: v for k, v in pipeline.items() if not k.startswith("_")}
@@ -203,28 +247,40 @@ class FakeKfp:
             spec = self._spec_from_upload(headers["content-type"], body)
             if query.get("pipelineid") not in self.pipelines:
                 raise BadRequest(404, "Pipeline not found")
-            version = self._add_version(query["pipelineid"], query["name"], spec,
-                                        query.get("description", ""))
+            version = self._add_version(
+                query["pipelineid"], query["name"], spec, query.get("description", "")
+            )
             return 200, {k: v for k, v in version.items() if not k.startswith("_")}
         if method == "GET" and route.startswith("pipelines/") and route.endswith("/versions"):
             pipeline_id = route.split("/")[1]
             if pipeline_id not in self.pipelines:
                 raise BadRequest(404, "Pipeline not found")
-            items, total = self._page((v for v in self.versions.values()
-                                       if v["pipeline_id"] == pipeline_id
-                                       and self._matches(v, query)), query)
+            items, total = self._page(
+                (
+                    v
+                    for v in self.versions.values()
+                    if v["pipeline_id"] == pipeline_id and self._matches(v, query)
+                ),
+                query,
+            )
             return 200, ({"pipeline_versions": items, "total_size": total} if items else {})
         if (method, route) == ("GET", "experiments"):
-            items, total = self._page((e for e in self.experiments.values()
-                                       if self._matches(e, query)), query)
+            items, total = self._page(
+                (e for e in self.experiments.values() if self._matches(e, query)), query
+            )
             return 200, ({"experiments": items, "total_size": total} if items else {})
         if (method, route) == ("POST", "experiments"):
             check_model(body, "V2beta1Experiment")
             if not body.get("display_name"):
                 raise BadRequest(400, "Experiment must have a non-empty name")
-            experiment = {"experiment_id": self._new_id(), "display_name": body["display_name"],
-                          "namespace": body.get("namespace", ""), "created_at": NOW,
-                          "storage_state": "AVAILABLE", "_seq": len(self.experiments)}
+            experiment = {
+                "experiment_id": self._new_id(),
+                "display_name": body["display_name"],
+                "namespace": body.get("namespace", ""),
+                "created_at": NOW,
+                "storage_state": "AVAILABLE",
+                "_seq": len(self.experiments),
+            }
             self.experiments[experiment["experiment_id"]] = experiment
             return 200, {k: v for k, v in experiment.items() if not k.startswith("_")}
         if (method, route) == ("POST", "runs"):
@@ -232,21 +288,35 @@ class FakeKfp:
             if not body.get("display_name"):
                 raise BadRequest(400, "Run name cannot be empty")
             self._run_spec(body)
-            run = dict(body, run_id=self._new_id(), state="PENDING", created_at=NOW,
-                       storage_state="AVAILABLE", _seq=len(self.runs))
+            run = dict(
+                body,
+                run_id=self._new_id(),
+                state="PENDING",
+                created_at=NOW,
+                storage_state="AVAILABLE",
+                _seq=len(self.runs),
+            )
             self.runs.append(run)
             return 200, {k: v for k, v in run.items() if not k.startswith("_")}
         if (method, route) == ("GET", "runs"):
-            items, total = self._page((r for r in self.runs if not query.get("experiment_id")
-                                       or r["experiment_id"] == query["experiment_id"]), query)
+            items, total = self._page(
+                (
+                    r
+                    for r in self.runs
+                    if not query.get("experiment_id")
+                    or r["experiment_id"] == query["experiment_id"]
+                ),
+                query,
+            )
             return 200, ({"runs": items, "total_size": total} if items else {})
         if (method, route) == ("POST", "recurringruns"):
             check_model(body, "V2beta1RecurringRun")
             if not body.get("display_name"):
                 raise BadRequest(400, "Recurring run's name cannot be empty")
             if not 1 <= int(body.get("max_concurrency", 0)) <= 10:
-                raise BadRequest(400, "Max concurrency of a recurring run must be at least 1 "
-                                      "and at most 10")
+                raise BadRequest(
+                    400, "Max concurrency of a recurring run must be at least 1 and at most 10"
+                )
             cron = (body.get("trigger") or {}).get("cron_schedule", {}).get("cron", "")
             if not (cron.startswith("@") or len(cron.split()) in (5, 6)):  # robfig/cron v1
                 raise BadRequest(400, "Schedule cron is not a supported format")
@@ -315,8 +385,9 @@ def kfp_server(monkeypatch, tmp_path):
     fake = FakeKfp()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.fake = fake
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield fake, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
@@ -347,15 +418,22 @@ def test_upload_creates_the_pipeline_then_adds_versions(kfp_server, package, tmp
 
     # TFX's PipelineJob .json form is unwrapped to the PipelineSpec the server accepts.
     job = tmp_path / "litedet.json"
-    job.write_text(json.dumps({"displayName": "litedet", "labels": {}, "runtimeConfig": {},
-                               "pipelineSpec": PIPELINE_SPEC}))
+    job.write_text(
+        json.dumps(
+            {
+                "displayName": "litedet",
+                "labels": {},
+                "runtimeConfig": {},
+                "pipelineSpec": PIPELINE_SPEC,
+            }
+        )
+    )
     third = kfp_client.upload(_conn(endpoint), str(job), "litedet")
     assert fake.versions[third.version_id]["pipeline_spec"] == PIPELINE_SPEC
     assert len({first.version_id, second.version_id, third.version_id}) == 3
 
 
-def test_a_file_that_is_not_a_compiled_pipeline_is_refused_before_any_request(kfp_server,
-                                                                              tmp_path):
+def test_a_file_that_is_not_a_compiled_pipeline_is_refused_before_any_request(kfp_server, tmp_path):
     fake, endpoint = kfp_server
     bogus = tmp_path / "notes.yaml"
     bogus.write_text("hello: world\n")
@@ -370,15 +448,23 @@ def test_a_run_starts_the_newest_version_with_typed_parameters(kfp_server, packa
     newest = kfp_client.upload(_conn(endpoint), package, "litedet", version="v2")
 
     run_id = kfp_client.start_run(
-        _conn(endpoint), "litedet", {"input_base": "gs://bucket/coco-2026-11"},
-        pipeline_root="gs://bucket/root", service_account="litedet-pipeline-runner")
+        _conn(endpoint),
+        "litedet",
+        {"input_base": "gs://bucket/coco-2026-11"},
+        pipeline_root="gs://bucket/root",
+        service_account="litedet-pipeline-runner",
+    )
 
     [run] = fake.runs
     assert run["run_id"] == run_id
-    assert run["pipeline_version_reference"] == {"pipeline_id": newest.pipeline_id,
-                                                 "pipeline_version_id": newest.version_id}
-    assert run["runtime_config"] == {"parameters": {"input_base": "gs://bucket/coco-2026-11"},
-                                     "pipeline_root": "gs://bucket/root"}
+    assert run["pipeline_version_reference"] == {
+        "pipeline_id": newest.pipeline_id,
+        "pipeline_version_id": newest.version_id,
+    }
+    assert run["runtime_config"] == {
+        "parameters": {"input_base": "gs://bucket/coco-2026-11"},
+        "pipeline_root": "gs://bucket/root",
+    }
     assert run["service_account"] == "litedet-pipeline-runner"
     assert fake.experiments[run["experiment_id"]]["display_name"] == "litedet"
 
@@ -391,8 +477,13 @@ def test_a_run_starts_the_newest_version_with_typed_parameters(kfp_server, packa
 def test_a_recurring_run_is_created_from_a_five_field_cron(kfp_server, package):
     fake, endpoint = kfp_server
     kfp_client.upload(_conn(endpoint), package, "litedet")
-    job_id = kfp_client.schedule(_conn(endpoint), "litedet", "0 3 * * *",
-                                 {"input_base": "gs://bucket/nightly"}, name="nightly")
+    job_id = kfp_client.schedule(
+        _conn(endpoint),
+        "litedet",
+        "0 3 * * *",
+        {"input_base": "gs://bucket/nightly"},
+        name="nightly",
+    )
     [job] = fake.recurring_runs
     assert job["recurring_run_id"] == job_id
     # robfig/cron reads seconds first: the client must send 03:00:00 daily, not minute 3 hourly.
@@ -401,9 +492,15 @@ def test_a_recurring_run_is_created_from_a_five_field_cron(kfp_server, package):
     assert job["runtime_config"]["parameters"] == {"input_base": "gs://bucket/nightly"}
 
 
-@pytest.mark.parametrize("given, sent", [("0 3 * * *", "0 0 3 * * *"),
-                                         ("30 0 3 * * 1-5", "30 0 3 * * 1-5"),
-                                         ("@daily", "@daily"), ("  0  3 * * * ", "0 0 3 * * *")])
+@pytest.mark.parametrize(
+    "given, sent",
+    [
+        ("0 3 * * *", "0 0 3 * * *"),
+        ("30 0 3 * * 1-5", "30 0 3 * * 1-5"),
+        ("@daily", "@daily"),
+        ("  0  3 * * * ", "0 0 3 * * *"),
+    ],
+)
 def test_cron_expressions_are_normalized_to_seconds_first(given, sent):
     assert kfp_client.normalize_cron(given) == sent
 
@@ -476,8 +573,13 @@ def test_the_projected_service_account_token_is_read_per_request(kfp_server, pac
     fake, endpoint = kfp_server
     token_file = tmp_path / "token"
     token_file.write_text("token-1")
-    conn = Connection.resolve(environ={"KFP_ENDPOINT": endpoint, "KFP_NAMESPACE": "team-vision",
-                                       "KF_PIPELINES_SA_TOKEN_PATH": str(token_file)})
+    conn = Connection.resolve(
+        environ={
+            "KFP_ENDPOINT": endpoint,
+            "KFP_NAMESPACE": "team-vision",
+            "KF_PIPELINES_SA_TOKEN_PATH": str(token_file),
+        }
+    )
     assert conn.token is None and conn.token_path == str(token_file)
     assert conn.namespace == "team-vision"
     fake.token = "token-1"
@@ -510,8 +612,10 @@ def test_the_cli_uploads_runs_schedules_and_lists(kfp_server, package, tmp_path,
     assert "Started run" in capsys.readouterr().out
     spec = tmp_path / "nightly.yaml"
     spec.write_text("name: nightly\ncron: '0 3 * * *'\nparameters: {input_base: gs://b/n}\n")
-    assert _cli(["kfp", "schedule", "--from-file", str(spec), "--max-concurrency", "2"]
-                + connection) == 0
+    assert (
+        _cli(["kfp", "schedule", "--from-file", str(spec), "--max-concurrency", "2"] + connection)
+        == 0
+    )
     assert "'0 0 3 * * *'" in capsys.readouterr().out
     assert fake.recurring_runs[0]["max_concurrency"] == "2"
     assert _cli(["kfp", "runs"] + connection) == 0

@@ -14,23 +14,38 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from pipeline import configs, kubeflow_v2_runner as kv2
-from pipeline.kubeflow_v2_runner import KubeflowConfigError
+from litedet.pipeline import configs
+from litedet.pipeline import kubeflow_v2_runner as kv2
+from litedet.pipeline.kubeflow_v2_runner import KubeflowConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IMAGE = "registry.example.com/litedet:test"
 PIPELINE_ROOT = "gs://litedet-test/pipeline-root"
-DATASET = {"root": "gs://litedet-test/datasets/shapes", "format": "coco",
-           "sources": {"train": "annotations/instances_train.json",
-                       "eval": "annotations/instances_eval.json"}}
-TFX_ENTRYPOINT = ["python", "-m",
-                  "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+DATASET = {
+    "root": "gs://litedet-test/datasets/shapes",
+    "format": "coco",
+    "sources": {
+        "train": "annotations/instances_train.json",
+        "eval": "annotations/instances_eval.json",
+    },
+}
+TFX_ENTRYPOINT = [
+    "python",
+    "-m",
+    "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor",
+]
 
 
 def _config(**dataset):
     # No gs:// is reachable here to count the COCO categories: the class count is given.
-    return configs.load_config(None, [f"dataset={json.dumps(dict(DATASET, **dataset))}",
-                                      "transform.image_size=96", "evaluation.num_classes=5"])
+    return configs.load_config(
+        None,
+        [
+            f"dataset={json.dumps(dict(DATASET, **dataset))}",
+            "transform.image_size=96",
+            "evaluation.num_classes=5",
+        ],
+    )
 
 
 def _refuse_connections(self, *args, **kwargs):
@@ -48,10 +63,11 @@ def compiled(tmp_path_factory):
         mp.setattr(socket.socket, "connect_ex", _refuse_connections)
         json_path = kv2.compile_pipeline(config, str(out / "litedet.json"), IMAGE, PIPELINE_ROOT)
         yaml_path = kv2.compile_pipeline(config, str(out / "litedet.yaml"), IMAGE, PIPELINE_ROOT)
-    from pipeline import pipeline as pipeline_def
+    from litedet.pipeline import pipeline as pipeline_def
 
-    definition = pipeline_def.create_pipeline(config, config.dataset_config(),
-                                              pipeline_root=PIPELINE_ROOT)
+    definition = pipeline_def.create_pipeline(
+        config, config.dataset_config(), pipeline_root=PIPELINE_ROOT
+    )
     with open(json_path) as f:
         job = json.load(f)
     return job, kv2.load_pipeline_spec(yaml_path), definition
@@ -77,22 +93,30 @@ def test_the_dag_has_every_component_under_its_tfx_name_with_its_edges(compiled)
     task_of = {resolver: f"{resolver}-model-resolver"}
     ids = [c.id for c in definition.components if c.id != resolver]
     # Task names are the TFX component ids: the KFP UI's graph shows these names.
-    assert sorted(tasks) == sorted(ids + [f"{resolver}-model-blessing-resolver",
-                                          f"{resolver}-model-resolver"])
+    assert sorted(tasks) == sorted(
+        ids + [f"{resolver}-model-blessing-resolver", f"{resolver}-model-resolver"]
+    )
     for component in definition.components:
         if component.id == resolver:
             continue
         assert tasks[component.id]["taskInfo"]["name"] == component.id
         assert sorted(tasks[component.id].get("dependentTasks", [])) == sorted(
-            task_of.get(n.id, n.id) for n in component.upstream_nodes)
+            task_of.get(n.id, n.id) for n in component.upstream_nodes
+        )
     # The data half as it stands today (later components only add to this).
     edges = {(up, name) for name, t in tasks.items() for up in t.get("dependentTasks", [])}
-    assert {("DetectionExampleGen", "StatisticsGen"), ("StatisticsGen", "ExampleValidator"),
-            ("SchemaImporter", "ExampleValidator"), ("DetectionExampleGen", "Transform"),
-            ("SchemaImporter", "Transform")} <= edges
+    assert {
+        ("DetectionExampleGen", "StatisticsGen"),
+        ("StatisticsGen", "ExampleValidator"),
+        ("SchemaImporter", "ExampleValidator"),
+        ("DetectionExampleGen", "Transform"),
+        ("SchemaImporter", "Transform"),
+    } <= edges
     consumed = tasks["Transform"]["inputs"]["artifacts"]
     assert consumed["examples"]["taskOutputArtifact"] == {
-        "producerTask": "DetectionExampleGen", "outputArtifactKey": "examples"}
+        "producerTask": "DetectionExampleGen",
+        "outputArtifactKey": "examples",
+    }
 
 
 def test_run_time_parameters_exist_with_their_defaults(compiled):
@@ -109,13 +133,15 @@ def test_run_time_parameters_exist_with_their_defaults(compiled):
     assert declared["input_base"]["defaultValue"] == DATASET["root"]
     example_gen = job["pipelineSpec"]["root"]["dag"]["tasks"]["DetectionExampleGen"]
     assert example_gen["inputs"]["parameters"]["input_base"] == {
-        "componentInputParameter": "input_base"}
+        "componentInputParameter": "input_base"
+    }
     run_parameters = job["pipelineSpec"]["root"]["dag"]["tasks"]["RunParameters"]
     for name in ("alpha", "train_steps"):
         assert run_parameters["inputs"]["parameters"][name] == {"componentInputParameter": name}
     trainer_inputs = job["pipelineSpec"]["root"]["dag"]["tasks"]["Trainer"]["inputs"]["artifacts"]
-    assert trainer_inputs["hyperparameters"]["taskOutputArtifact"]["producerTask"] == \
-        "RunParameters"
+    assert (
+        trainer_inputs["hyperparameters"]["taskOutputArtifact"]["producerTask"] == "RunParameters"
+    )
     assert job["runtimeConfig"]["gcsOutputDirectory"] == PIPELINE_ROOT
     gate = job["pipelineSpec"]["root"]["dag"]["tasks"]["ModelGate"]
     assert gate["inputs"]["parameters"]["min_map50"] == {"componentInputParameter": "min_map50"}
@@ -125,11 +151,17 @@ def test_evaluation_gates_the_push_and_its_figures_reach_the_run_page(compiled):
     job, _, _ = compiled
     tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
     edges = {(up, name) for name, t in tasks.items() for up in t.get("dependentTasks", [])}
-    assert {("Trainer", "Evaluator"), ("Evaluator", "ModelGate"),
-            ("TFLiteConverter", "ModelGate"), ("ModelGate", "LitedetPusher")} <= edges
+    assert {
+        ("Trainer", "Evaluator"),
+        ("Evaluator", "ModelGate"),
+        ("TFLiteConverter", "ModelGate"),
+        ("ModelGate", "LitedetPusher"),
+    } <= edges
     pusher = tasks["LitedetPusher"]["inputs"]
     assert pusher["artifacts"]["model_blessing"]["taskOutputArtifact"] == {
-        "producerTask": "ModelGate", "outputArtifactKey": "blessing"}
+        "producerTask": "ModelGate",
+        "outputArtifactKey": "blessing",
+    }
     destination = pusher["parameters"]["destination"]["runtimeValue"]["constant"]
     assert destination == PIPELINE_ROOT + "/models"
     # The gate's `metrics` output has the artifact type system.Metrics (TFX writes the type as
@@ -157,9 +189,12 @@ def test_every_executor_runs_the_configured_image_with_its_resources(compiled):
         assert container["image"] == IMAGE
         assert container["command"] == TFX_ENTRYPOINT
         size = kv2.COMPONENT_RESOURCES.get(label.replace("_executor", ""), kv2.DEFAULT_RESOURCES)
-        assert container["resources"] == {"cpuLimit": size.cpu, "cpuRequest": size.cpu,
-                                          "memoryLimit": size.memory_gb,
-                                          "memoryRequest": size.memory_gb}
+        assert container["resources"] == {
+            "cpuLimit": size.cpu,
+            "cpuRequest": size.cpu,
+            "memoryLimit": size.memory_gb,
+            "memoryRequest": size.memory_gb,
+        }
         workers = [a for a in container["args"] if a.startswith("--direct_num_workers=")]
         if label.replace("_executor", "") in beam_steps:  # Beam keeps the last value
             assert workers[-1] == f"--direct_num_workers={max(1, int(size.cpu))}"
@@ -169,16 +204,20 @@ def test_every_executor_runs_the_configured_image_with_its_resources(compiled):
 def test_files_the_steps_read_are_named_by_their_path_in_the_image(compiled):
     job, _, _ = compiled
     schema_file = job["pipelineSpec"]["root"]["dag"]["tasks"]["SchemaImporter"]["inputs"][
-        "parameters"]["schema_file"]["runtimeValue"]["constant"]
+        "parameters"
+    ]["schema_file"]["runtimeValue"]["constant"]
     assert schema_file == f"{kv2.IMAGE_PROJECT_DIR}/schemas/detection_raw.pbtxt"
     assert str(REPO) not in json.dumps(job)  # nothing points at this machine
 
 
-@pytest.mark.parametrize("root, message", [
-    ("sample", "exists only on this machine"),
-    ("data/shapes", "path on this machine"),
-    ("s3://bucket/shapes", "no tensorflow-io"),
-])
+@pytest.mark.parametrize(
+    "root, message",
+    [
+        ("sample", "exists only on this machine"),
+        ("data/shapes", "path on this machine"),
+        ("s3://bucket/shapes", "no tensorflow-io"),
+    ],
+)
 def test_dataset_roots_a_step_cannot_read_are_refused_up_front(root, message, tmp_path):
     config = configs.load_config(None) if root == "sample" else _config(root=root)
     with pytest.raises(KubeflowConfigError, match=message):
@@ -196,47 +235,66 @@ def test_custom_artifact_types_have_kfp_schema_titles():
     others ('Invalid custom artifact type name')."""
     from tfx.types.artifact import Artifact
 
-    from components import artifacts
+    from litedet.components import artifacts
 
-    custom = [c for c in vars(artifacts).values()
-              if isinstance(c, type) and issubclass(c, Artifact) and c is not Artifact]
+    custom = [
+        c
+        for c in vars(artifacts).values()
+        if isinstance(c, type) and issubclass(c, Artifact) and c is not Artifact
+    ]
     assert custom
     for artifact_type in custom:
-        assert re.fullmatch(r"[a-z][a-z0-9-_]{2,20}[.][A-Z][a-zA-Z0-9-_]{2,49}",
-                            artifact_type.TYPE_NAME), artifact_type
+        assert re.fullmatch(
+            r"[a-z][a-z0-9-_]{2,20}[.][A-Z][a-zA-Z0-9-_]{2,49}", artifact_type.TYPE_NAME
+        ), artifact_type
 
 
 def test_the_compile_verb_writes_the_spec_and_names_its_parameters(compiled, tmp_path, capsys):
     import argparse
 
-    from pipeline import kfp_cli
+    from litedet.kfp import cli as kfp_cli
 
     parser = argparse.ArgumentParser(prog="litedet")
     kfp_cli.add_verbs(parser.add_subparsers(dest="verb", required=True))
     out = tmp_path / "litedet-kfp.yaml"
-    args = parser.parse_args(["compile", "--image", IMAGE, "--pipeline-root", PIPELINE_ROOT,
-                              "--output", str(out), "--set",
-                              f"dataset={json.dumps(DATASET)}", "--set",
-                              "evaluation.num_classes=5"])
+    args = parser.parse_args(
+        [
+            "compile",
+            "--image",
+            IMAGE,
+            "--pipeline-root",
+            PIPELINE_ROOT,
+            "--output",
+            str(out),
+            "--set",
+            f"dataset={json.dumps(DATASET)}",
+            "--set",
+            "evaluation.num_classes=5",
+        ]
+    )
     assert kfp_cli.main(args) == 0
     printed = capsys.readouterr().out
     assert f"run-time parameter input_base = '{DATASET['root']}'" in printed
     assert yaml.safe_load(out.read_text())["pipelineInfo"]["name"] == "litedet"
-    args = parser.parse_args(["compile", "--image", IMAGE, "--pipeline-root", PIPELINE_ROOT,
-                              "--output", str(out)])
+    args = parser.parse_args(
+        ["compile", "--image", IMAGE, "--pipeline-root", PIPELINE_ROOT, "--output", str(out)]
+    )
     assert kfp_cli.main(args) == 2  # the default dataset is the local sample
     assert "'sample'" in capsys.readouterr().err
 
 
 def test_building_the_parser_imports_neither_tfx_nor_kfp():
-    code = ("import argparse, sys; from pipeline import kfp_cli; "
-            "p = argparse.ArgumentParser(); kfp_cli.add_verbs(p.add_subparsers(dest='verb')); "
-            "p.format_help(); bad = [m for m in ('tfx', 'kfp', 'tensorflow') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import argparse, sys; from pipeline import kfp_cli; "
+        "p = argparse.ArgumentParser(); kfp_cli.add_verbs(p.add_subparsers(dest='verb')); "
+        "p.format_help(); bad = [m for m in ('tfx', 'kfp', 'tensorflow') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
 
 
 # --- the Dockerfile (no image can be built here: these are its static checks) ---------------
+
 
 def _dockerfile():
     lines, current = [], ""
@@ -271,8 +329,11 @@ def test_the_image_sets_legacy_keras_and_runs_as_a_numeric_non_root_user():
 
 
 def test_every_copied_path_exists_and_is_in_the_build_context():
-    allowed = [line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.startswith("!")]
+    allowed = [
+        line[1:].rstrip("/")
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    ]
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert "*" in ignore  # an allow-list: nothing else reaches the build context
     copied = []

@@ -1,4 +1,5 @@
 """Tests for components.detection.model (detector architecture) and postprocess."""
+
 import logging
 import math
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.detection import losses, model as model_lib, postprocess
+from litedet.components.detection import losses, postprocess
+from litedet.components.detection import model as model_lib
 
 NUM_CLASSES = 3
 # 64 px is the smallest valid input: levels 4x4, 2x2, 1x1, 1x1 keep builds and calls fast.
@@ -224,9 +226,7 @@ def test_decode_in_serving_signature_has_static_k():
         ]
     )
     def serve(box_encodings, class_logits):
-        return postprocess.decode_detections(
-            box_encodings, class_logits, ANCHORS, max_detections=7
-        )
+        return postprocess.decode_detections(box_encodings, class_logits, ANCHORS, max_detections=7)
 
     concrete = serve.get_concrete_function()
     assert concrete.structured_outputs["detection_boxes"].shape.as_list() == [None, 7, 4]

@@ -20,17 +20,29 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import features as f
-from components.detection import input_pipeline
-from components.example_gen.config import DatasetConfig
-from components.example_gen.fingerprint import dataset_fingerprint
-from pipeline import configs, local_runner, run_summary
+from litedet import run_summary
+from litedet.components import features as f
+from litedet.components.detection import input_pipeline
+from litedet.components.example_gen.config import DatasetConfig
+from litedet.components.example_gen.fingerprint import dataset_fingerprint
+from litedet.pipeline import configs, local_runner
 from tests import coco_check, datasets
 
 NUM_TRAIN, NUM_EVAL = 32, 8
-COMPONENTS = {"DetectionExampleGen", "StatisticsGen", "SchemaImporter", "ExampleValidator",
-              "Transform", "RunParameters", "Trainer", "TFLiteConverter", "Evaluator",
-              "latest_blessed_model_resolver", "ModelGate", "LitedetPusher"}
+COMPONENTS = {
+    "DetectionExampleGen",
+    "StatisticsGen",
+    "SchemaImporter",
+    "ExampleValidator",
+    "Transform",
+    "RunParameters",
+    "Trainer",
+    "TFLiteConverter",
+    "Evaluator",
+    "latest_blessed_model_resolver",
+    "ModelGate",
+    "LitedetPusher",
+}
 # The resolver queries ML Metadata on every run (it is never "cached").
 RERUN_WITH_BASELINE = {"latest_blessed_model_resolver", "ModelGate", "LitedetPusher"}
 MODEL_NAME = "litedet-pipeline-test"
@@ -51,41 +63,56 @@ def pipeline_runs(tmp_path_factory, mlflow_server):
 
 def _run_three_times(base, mlflow_server):
     settings = [
-        f"output_dir={base / 'outputs'}", f"sample_data.num_train={NUM_TRAIN}",
-        f"sample_data.num_eval={NUM_EVAL}", "training.batch_size=8",
-        "training.train_steps=800", "training.checkpoint_every_steps=200",
+        f"output_dir={base / 'outputs'}",
+        f"sample_data.num_train={NUM_TRAIN}",
+        f"sample_data.num_eval={NUM_EVAL}",
+        "training.batch_size=8",
+        "training.train_steps=800",
+        "training.checkpoint_every_steps=200",
         "training.augment=false",  # memorizing is the point here
-        'tflite.formats=["float32","int8"]', "tflite.num_calibration_images=16",
-        "tflite.ship_format=int8", "evaluation.min_map50=0.8",
+        'tflite.formats=["float32","int8"]',
+        "tflite.num_calibration_images=16",
+        "tflite.ship_format=int8",
+        "evaluation.min_map50=0.8",
         # 16 calibration images of 32: int8 may lose a few points on this tiny set.
         "evaluation.max_tflite_map_drop=0.1",
         f"push.model_name={MODEL_NAME}",
         'push.registry={"kind": "mlflow", "tracking_uri": "%s", "retries": 2}'
         % mlflow_server["url"],
-        'beam_pipeline_args=["--direct_running_mode=multi_processing","--direct_num_workers=2"]']
+        'beam_pipeline_args=["--direct_running_mode=multi_processing","--direct_num_workers=2"]',
+    ]
     config = configs.load_config(None, settings)
     metadata = os.path.abspath(config.metadata_path)
     sample = local_runner.resolve_dataset(config)
     # The evaluation split is the training images (see the module docstring).
-    dataset = dataclasses.replace(sample, sources={"train": sample.sources["train"],
-                                                   "eval": sample.sources["train"]})
+    dataset = dataclasses.replace(
+        sample, sources={"train": sample.sources["train"], "eval": sample.sources["train"]}
+    )
     local_runner.execute(local_runner.build(config, dataset))
     first = run_summary.latest_run(metadata)
     local_runner.execute(local_runner.build(config, dataset))
     second = run_summary.latest_run(metadata)
     # No absolute bound: only the comparison with the blessed model can refuse this one.
-    worse = configs.load_config(None, settings + ["training.train_steps=40",
-                                                  "evaluation.min_map50=0"])
+    worse = configs.load_config(
+        None, settings + ["training.train_steps=40", "evaluation.min_map50=0"]
+    )
     local_runner.execute(local_runner.build(worse, dataset))
     third = run_summary.latest_run(metadata)
-    return {"config": config, "first": first, "second": second, "third": third,
-            "root": sample.root, "registry": mlflow_server}
+    return {
+        "config": config,
+        "first": first,
+        "second": second,
+        "third": third,
+        "root": sample.root,
+        "registry": mlflow_server,
+    }
 
 
 def test_every_step_runs_and_the_data_passes_validation(pipeline_runs):
     first = pipeline_runs["first"]
     assert {name: c.state for name, c in first.components.items()} == {
-        name: "ran" for name in COMPONENTS}
+        name: "ran" for name in COMPONENTS
+    }
     assert first.quarantine_summary()["examples"] == {"train": NUM_TRAIN, "eval": NUM_TRAIN}
     assert first.anomalies() == {"train": [], "eval": []}
 
@@ -97,7 +124,8 @@ def test_a_second_run_on_unchanged_inputs_is_served_from_the_cache(pipeline_runs
     # have before: it runs again (comparing the model with itself), and so does the pusher,
     # which pushes nothing new.
     assert {name: c.state for name, c in second.components.items()} == {
-        name: "ran" if name in RERUN_WITH_BASELINE else "cached" for name in COMPONENTS}
+        name: "ran" if name in RERUN_WITH_BASELINE else "cached" for name in COMPONENTS
+    }
     assert second.components["Trainer"].outputs == first.components["Trainer"].outputs
     gate = second.gate_report()
     assert gate["blessed"], gate["reasons"]
@@ -108,31 +136,36 @@ def test_a_second_run_on_unchanged_inputs_is_served_from_the_cache(pipeline_runs
 
 
 def _raw_examples(summary, split):
-    return datasets.read_examples(os.path.join(
-        summary.components["DetectionExampleGen"].uri("examples"), f"Split-{split}"))
+    return datasets.read_examples(
+        os.path.join(summary.components["DetectionExampleGen"].uri("examples"), f"Split-{split}")
+    )
 
 
 def test_the_trainer_reads_model_inputs_and_padded_targets_through_the_transform_graph(
-        pipeline_runs):
+    pipeline_runs,
+):
     import tensorflow_transform as tft
 
     first = pipeline_runs["first"]
     output = tft.TFTransformOutput(first.components["Transform"].uri("transform_graph"))
     raw = _raw_examples(first, "eval")
     records = tf.data.Dataset.from_tensor_slices([e.SerializeToString() for e in raw])
-    transformed = list(input_pipeline.transformed_examples(records, output, materialized=False,
-                                                           deterministic=True))
+    transformed = list(
+        input_pipeline.transformed_examples(records, output, materialized=False, deterministic=True)
+    )
     assert len(transformed) == NUM_TRAIN  # the eval split is the training images
     for source, example in zip(raw, transformed):
         assert example[f.IMAGE].shape == (256, 256, 3)
         assert example[f.BOXES].shape == (100, 4)
         labels = datasets.feature_values(source, "image/object/class/label")
         assert int(example[f.NUM_BOXES]) == len(labels)
-        assert example[f.CLASSES].numpy()[:len(labels)].tolist() == labels
-        np.testing.assert_allclose(example[f.BOXES].numpy()[:len(labels), 1],
-                                   datasets.feature_values(source, "image/object/bbox/xmin"),
-                                   atol=1e-6)
-        assert not example[f.BOXES].numpy()[len(labels):].any()
+        assert example[f.CLASSES].numpy()[: len(labels)].tolist() == labels
+        np.testing.assert_allclose(
+            example[f.BOXES].numpy()[: len(labels), 1],
+            datasets.feature_values(source, "image/object/bbox/xmin"),
+            atol=1e-6,
+        )
+        assert not example[f.BOXES].numpy()[len(labels) :].any()
 
 
 def test_the_transform_graph_serves_raw_encoded_images(pipeline_runs):
@@ -147,8 +180,9 @@ def test_the_transform_graph_serves_raw_encoded_images(pipeline_runs):
 
 
 def _label_to_category(summary):
-    with open(os.path.join(summary.components["DetectionExampleGen"].uri("label_map"),
-                           "label_map.json")) as handle:
+    with open(
+        os.path.join(summary.components["DetectionExampleGen"].uri("label_map"), "label_map.json")
+    ) as handle:
         return {c["id"]: int(c["source_key"]) for c in json.load(handle)["classes"]}
 
 
@@ -157,8 +191,9 @@ def test_the_detector_memorizes_its_training_images(pipeline_runs):
     first, root = pipeline_runs["first"], pipeline_runs["root"]
     model = os.path.join(first.components["Trainer"].uri("model"), "Format-Serving")
     annotations = os.path.join(root, "annotations", "instances_train.json")
-    detections = coco_check.coco_detections(model, annotations, os.path.join(root, "images"),
-                                            _label_to_category(first))
+    detections = coco_check.coco_detections(
+        model, annotations, os.path.join(root, "images"), _label_to_category(first)
+    )
     scores = coco_check.coco_map(annotations, detections)
     print("pycocotools on the training images:", scores)
     assert scores["map50"] >= 0.9, scores
@@ -168,19 +203,28 @@ def test_serving_default_finds_the_objects_in_a_raw_jpeg(pipeline_runs):
     first, root = pipeline_runs["first"], pipeline_runs["root"]
     with open(os.path.join(root, "annotations", "instances_train.json")) as handle:
         coco = json.load(handle)
-    image = max(coco["images"], key=lambda i: sum(
-        1 for a in coco["annotations"] if a["image_id"] == i["id"] and not a["iscrowd"]))
+    image = max(
+        coco["images"],
+        key=lambda i: sum(
+            1 for a in coco["annotations"] if a["image_id"] == i["id"] and not a["iscrowd"]
+        ),
+    )
     truth = [a for a in coco["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
-    serve = tf.saved_model.load(os.path.join(
-        first.components["Trainer"].uri("model"), "Format-Serving")).signatures["serving_default"]
+    serve = tf.saved_model.load(
+        os.path.join(first.components["Trainer"].uri("model"), "Format-Serving")
+    ).signatures["serving_default"]
     with open(os.path.join(root, "images", image["file_name"]), "rb") as handle:
         out = serve(image_bytes=tf.constant([handle.read()]))
     to_category = _label_to_category(first)
     # Focal-loss detectors score modestly (small objects ~0.2-0.5 here): 0.15 keeps the
     # clutter out while every real object should clear it.
     kept = out["detection_scores"][0].numpy() >= 0.15
-    found = [(to_category[int(c)], box) for c, box in zip(
-        out["detection_classes"][0].numpy()[kept], out["detection_boxes"][0].numpy()[kept])]
+    found = [
+        (to_category[int(c)], box)
+        for c, box in zip(
+            out["detection_classes"][0].numpy()[kept], out["detection_boxes"][0].numpy()[kept]
+        )
+    ]
     w, h = image["width"], image["height"]
     matched = 0
     for a in truth:
@@ -194,14 +238,15 @@ def test_serving_default_finds_the_objects_in_a_raw_jpeg(pipeline_runs):
 def test_the_pushed_int8_tflite_model_finds_the_objects_and_carries_its_labels(pipeline_runs):
     from PIL import Image
 
-    from components.tflite import converter
-    from components.tflite.interpreter import TFLiteDetector
+    from litedet.components.tflite import converter
+    from litedet.components.tflite.interpreter import TFLiteDetector
 
     first, root = pipeline_runs["first"], pipeline_runs["root"]
     # The copy that was pushed: what a device downloads.
     path = os.path.join(first.push_record()["pushed_destination"], "model_int8.tflite")
-    with open(os.path.join(first.components["DetectionExampleGen"].uri("label_map"),
-                           "labels.txt")) as handle:
+    with open(
+        os.path.join(first.components["DetectionExampleGen"].uri("label_map"), "labels.txt")
+    ) as handle:
         assert converter.read_metadata(path)["labels"] == handle.read().splitlines()
     with open(os.path.join(root, "annotations", "instances_train.json")) as handle:
         coco = json.load(handle)
@@ -209,14 +254,15 @@ def test_the_pushed_int8_tflite_model_finds_the_objects_and_carries_its_labels(p
     to_category = _label_to_category(first)
     matched = total = 0
     for image in coco["images"][:8]:
-        truth = [a for a in coco["annotations"]
-                 if a["image_id"] == image["id"] and not a["iscrowd"]]
-        pixels = np.asarray(Image.open(os.path.join(root, "images", image["file_name"]))
-                            .convert("RGB"))
+        truth = [
+            a for a in coco["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]
+        ]
+        pixels = np.asarray(
+            Image.open(os.path.join(root, "images", image["file_name"])).convert("RGB")
+        )
         out = detector.detect(pixels)
         kept = out["scores"] >= 0.15
-        found = [(to_category[int(c)], b) for c, b in zip(out["classes"][kept],
-                                                           out["boxes"][kept])]
+        found = [(to_category[int(c)], b) for c, b in zip(out["classes"][kept], out["boxes"][kept])]
         w, h = image["width"], image["height"]
         for a in truth:
             x, y, bw, bh = a["bbox"]
@@ -227,21 +273,26 @@ def test_the_pushed_int8_tflite_model_finds_the_objects_and_carries_its_labels(p
 
 
 def test_tfma_map_agrees_with_pycocotools_on_the_same_predictions(pipeline_runs):
-    from components.evaluation import coco, device, metrics
+    from litedet.components.evaluation import coco, device, metrics
 
     first, root = pipeline_runs["first"], pipeline_runs["root"]
     tfma = metrics.read_metrics(first.components["Evaluator"].uri("evaluation"))
-    model = tf.saved_model.load(os.path.join(first.components["Trainer"].uri("model"),
-                                             "Format-Serving"))
-    examples = device.read_examples(os.path.join(
-        first.components["DetectionExampleGen"].uri("examples"), "Split-eval"))
+    model = tf.saved_model.load(
+        os.path.join(first.components["Trainer"].uri("model"), "Format-Serving")
+    )
+    examples = device.read_examples(
+        os.path.join(first.components["DetectionExampleGen"].uri("examples"), "Split-eval")
+    )
     truth = device.ground_truth(model, examples)
     # The ground truth TFMA scored against is the annotation file's, crowd objects left out.
     with open(os.path.join(root, "annotations", "instances_train.json")) as handle:
         annotations = json.load(handle)["annotations"]
     assert sum(len(t["classes"]) for t in truth) == sum(not a["iscrowd"] for a in annotations)
-    ours = coco.coco_map(truth, device.saved_model_detections(model, examples),
-                         num_classes=len(_label_to_category(first)))
+    ours = coco.coco_map(
+        truth,
+        device.saved_model_detections(model, examples),
+        num_classes=len(_label_to_category(first)),
+    )
     print("TFMA:", tfma, "pycocotools:", ours)
     assert ours["map50"] > 0.5  # a model worth comparing on
     for name, value in ours.items():
@@ -249,7 +300,7 @@ def test_tfma_map_agrees_with_pycocotools_on_the_same_predictions(pipeline_runs)
 
 
 def test_the_first_model_is_blessed_pushed_and_registered(pipeline_runs):
-    from components.pusher import store
+    from litedet.components.pusher import store
     from tests.mlflow_server import registered_versions
 
     first = pipeline_runs["first"]
@@ -267,14 +318,13 @@ def test_the_first_model_is_blessed_pushed_and_registered(pipeline_runs):
     assert manifest["gate"]["blessed"] is True
     assert registered_versions(pipeline_runs["registry"], MODEL_NAME) == [1]
     # The Kubeflow run page's metrics: a system.Metrics artifact with the key numbers.
-    with open(os.path.join(first.components["ModelGate"].uri("metrics"),
-                           "metrics.json")) as handle:
+    with open(os.path.join(first.components["ModelGate"].uri("metrics"), "metrics.json")) as handle:
         figures = json.load(handle)
     assert figures["blessed"] == 1.0 and figures["map50"] == pytest.approx(gate["map50"])
 
 
 def test_a_worse_model_is_not_blessed_and_nothing_is_pushed(pipeline_runs):
-    from components.pusher import store
+    from litedet.components.pusher import store
     from tests.mlflow_server import registered_versions
 
     first, third = pipeline_runs["first"], pipeline_runs["third"]
@@ -283,8 +333,9 @@ def test_a_worse_model_is_not_blessed_and_nothing_is_pushed(pipeline_runs):
     assert not gate["blessed"]
     assert gate["baseline_map50"] == pytest.approx(first.gate_report()["map50"])
     assert gate["map50"] < gate["baseline_map50"]
-    assert any(r.startswith("regression against the last blessed model") for r in
-               gate["reasons"]), gate["reasons"]
+    assert any(
+        r.startswith("regression against the last blessed model") for r in gate["reasons"]
+    ), gate["reasons"]
     push = third.push_record()
     assert push["pushed"] == 0 and "not blessed" in push["push_reason"]
     destination = pipeline_runs["config"].push_destination
@@ -295,29 +346,47 @@ def test_a_worse_model_is_not_blessed_and_nothing_is_pushed(pipeline_runs):
 def test_predict_draws_the_right_boxes_on_a_sample_image(pipeline_runs, tmp_path):
     from PIL import Image
 
-    from pipeline import cli
+    from litedet import cli
 
     first, root = pipeline_runs["first"], pipeline_runs["root"]
     with open(os.path.join(root, "annotations", "instances_train.json")) as handle:
         coco = json.load(handle)
     names = {c["id"]: c["name"] for c in coco["categories"]}
-    image = max(coco["images"], key=lambda i: sum(
-        1 for a in coco["annotations"] if a["image_id"] == i["id"] and not a["iscrowd"]))
+    image = max(
+        coco["images"],
+        key=lambda i: sum(
+            1 for a in coco["annotations"] if a["image_id"] == i["id"] and not a["iscrowd"]
+        ),
+    )
     truth = [a for a in coco["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
     source = os.path.join(root, "images", image["file_name"])
     # The pushed SavedModel (the pushed int8 model has its own check above).
     version = first.push_record()["pushed_destination"]
     out = tmp_path / "predictions"
-    assert cli.main(["predict", os.path.join(version, "saved_model"), source, "--out", str(out),
-                     "--threshold", "0.15"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                os.path.join(version, "saved_model"),
+                source,
+                "--out",
+                str(out),
+                "--threshold",
+                "0.15",
+            ]
+        )
+        == 0
+    )
     with open(out / "predictions.json") as handle:
         (result,) = json.load(handle)["images"]
     matched = 0
     for a in truth:
         x, y, w, h = a["bbox"]
         gt = [x, y, x + w, y + h]  # pixel corners, as the JSON's box_px
-        matched += any(d["name"] == names[a["category_id"]] and _iou_xyxy(gt, d["box_px"]) >= 0.5
-                       for d in result["detections"])
+        matched += any(
+            d["name"] == names[a["category_id"]] and _iou_xyxy(gt, d["box_px"]) >= 0.5
+            for d in result["detections"]
+        )
     assert matched >= 0.8 * len(truth), (matched, len(truth), result["detections"])
     drawn = Image.open(result["drawn"])
     assert drawn.size == (image["width"], image["height"])
@@ -330,7 +399,9 @@ def _iou_xyxy(a, b):
 
 
 def _iou(a, b):
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(
+        0.0, min(a[3], b[3]) - max(a[1], b[1])
+    )
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
 
@@ -344,9 +415,15 @@ def _trainer_args(first, tmp_path, name, steps, checkpoint_every, batch_size=4):
         "transform_output": first.components["Transform"].uri("transform_graph"),
         "serving_model_dir": str(tmp_path / name / "serving"),
         "model_run_dir": str(tmp_path / name / "model_run" / "1"),
-        "train_steps": steps, "eval_steps": 1,
-        "custom_config": {"training": {"batch_size": batch_size, "alpha": 0.35,
-                                       "checkpoint_every_steps": checkpoint_every}},
+        "train_steps": steps,
+        "eval_steps": 1,
+        "custom_config": {
+            "training": {
+                "batch_size": batch_size,
+                "alpha": 0.35,
+                "checkpoint_every_steps": checkpoint_every,
+            }
+        },
     }
 
 
@@ -354,8 +431,11 @@ def _start_worker(args: dict, args_path, env=None):
     args_path.write_text(json.dumps(args))
     return subprocess.Popen(
         [sys.executable, "-m", "tests.multi_worker_train", str(args_path)],
-        env=env or dict(os.environ), cwd=os.path.dirname(os.path.dirname(__file__)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env=env or dict(os.environ),
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_a_killed_training_resumes_from_its_last_checkpoint(pipeline_runs, tmp_path):
@@ -380,8 +460,11 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(pipeline_runs, tmp_p
     rerun = _start_worker(args, tmp_path / "args.json")
     output = rerun.communicate(timeout=600)[0].decode(errors="replace")
     assert rerun.returncode == 0, output[-3000:]
-    epochs = [int(line.split()[1].split("/")[0]) for line in output.splitlines()
-              if line.startswith("Epoch ")]
+    epochs = [
+        int(line.split()[1].split("/")[0])
+        for line in output.splitlines()
+        if line.startswith("Epoch ")
+    ]
     assert epochs and epochs[0] > 1, f"restarted from epoch {epochs[:1]}: {output[-2000:]}"
     assert epochs[-1] == 15
     assert tf.io.gfile.exists(os.path.join(args["serving_model_dir"], "saved_model.pb"))
@@ -402,8 +485,10 @@ def test_two_workers_train_one_model(pipeline_runs, tmp_path):
     for index in range(2):
         args = _trainer_args(first, tmp_path, f"worker{index}", steps=4, checkpoint_every=2)
         args["serving_model_dir"] = str(tmp_path / "serving")  # both write; only the chief's stays
-        env = dict(os.environ, TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        )
         processes.append(_start_worker(args, tmp_path / f"args{index}.json", env))
     outputs = [p.communicate(timeout=600)[0].decode(errors="replace") for p in processes]
     for process, output in zip(processes, outputs):
@@ -414,13 +499,13 @@ def test_two_workers_train_one_model(pipeline_runs, tmp_path):
     worker_weights = {v.name: v.numpy() for v in worker.detector.variables}
     assert chief_weights.keys() == worker_weights.keys()
     for name, value in chief_weights.items():
-        np.testing.assert_allclose(value, worker_weights[name], rtol=1e-5, atol=1e-6,
-                                   err_msg=name)
+        np.testing.assert_allclose(value, worker_weights[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_the_fingerprint_notices_a_changed_image(tmp_path):
-    sources = datasets.write_coco(str(tmp_path), {"train": [
-        {"file_name": "a.jpg", "width": 20, "height": 20, "anns": []}]})
+    sources = datasets.write_coco(
+        str(tmp_path), {"train": [{"file_name": "a.jpg", "width": 20, "height": 20, "anns": []}]}
+    )
     config = DatasetConfig(root=str(tmp_path), format="coco", sources=sources)
     before = dataset_fingerprint(config, str(tmp_path))
     assert dataset_fingerprint(config, str(tmp_path)) == before

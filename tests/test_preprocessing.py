@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import features as f
-from components import preprocessing, transform_module
+from litedet.components import features as f
+from litedet.components import preprocessing, transform_module
 from tests.datasets import image_bytes
 
 SIZE = 128
@@ -38,19 +38,23 @@ def test_a_box_covers_the_same_pixels_after_the_resize(mode, width, height):
 
 def test_letterbox_keeps_the_aspect_ratio_and_pads_with_mid_gray():
     image, window = preprocessing.preprocess_encoded(
-        tf.constant(image_bytes(256, 128, fmt="PNG")), SIZE, "letterbox")
+        tf.constant(image_bytes(256, 128, fmt="PNG")), SIZE, "letterbox"
+    )
     np.testing.assert_allclose(window.numpy(), [0.25, 0.0, 0.75, 1.0])
     assert np.all(image.numpy()[:30] == 0.0)  # the padding band above the content
     back = preprocessing.boxes_from_window(
-        preprocessing.boxes_to_window(tf.constant([[0.1, 0.2, 0.6, 0.9]]), window), window)
+        preprocessing.boxes_to_window(tf.constant([[0.1, 0.2, 0.6, 0.9]]), window), window
+    )
     np.testing.assert_allclose(back.numpy(), [[0.1, 0.2, 0.6, 0.9]], atol=1e-6)
 
 
-@pytest.mark.parametrize("fmt, mode", [("PNG", "L"), ("PNG", "RGBA"), ("JPEG", "L"),
-                                       ("JPEG", "RGB")])
+@pytest.mark.parametrize(
+    "fmt, mode", [("PNG", "L"), ("PNG", "RGBA"), ("JPEG", "L"), ("JPEG", "RGB")]
+)
 def test_grayscale_and_rgba_become_rgb(fmt, mode):
-    image = preprocessing.decode_rgb(tf.constant(image_bytes(40, 30, [(5, 5, 10, 10)], fmt=fmt,
-                                                             mode=mode)))
+    image = preprocessing.decode_rgb(
+        tf.constant(image_bytes(40, 30, [(5, 5, 10, 10)], fmt=fmt, mode=mode))
+    )
     assert image.shape == (30, 40, 3) and image.dtype == tf.uint8
 
 
@@ -75,21 +79,24 @@ def _raw_batch(object_counts):
 
     coords = np.array(boxes, np.float32).reshape(-1, 4)
     raw = {key: sparse(coords[:, i], tf.float32) for i, key in enumerate(f.BBOX_KEYS)}
-    raw.update({
-        f.CLASS_LABEL: sparse(labels, tf.int64),
-        f.IS_CROWD: sparse([1 if i == 0 else 0 for i in range(len(labels))], tf.int64),
-        f.DIFFICULT: sparse([0] * len(labels), tf.int64),
-        f.IMAGE_ENCODED: tf.constant([image_bytes(64, 32)] * len(object_counts)),
-        f.IMAGE_SOURCE_ID: tf.constant([str(i).encode() for i in range(len(object_counts))]),
-        f.IMAGE_HEIGHT: tf.constant([32] * len(object_counts), tf.int64),
-        f.IMAGE_WIDTH: tf.constant([64] * len(object_counts), tf.int64),
-    })
+    raw.update(
+        {
+            f.CLASS_LABEL: sparse(labels, tf.int64),
+            f.IS_CROWD: sparse([1 if i == 0 else 0 for i in range(len(labels))], tf.int64),
+            f.DIFFICULT: sparse([0] * len(labels), tf.int64),
+            f.IMAGE_ENCODED: tf.constant([image_bytes(64, 32)] * len(object_counts)),
+            f.IMAGE_SOURCE_ID: tf.constant([str(i).encode() for i in range(len(object_counts))]),
+            f.IMAGE_HEIGHT: tf.constant([32] * len(object_counts), tf.int64),
+            f.IMAGE_WIDTH: tf.constant([64] * len(object_counts), tf.int64),
+        }
+    )
     return raw
 
 
 def test_transform_features_pads_boxes_and_counts_objects():
     out = transform_module.transform_features(
-        _raw_batch([2, 0, 3]), {"image_size": 64, "max_boxes": 4, "resize_mode": "stretch"})
+        _raw_batch([2, 0, 3]), {"image_size": 64, "max_boxes": 4, "resize_mode": "stretch"}
+    )
     assert out[f.IMAGE].shape == (3, 64, 64, 3)
     assert out[f.BOXES].shape == (3, 4, 4)
     np.testing.assert_array_equal(out[f.NUM_BOXES].numpy(), [2, 0, 3])
@@ -104,10 +111,9 @@ def test_transform_features_refuse_to_cut_objects():
         transform_module.transform_features(_raw_batch([3]), {"image_size": 64, "max_boxes": 2})
 
 
-
 def test_anchor_targets_ignore_the_padding_rows():
     """The input pipeline matches against the real boxes only; padding must change nothing."""
-    from components.detection import anchors, input_pipeline, matcher
+    from litedet.components.detection import anchors, input_pipeline, matcher
 
     grid = anchors.generate_anchors(64, strides=(16, 32))
     example = {
@@ -118,9 +124,11 @@ def test_anchor_targets_ignore_the_padding_rows():
         f.NUM_BOXES: tf.constant(2, tf.int64),
     }
     _, targets = input_pipeline.targets_for(example, grid)
-    padded = matcher.assign_targets(grid, example[f.BOXES], example[f.CLASSES],
-                                    example[f.IGNORE], example[f.NUM_BOXES])
-    for name, expected in zip(("box_targets", "class_targets", "box_weights", "class_weights"),
-                              padded):
+    padded = matcher.assign_targets(
+        grid, example[f.BOXES], example[f.CLASSES], example[f.IGNORE], example[f.NUM_BOXES]
+    )
+    for name, expected in zip(
+        ("box_targets", "class_targets", "box_weights", "class_weights"), padded
+    ):
         np.testing.assert_allclose(targets[name].numpy(), expected.numpy(), err_msg=name)
     assert targets["box_weights"].numpy().sum() > 0  # the non-crowd box has positives

@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from components.pusher import registry as registry_lib
-from components.pusher import store
+from litedet.components.pusher import registry as registry_lib
+from litedet.components.pusher import store
 from tests.mlflow_server import closed_port, read_back, registered_versions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,9 +41,11 @@ def sha256(path):
 def make_files(root, tag="a"):
     """A model-like set of files: a 'tflite' file, labels, and a folder."""
     os.makedirs(os.path.join(root, "saved", "variables"), exist_ok=True)
-    files = {"model.tflite": os.path.join(root, "model.tflite"),
-             "labels.txt": os.path.join(root, "labels.txt"),
-             "saved_model": os.path.join(root, "saved")}
+    files = {
+        "model.tflite": os.path.join(root, "model.tflite"),
+        "labels.txt": os.path.join(root, "labels.txt"),
+        "saved_model": os.path.join(root, "saved"),
+    }
     with open(files["model.tflite"], "wb") as f:
         f.write(os.urandom(200_000) + tag.encode())
     with open(files["labels.txt"], "w") as f:
@@ -57,19 +59,30 @@ def make_files(root, tag="a"):
 
 def run_python(code, *args, timeout=60):
     env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # --- the store ----------------------------------------------------------------------------------
 
+
 def test_versions_increment_with_manifest_and_sha256s(tmp_path):
     files = make_files(str(tmp_path / "src"))
     dest = str(tmp_path / "store")
-    caller = {"model_name": "litedet", "alpha": 0.35, "input_size": 320,
-              "label_map": {"classes": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]},
-              "metrics": {"COCOMeanAveragePrecision": 0.41}, "latency_ms": {"f32": 3.8},
-              "source": {"pipeline_run_id": "run-1", "execution_id": "7"}}
+    caller = {
+        "model_name": "litedet",
+        "alpha": 0.35,
+        "input_size": 320,
+        "label_map": {"classes": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]},
+        "metrics": {"COCOMeanAveragePrecision": 0.41},
+        "latency_ms": {"f32": 3.8},
+        "source": {"pipeline_run_id": "run-1", "execution_id": "7"},
+    }
 
     results = [store.push_version(dest, files, caller) for _ in range(3)]
 
@@ -82,12 +95,18 @@ def test_versions_increment_with_manifest_and_sha256s(tmp_path):
         assert manifest[key] == value
     assert manifest["version"] == 2 and manifest["uri"] == results[1][1]
     assert manifest["format"] == store.MANIFEST_FORMAT and manifest["created"].endswith("+00:00")
-    expected = {"model.tflite": files["model.tflite"], "labels.txt": files["labels.txt"],
-                "saved_model/saved_model.pb": os.path.join(files["saved_model"], "saved_model.pb"),
-                "saved_model/variables/variables.index":
-                    os.path.join(files["saved_model"], "variables", "variables.index")}
-    assert manifest["files"] == {name: {"sha256": sha256(path), "bytes": os.path.getsize(path)}
-                                 for name, path in expected.items()}
+    expected = {
+        "model.tflite": files["model.tflite"],
+        "labels.txt": files["labels.txt"],
+        "saved_model/saved_model.pb": os.path.join(files["saved_model"], "saved_model.pb"),
+        "saved_model/variables/variables.index": os.path.join(
+            files["saved_model"], "variables", "variables.index"
+        ),
+    }
+    assert manifest["files"] == {
+        name: {"sha256": sha256(path), "bytes": os.path.getsize(path)}
+        for name, path in expected.items()
+    }
     for name in expected:  # the copies are byte-identical
         assert sha256(os.path.join(results[1][1], name)) == manifest["files"][name]["sha256"]
     store.verify(results[1][1])
@@ -130,7 +149,7 @@ def test_readers_ignore_dot_folders_and_numbers_without_manifest(tmp_path):
 
 CRASH_BEFORE_RENAME = """
 import os, sys
-from components.pusher import store
+from litedet.components.pusher import store
 def crash(*args, **kwargs):
     os._exit(17)  # the process dies: no cleanup, no finally
 store._claim_by_rename = crash
@@ -139,7 +158,7 @@ store.push_version(sys.argv[1], {"model.tflite": sys.argv[2]}, {})
 
 CRASH_MID_MOVE = """
 import os, sys
-from components.pusher import store
+from litedet.components.pusher import store
 real_rename = store._LocalFS.rename
 moved = []
 def rename(self, src, dst):
@@ -207,8 +226,9 @@ def test_concurrent_threads_get_distinct_complete_versions(tmp_path, claim):
 
     def push(i):
         start.wait()
-        return [store.push_version(dest, sources[i], {"pusher": i}, claim=claim)[0]
-                for _ in range(3)]
+        return [
+            store.push_version(dest, sources[i], {"pusher": i}, claim=claim)[0] for _ in range(3)
+        ]
 
     with ThreadPoolExecutor(8) as pool:
         got = [v for vs in pool.map(push, range(8)) for v in vs]
@@ -226,7 +246,7 @@ def test_concurrent_threads_get_distinct_complete_versions(tmp_path, claim):
 
 PUSH_MANY = """
 import json, os, sys, time
-from components.pusher import store
+from litedet.components.pusher import store
 dest, files, claim, barrier = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 open(os.path.join(barrier, str(os.getpid())), "w").close()
 while len(os.listdir(barrier)) < 2:  # both processes are up: go
@@ -243,10 +263,24 @@ def test_two_processes_pushing_at_once_get_distinct_versions(tmp_path, claim):
         barrier = tmp_path / f"barrier{attempt}"  # both start pushing after their imports
         barrier.mkdir()
         env = dict(os.environ, PYTHONPATH=REPO)
-        procs = [subprocess.Popen([sys.executable, "-c", PUSH_MANY, dest,
-                                   json.dumps(make_files(str(tmp_path / f"src{i}"), tag=str(i))),
-                                   claim, str(barrier)], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for i in range(2)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    PUSH_MANY,
+                    dest,
+                    json.dumps(make_files(str(tmp_path / f"src{i}"), tag=str(i))),
+                    claim,
+                    str(barrier),
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
         outs = [p.communicate(timeout=120) for p in procs]
         assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
         first, second = (json.loads(out) for out, _ in outs)
@@ -273,9 +307,16 @@ def test_a_gfile_destination_uses_the_object_store_protocol(tmp_path):
     with pytest.raises(store.StoreError, match="no atomic folder rename"):
         store.push_version(dest, sources[0], {}, claim="rename")
     with ThreadPoolExecutor(4) as pool:
-        got = [v for vs in pool.map(
-            lambda i: [store.push_version(dest, sources[i], {"pusher": i})[0] for _ in range(2)],
-            range(4)) for v in vs]
+        got = [
+            v
+            for vs in pool.map(
+                lambda i: [
+                    store.push_version(dest, sources[i], {"pusher": i})[0] for _ in range(2)
+                ],
+                range(4),
+            )
+            for v in vs
+        ]
     assert len(set(got)) == 8 and sorted(got) == store.list_versions(dest)
     for version in got:
         uri = store.version_uri(dest, version)
@@ -284,14 +325,18 @@ def test_a_gfile_destination_uses_the_object_store_protocol(tmp_path):
         manifest = store.read_manifest(uri)
         assert manifest["version"] == version
         assert manifest["files"]["model.tflite"]["sha256"] == sha256(
-            sources[manifest["pusher"]]["model.tflite"])
+            sources[manifest["pusher"]]["model.tflite"]
+        )
     import tensorflow as tf
+
     assert not [n for n in tf.io.gfile.listdir(dest) if n.startswith(store.INCOMING_PREFIX)]
 
 
-@pytest.mark.skipif(not os.environ.get("LITEDET_TEST_GCS_DESTINATION"),
-                    reason="no cloud storage reachable here: set LITEDET_TEST_GCS_DESTINATION="
-                           "gs://bucket/folder (or s3://...) to run against a real bucket")
+@pytest.mark.skipif(
+    not os.environ.get("LITEDET_TEST_GCS_DESTINATION"),
+    reason="no cloud storage reachable here: set LITEDET_TEST_GCS_DESTINATION="
+    "gs://bucket/folder (or s3://...) to run against a real bucket",
+)
 def test_gcs_destination(tmp_path):
     import tensorflow as tf
 
@@ -309,15 +354,18 @@ def test_gcs_destination(tmp_path):
 
 # --- registries ---------------------------------------------------------------------------------
 
+
 def test_make_registry_from_config():
     assert isinstance(registry_lib.make_registry({"kind": "none"}), registry_lib.NoRegistry)
     assert isinstance(registry_lib.make_registry(None), registry_lib.NoRegistry)
-    mlflow = registry_lib.make_registry({"kind": "mlflow", "tracking_uri": "http://h:5000",
-                                         "retries": 2}, "m")
+    mlflow = registry_lib.make_registry(
+        {"kind": "mlflow", "tracking_uri": "http://h:5000", "retries": 2}, "m"
+    )
     assert isinstance(mlflow, registry_lib.MlflowRegistry) and mlflow.model_name == "m"
     assert isinstance(mlflow, registry_lib.ModelRegistry)
-    kubeflow = registry_lib.make_registry({"kind": "kubeflow", "server_address": "http://mr",
-                                           "port": 8080, "author": "ci"})
+    kubeflow = registry_lib.make_registry(
+        {"kind": "kubeflow", "server_address": "http://mr", "port": 8080, "author": "ci"}
+    )
     assert isinstance(kubeflow, registry_lib.KubeflowModelRegistry)
     with pytest.raises(ValueError, match="unknown registry kind"):
         registry_lib.make_registry({"kind": "sagemaker"})
@@ -329,11 +377,17 @@ def test_mlflow_registers_with_artifacts_in_a_directly_written_location(tmp_path
     """An experiment whose artifact location is a path this process reaches (as with
     `--default-artifact-root DIR`): the files are written there, not through the server."""
     dest = str(tmp_path / "store")
-    version, uri = store.push_version(dest, make_files(str(tmp_path / "src")),
-                                      {"alpha": 0.5, "metrics": {"mAP": 0.3}})
+    version, uri = store.push_version(
+        dest, make_files(str(tmp_path / "src")), {"alpha": 0.5, "metrics": {"mAP": 0.3}}
+    )
     registry = registry_lib.MlflowRegistry(
-        mlflow_server["url"], MODEL_NAME + "-direct", experiment_name="direct",
-        artifact_location=str(tmp_path / "mlruns"), retries=1, backoff_s=0.01)
+        mlflow_server["url"],
+        MODEL_NAME + "-direct",
+        experiment_name="direct",
+        artifact_location=str(tmp_path / "mlruns"),
+        retries=1,
+        backoff_s=0.01,
+    )
 
     registered = registry.register("", uri, store.read_manifest(uri))
 
@@ -342,7 +396,8 @@ def test_mlflow_registers_with_artifacts_in_a_directly_written_location(tmp_path
     assert seen["source"] == f"runs:/{seen['run_id']}/model"
     manifest = store.read_manifest(uri)
     assert {k: v for k, v in seen["files"].items() if k != "manifest.json"} == {
-        name: info["sha256"] for name, info in manifest["files"].items()}
+        name: info["sha256"] for name, info in manifest["files"].items()
+    }
     assert seen["tags"]["litedet.store_version"] == str(version)
 
 
@@ -351,16 +406,31 @@ def test_a_stored_version_can_be_registered_later(tmp_path, mlflow_server):
     is already in the store."""
     dest = str(tmp_path / "store")
     _, uri = store.push_version(dest, make_files(str(tmp_path / "src")), {})
-    config = json.dumps({"kind": "mlflow", "tracking_uri": mlflow_server["url"],
-                         "experiment_name": "later"})
-    result = subprocess.run([sys.executable, "-m", "components.pusher.registry", config,
-                             MODEL_NAME + "-later", uri], cwd=REPO, capture_output=True,
-                            text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
+    config = json.dumps(
+        {"kind": "mlflow", "tracking_uri": mlflow_server["url"], "experiment_name": "later"}
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "litedet.components.pusher.registry",
+            config,
+            MODEL_NAME + "-later",
+            uri,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "1"
-    version = requests.get(mlflow_server["url"] + "/api/2.0/mlflow/model-versions/get",
-                           params={"name": MODEL_NAME + "-later", "version": "1"},
-                           timeout=10).json()["model_version"]
+    version = requests.get(
+        mlflow_server["url"] + "/api/2.0/mlflow/model-versions/get",
+        params={"name": MODEL_NAME + "-later", "version": "1"},
+        timeout=10,
+    ).json()["model_version"]
     assert {t["key"]: t["value"] for t in version["tags"]}["litedet.store_uri"] == uri
 
 
@@ -370,9 +440,16 @@ def test_mlflow_down_files_stay_in_the_store_and_the_step_fails_clearly(tmp_path
     inputs, _ = executor_inputs(tmp_path)
     outputs = pushed_output(tmp_path)
     port = closed_port()
-    params = exec_params(tmp_path, registry={"kind": "mlflow", "retries": 2, "backoff_s": 0.01,
-                                             "tracking_uri": f"http://127.0.0.1:{port}"})
-    from components.pusher import executor
+    params = exec_params(
+        tmp_path,
+        registry={
+            "kind": "mlflow",
+            "retries": 2,
+            "backoff_s": 0.01,
+            "tracking_uri": f"http://127.0.0.1:{port}",
+        },
+    )
+    from litedet.components.pusher import executor
 
     with caplog.at_level(logging.WARNING, logger=registry_lib.__name__):
         with pytest.raises(registry_lib.RegistryError) as failure:
@@ -396,15 +473,24 @@ def test_kubeflow_registry_down_fails_clearly(tmp_path):
     pytest.importorskip("model_registry", reason="model-registry is not installed (optional)")
     dest = str(tmp_path / "store")
     _, uri = store.push_version(dest, make_files(str(tmp_path / "src")), {})
-    registry = registry_lib.KubeflowModelRegistry("http://127.0.0.1", closed_port(),
-                                                  author="ci", is_secure=False, user_token="t",
-                                                  retries=1, backoff_s=0.01)
-    with pytest.raises(registry_lib.RegistryError,
-                       match=r"connect failed after 2 attempt\(s\).*already in the store at"):
+    registry = registry_lib.KubeflowModelRegistry(
+        "http://127.0.0.1",
+        closed_port(),
+        author="ci",
+        is_secure=False,
+        user_token="t",
+        retries=1,
+        backoff_s=0.01,
+    )
+    with pytest.raises(
+        registry_lib.RegistryError,
+        match=r"connect failed after 2 attempt\(s\).*already in the store at",
+    ):
         registry.register(MODEL_NAME, uri, store.read_manifest(uri))
 
 
 # --- the TFX component --------------------------------------------------------------------------
+
 
 def write_tfma_metrics(uri):
     """A real TFMA metrics file, as the Evaluator writes it: the overall slice (candidate and
@@ -413,10 +499,12 @@ def write_tfma_metrics(uri):
     from tensorflow_model_analysis.proto import metrics_for_slice_pb2 as pb
 
     overall = pb.MetricsForSlice()
-    for model, name, value, diff in [("candidate", "COCOMeanAveragePrecision", 0.41, False),
-                                     ("candidate", "COCOMeanAverageRecall", 0.52, False),
-                                     ("baseline", "COCOMeanAveragePrecision", 0.30, False),
-                                     ("candidate", "COCOMeanAveragePrecision", 0.11, True)]:
+    for model, name, value, diff in [
+        ("candidate", "COCOMeanAveragePrecision", 0.41, False),
+        ("candidate", "COCOMeanAverageRecall", 0.52, False),
+        ("baseline", "COCOMeanAveragePrecision", 0.30, False),
+        ("candidate", "COCOMeanAveragePrecision", 0.11, True),
+    ]:
         item = overall.metric_keys_and_values.add()
         item.key.name, item.key.model_name, item.key.is_diff = name, model, diff
         item.value.double_value.value = value
@@ -446,7 +534,8 @@ def tiny_models(root):
     tflite_dir = os.path.join(root, "tflite")
     os.makedirs(tflite_dir)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [module.__call__.get_concrete_function()], module)
+        [module.__call__.get_concrete_function()], module
+    )
     with open(os.path.join(tflite_dir, "model_float32.tflite"), "wb") as f:
         f.write(converter.convert())
     return os.path.join(root, "model"), tflite_dir
@@ -459,17 +548,25 @@ def write_tflite_step_files(tflite_dir):
     with open(os.path.join(tflite_dir, "labels.txt"), "w") as f:
         f.write("cat\ndog\n")
     with open(os.path.join(tflite_dir, "conversion.json"), "w") as f:
-        json.dump({"formats": ["float32"], "files": {"float32": "model_float32.tflite"},
-                   "sizes_bytes": {"float32": size}, "input_size": 320,
-                   "labels": ["cat", "dog"], "max_detections": 100}, f)
+        json.dump(
+            {
+                "formats": ["float32"],
+                "files": {"float32": "model_float32.tflite"},
+                "sizes_bytes": {"float32": size},
+                "input_size": 320,
+                "labels": ["cat", "dog"],
+                "max_detections": 100,
+            },
+            f,
+        )
     return size
 
 
 def executor_inputs(tmp_path, blessed=1, with_models=False):
     from tfx.types import standard_artifacts
 
-    from components import artifacts
-    from components.tflite.artifacts import TFLiteModels
+    from litedet.components import artifacts
+    from litedet.components.tflite.artifacts import TFLiteModels
 
     root = str(tmp_path / "artifacts")
     if with_models:
@@ -493,8 +590,12 @@ def executor_inputs(tmp_path, blessed=1, with_models=False):
     label_map = artifacts.LabelMap()
     label_map.uri, label_map.id = os.path.join(root, "label_map"), 104
     os.makedirs(label_map.uri)
-    classes = {"classes": [{"id": 1, "name": "cat", "source_key": "3"},
-                           {"id": 2, "name": "dog", "source_key": "7"}]}
+    classes = {
+        "classes": [
+            {"id": 1, "name": "cat", "source_key": "3"},
+            {"id": 2, "name": "dog", "source_key": "7"},
+        ]
+    }
     with open(os.path.join(label_map.uri, "label_map.json"), "w") as f:
         json.dump(classes, f)
     with open(os.path.join(label_map.uri, "labels.txt"), "w") as f:
@@ -504,8 +605,13 @@ def executor_inputs(tmp_path, blessed=1, with_models=False):
     evaluation = standard_artifacts.ModelEvaluation()
     evaluation.uri, evaluation.id = os.path.join(root, "evaluation"), 105
     write_tfma_metrics(evaluation.uri)
-    inputs = {"model": [model], "tflite_models": [tflite], "model_blessing": [blessing],
-              "label_map": [label_map], "evaluation": [evaluation]}
+    inputs = {
+        "model": [model],
+        "tflite_models": [tflite],
+        "model_blessing": [blessing],
+        "label_map": [label_map],
+        "evaluation": [evaluation],
+    }
     return inputs, classes
 
 
@@ -518,19 +624,29 @@ def pushed_output(tmp_path):
 
 
 def exec_params(tmp_path, registry=None, push_savedmodel=0):
-    return {"destination": str(tmp_path / "store"), "model_name": MODEL_NAME,
-            "registry": json.dumps(registry or {"kind": "none"}),
-            "push_savedmodel": push_savedmodel, "extra_manifest": "{}"}
+    return {
+        "destination": str(tmp_path / "store"),
+        "model_name": MODEL_NAME,
+        "registry": json.dumps(registry or {"kind": "none"}),
+        "push_savedmodel": push_savedmodel,
+        "extra_manifest": "{}",
+    }
 
 
 def test_not_blessed_pushes_nothing_and_succeeds(tmp_path):
-    from components.pusher import executor
+    from litedet.components.pusher import executor
 
     inputs, _ = executor_inputs(tmp_path, blessed=0)
     outputs = pushed_output(tmp_path)
     # A registry that would fail at once if it were called.
-    params = exec_params(tmp_path, registry={"kind": "mlflow", "retries": 0,
-                                             "tracking_uri": f"http://127.0.0.1:{closed_port()}"})
+    params = exec_params(
+        tmp_path,
+        registry={
+            "kind": "mlflow",
+            "retries": 0,
+            "tracking_uri": f"http://127.0.0.1:{closed_port()}",
+        },
+    )
     executor.Executor().Do(inputs, outputs, params)
 
     pushed = outputs["pushed_model"][0]
@@ -543,7 +659,7 @@ def test_not_blessed_pushes_nothing_and_succeeds(tmp_path):
 
 
 def test_labels_that_disagree_fail_before_anything_is_pushed(tmp_path):
-    from components.pusher import executor
+    from litedet.components.pusher import executor
 
     inputs, _ = executor_inputs(tmp_path)
     with open(os.path.join(inputs["tflite_models"][0].uri, "labels.txt"), "w") as f:
@@ -564,9 +680,9 @@ def test_component_pushes_and_registers_in_mlflow(tmp_path, mlflow_server):
     from tfx.proto.orchestration import pipeline_pb2
     from tfx.types import standard_artifacts
 
-    from components import artifacts
-    from components.pusher import component, executor
-    from components.tflite.artifacts import TFLiteModels
+    from litedet.components import artifacts
+    from litedet.components.pusher import component, executor
+    from litedet.components.tflite.artifacts import TFLiteModels
 
     pusher = component.LitedetPusher(
         model=types.Channel(type=standard_artifacts.Model),
@@ -574,17 +690,22 @@ def test_component_pushes_and_registers_in_mlflow(tmp_path, mlflow_server):
         model_blessing=types.Channel(type=standard_artifacts.ModelBlessing),
         label_map=types.Channel(type=artifacts.LabelMap),
         evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
-        destination=str(tmp_path / "store"), model_name=MODEL_NAME,
-        registry={"kind": "mlflow", "tracking_uri": mlflow_server["url"]}, push_savedmodel=True,
-        extra_manifest={"alpha": 0.35})
+        destination=str(tmp_path / "store"),
+        model_name=MODEL_NAME,
+        registry={"kind": "mlflow", "tracking_uri": mlflow_server["url"]},
+        push_savedmodel=True,
+        extra_manifest={"alpha": 0.35},
+    )
     params = dict(pusher.exec_properties)
     assert json.loads(params["registry"])["kind"] == "mlflow" and params["push_savedmodel"] == 1
 
     inputs, classes = executor_inputs(tmp_path, with_models=True)
     outputs = pushed_output(tmp_path)
     context = base_executor.BaseExecutor.Context(
-        unique_id="17", pipeline_run_id="20261128-010203",
-        pipeline_info=pipeline_pb2.PipelineInfo(id="litedet"))
+        unique_id="17",
+        pipeline_run_id="20261128-010203",
+        pipeline_info=pipeline_pb2.PipelineInfo(id="litedet"),
+    )
     executor.Executor(context).Do(inputs, outputs, params)
 
     pushed = outputs["pushed_model"][0]
@@ -599,8 +720,10 @@ def test_component_pushes_and_registers_in_mlflow(tmp_path, mlflow_server):
     assert manifest["model_name"] == MODEL_NAME
     assert manifest["alpha"] == 0.35 and manifest["input_size"] == 320
     assert manifest["label_map"] == classes
-    assert manifest["metrics"] == {"COCOMeanAveragePrecision": pytest.approx(0.41),
-                                   "COCOMeanAverageRecall": pytest.approx(0.52)}
+    assert manifest["metrics"] == {
+        "COCOMeanAveragePrecision": pytest.approx(0.41),
+        "COCOMeanAverageRecall": pytest.approx(0.52),
+    }
     assert manifest["latency_ms"] == {"latency_ms_float32": pytest.approx(3.8)}
     tflite_size = os.path.getsize(os.path.join(uri, "model_float32.tflite"))
     assert manifest["sizes_bytes"] == {"float32": tflite_size}
@@ -610,10 +733,20 @@ def test_component_pushes_and_registers_in_mlflow(tmp_path, mlflow_server):
     assert manifest["source"]["pipeline_name"] == "litedet"
     assert manifest["source"]["execution_id"] == "17"
     assert {k: v["id"] for k, v in manifest["source"]["artifacts"].items()} == {
-        "model": 101, "tflite_models": 102, "model_blessing": 103, "label_map": 104,
-        "evaluation": 105}
-    assert {"model_float32.tflite", "labels.txt", "label_map.json", "label_map.pbtxt",
-            "conversion.json", "saved_model/saved_model.pb"} <= set(manifest["files"])
+        "model": 101,
+        "tflite_models": 102,
+        "model_blessing": 103,
+        "label_map": 104,
+        "evaluation": 105,
+    }
+    assert {
+        "model_float32.tflite",
+        "labels.txt",
+        "label_map.json",
+        "label_map.pbtxt",
+        "conversion.json",
+        "saved_model/saved_model.pb",
+    } <= set(manifest["files"])
     store.verify(uri)
     # The pushed copies are usable models.
     interpreter = tf.lite.Interpreter(model_path=os.path.join(uri, "model_float32.tflite"))
@@ -622,20 +755,26 @@ def test_component_pushes_and_registers_in_mlflow(tmp_path, mlflow_server):
     assert float(loaded(tf.ones([1, 4]))["y"][0, 0]) == 2.0
 
     # The registry, through its REST API ...
-    version = requests.get(mlflow_server["url"] + "/api/2.0/mlflow/model-versions/get",
-                           params={"name": MODEL_NAME, "version": "1"}, timeout=10).json()
+    version = requests.get(
+        mlflow_server["url"] + "/api/2.0/mlflow/model-versions/get",
+        params={"name": MODEL_NAME, "version": "1"},
+        timeout=10,
+    ).json()
     version = version["model_version"]
     assert version["source"] == f"runs:/{version['run_id']}/model"
     assert version["status"] == "READY"
     assert {t["key"]: t["value"] for t in version["tags"]} == {
-        "litedet.store_uri": uri, "litedet.store_version": "1"}
+        "litedet.store_uri": uri,
+        "litedet.store_version": "1",
+    }
     # ... and through MLflow's own client, which downloads the artifacts the version points at.
     seen = read_back(mlflow_server, MODEL_NAME, 1)
     assert seen["artifact_uri"].startswith("mlflow-artifacts:")  # proxied by the server
     assert seen["run_status"] == "FINISHED"
     assert seen["files"]["manifest.json"] == sha256(os.path.join(uri, "manifest.json"))
     assert {k: v for k, v in seen["files"].items() if k != "manifest.json"} == {
-        name: info["sha256"] for name, info in manifest["files"].items()}
+        name: info["sha256"] for name, info in manifest["files"].items()
+    }
     assert seen["params"]["alpha"] == "0.35" and seen["params"]["input_size"] == "320"
     assert seen["params"]["classes"] == "cat,dog"
     assert seen["params"]["source.pipeline_run_id"] == "20261128-010203"
@@ -674,9 +813,9 @@ def test_local_runner_records_the_run_and_metadata_ids(tmp_path):
     from tfx import v1 as tfx
     from tfx.types import standard_artifacts
 
-    from components import artifacts
-    from components.pusher import component
-    from components.tflite.artifacts import TFLiteModels
+    from litedet.components import artifacts
+    from litedet.components.pusher import component
+    from litedet.components.tflite.artifacts import TFLiteModels
 
     root = tmp_path / "in"
     for sub in ["model/Format-Serving", "tflite", "blessing", "label_map"]:
@@ -685,22 +824,35 @@ def test_local_runner_records_the_run_and_metadata_ids(tmp_path):
     (root / "label_map" / "labels.txt").write_text("cat\n")
 
     def imported(name, sub, artifact_type, **props):
-        return tfx.dsl.Importer(source_uri=str(root / sub), artifact_type=artifact_type,
-                                custom_properties=props).with_id(name)
+        return tfx.dsl.Importer(
+            source_uri=str(root / sub), artifact_type=artifact_type, custom_properties=props
+        ).with_id(name)
 
-    nodes = [imported("model", "model", standard_artifacts.Model),
-             imported("tflite", "tflite", TFLiteModels, input_size=320),
-             imported("blessing", "blessing", standard_artifacts.ModelBlessing, blessed=1),
-             imported("label_map", "label_map", artifacts.LabelMap)]
+    nodes = [
+        imported("model", "model", standard_artifacts.Model),
+        imported("tflite", "tflite", TFLiteModels, input_size=320),
+        imported("blessing", "blessing", standard_artifacts.ModelBlessing, blessed=1),
+        imported("label_map", "label_map", artifacts.LabelMap),
+    ]
     pusher = component.LitedetPusher(
-        model=nodes[0].outputs["result"], tflite_models=nodes[1].outputs["result"],
-        model_blessing=nodes[2].outputs["result"], label_map=nodes[3].outputs["result"],
-        destination=str(tmp_path / "store"), model_name=MODEL_NAME)
+        model=nodes[0].outputs["result"],
+        tflite_models=nodes[1].outputs["result"],
+        model_blessing=nodes[2].outputs["result"],
+        label_map=nodes[3].outputs["result"],
+        destination=str(tmp_path / "store"),
+        model_name=MODEL_NAME,
+    )
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
-        str(tmp_path / "mlmd.sqlite"))
-    tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
-        pipeline_name="pushtest", pipeline_root=str(tmp_path / "root"),
-        components=nodes + [pusher], metadata_connection_config=connection))
+        str(tmp_path / "mlmd.sqlite")
+    )
+    tfx.orchestration.LocalDagRunner().run(
+        tfx.dsl.Pipeline(
+            pipeline_name="pushtest",
+            pipeline_root=str(tmp_path / "root"),
+            components=nodes + [pusher],
+            metadata_connection_config=connection,
+        )
+    )
 
     mlmd = metadata_store.MetadataStore(connection)
     by_type = {a.type: a for a in mlmd.get_artifacts()}
@@ -716,7 +868,9 @@ def test_local_runner_records_the_run_and_metadata_ids(tmp_path):
     assert source["execution_id"] == str(execution.id)
     assert source["pipeline_name"] == "pushtest" and source["node_id"] == "LitedetPusher"
     assert {k: v["id"] for k, v in source["artifacts"].items()} == {
-        "model": by_type["Model"].id, "tflite_models": by_type["litedet.TFLiteModels"].id,
+        "model": by_type["Model"].id,
+        "tflite_models": by_type["litedet.TFLiteModels"].id,
         "model_blessing": by_type["ModelBlessing"].id,
-        "label_map": by_type["litedet.LabelMap"].id}
+        "label_map": by_type["litedet.LabelMap"].id,
+    }
     assert store.read_manifest(uri)["input_size"] == 320

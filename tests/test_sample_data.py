@@ -1,12 +1,14 @@
 """Tests for the synthetic "shapes" COCO dataset generator."""
+
 import json
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from pipeline import sample_data
-from pipeline.sample_data import CLASSES, default_cache_dir, ensure_sample_dataset, generate
+from litedet.data import sample as sample_data
+from litedet.data.sample import CLASSES, ensure_sample_dataset, generate
+from litedet.paths import cache_dir
 
 SPLITS = ("train", "eval")
 # 30 + 10 images with seed 0 contain every feature checked below (2 crowd boxes, 2 empty images).
@@ -15,12 +17,21 @@ NUM_TRAIN, NUM_EVAL, SEED = 30, 10, 0
 
 def _files(root):
     root = Path(root)
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _touches_border(annotation, image):
     x, y, w, h = annotation["bbox"]
-    return x == 0 or y == 0 or x + w == pytest.approx(image["width"]) or y + h == pytest.approx(image["height"])
+    return (
+        x == 0
+        or y == 0
+        or x + w == pytest.approx(image["width"])
+        or y + h == pytest.approx(image["height"])
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +106,9 @@ def test_coco_structure_is_valid(dataset):
         images = {}
         for image in data["images"]:
             assert set(image) == {"id", "file_name", "width", "height"}
-            assert image["file_name"].startswith(f"{split}_") and image["file_name"].endswith(".jpg")
+            assert image["file_name"].startswith(f"{split}_") and image["file_name"].endswith(
+                ".jpg"
+            )
             with Image.open(root / "images" / image["file_name"]) as opened:
                 assert opened.format == "JPEG"
                 assert opened.size == (image["width"], image["height"])
@@ -131,7 +144,9 @@ def test_category_ids_are_non_contiguous(dataset):
 
 def test_every_class_is_present(dataset):
     _, summary, coco = dataset
-    present = {annotation["category_id"] for annotation, _ in _objects(coco) if not annotation["iscrowd"]}
+    present = {
+        annotation["category_id"] for annotation, _ in _objects(coco) if not annotation["iscrowd"]
+    }
     assert present == {coco_id for coco_id, _ in CLASSES}
     assert all(count > 0 for count in summary["objects"].values())
 
@@ -154,7 +169,9 @@ def test_has_objects_cut_by_the_border(dataset):
 def test_has_empty_images_and_crowd(dataset):
     _, summary, coco = dataset
     annotated = {a["image_id"] for a, _ in _objects(coco)}
-    empty = [image for data in coco.values() for image in data["images"] if image["id"] not in annotated]
+    empty = [
+        image for data in coco.values() for image in data["images"] if image["id"] not in annotated
+    ]
     assert len(empty) == summary["empty_images"] >= 1
     crowd = [a for a, _ in _objects(coco) if a["iscrowd"]]
     assert len(crowd) == summary["crowd"] >= 1
@@ -196,12 +213,12 @@ def test_summary_matches_annotations(dataset):
 # --- cache ----------------------------------------------------------------------------------
 
 
-def test_default_cache_dir(monkeypatch, tmp_path):
+def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("LITEDET_CACHE", str(tmp_path / "cache"))
-    assert default_cache_dir() == tmp_path / "cache"
+    assert cache_dir() == tmp_path / "cache"
     monkeypatch.delenv("LITEDET_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert default_cache_dir() == tmp_path / ".cache" / "litedet"
+    assert cache_dir() == tmp_path / ".cache" / "litedet"
 
 
 def test_ensure_sample_dataset_generates_once(monkeypatch, tmp_path):
@@ -218,7 +235,9 @@ def test_ensure_sample_dataset_generates_once(monkeypatch, tmp_path):
     monkeypatch.setattr(sample_data, "generate", fail)
     assert ensure_sample_dataset(num_train=3, num_eval=2, seed=1) == path
     assert _files(path) == before
-    assert [p.name for p in (tmp_path / "datasets").iterdir()] == [path.name], "no staging leftovers"
+    assert [p.name for p in (tmp_path / "datasets").iterdir()] == [path.name], (
+        "no staging leftovers"
+    )
 
 
 def test_ensure_sample_dataset_ignores_crash_leftovers(tmp_path):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pipeline import sweep
+from litedet import sweep
 
 RECORDED = os.path.join(os.path.dirname(__file__), "data", "sweep_results.json")
 
@@ -50,9 +50,14 @@ def test_both_budgets_apply_and_nothing_may_fit(results):
 
 
 def test_ties_in_accuracy_go_to_the_faster_row():
-    point = {"alpha": 0.5, "image_size": 256, "formats": {
-        "float16": {"map50": 0.7, "map": 0.4, "size_mb": 1.5, "latency_ms": 9.0},
-        "int8": {"map50": 0.7, "map": 0.4, "size_mb": 1.0, "latency_ms": 6.0}}}
+    point = {
+        "alpha": 0.5,
+        "image_size": 256,
+        "formats": {
+            "float16": {"map50": 0.7, "map": 0.4, "size_mb": 1.5, "latency_ms": 9.0},
+            "int8": {"map50": 0.7, "map": 0.4, "size_mb": 1.0, "latency_ms": 6.0},
+        },
+    }
     best, _ = sweep.recommend([point])
     assert best["format"] == "int8"
 
@@ -74,5 +79,7 @@ def test_a_finished_point_is_not_run_again(results, tmp_path):
     points.mkdir()
     (points / f"{name}.json").write_text(json.dumps(recorded))
     # No configuration, no dataset: a finished point is read back, never rerun.
-    assert sweep.run_point(None, recorded["alpha"], recorded["image_size"], str(tmp_path),
-                           None) == recorded
+    assert (
+        sweep.run_point(None, recorded["alpha"], recorded["image_size"], str(tmp_path), None)
+        == recorded
+    )

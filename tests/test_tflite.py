@@ -25,9 +25,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components.detection import export, model as model_lib, postprocess
-from components.tflite import converter, interpreter
-from tests import datasets
+from litedet.components.detection import export, postprocess
+from litedet.components.detection import model as model_lib
+from litedet.components.tflite import converter, interpreter
+from tests import client_venvs, datasets
 
 CLASSES = ["square", "circle", "star"]
 SIZE = 128
@@ -45,8 +46,9 @@ def assert_same_detections(actual, expected, box_atol=1e-4, score_atol=1e-4):
     count = int(expected["count"])
     assert int(actual["count"]) == count
     unused = set(range(count))
-    for box, cls, score in zip(expected["boxes"][:count], expected["classes"][:count],
-                               expected["scores"][:count]):
+    for box, cls, score in zip(
+        expected["boxes"][:count], expected["classes"][:count], expected["scores"][:count]
+    ):
         candidates = [i for i in unused if actual["classes"][i] == cls]
         assert candidates, f"no detection of class {cls} left for box {box}"
         best = min(candidates, key=lambda i: np.abs(actual["boxes"][i] - box).max())
@@ -59,13 +61,16 @@ def assert_same_detections(actual, expected, box_atol=1e-4, score_atol=1e-4):
 
 def serving_form(detections, index=0):
     """serving_default / decode_detections output -> TFLiteDetector.detect's form."""
-    return {"boxes": np.asarray(detections["detection_boxes"][index]),
-            "classes": np.asarray(detections["detection_classes"][index]),
-            "scores": np.asarray(detections["detection_scores"][index]),
-            "count": int(detections["num_detections"][index])}
+    return {
+        "boxes": np.asarray(detections["detection_boxes"][index]),
+        "classes": np.asarray(detections["detection_classes"][index]),
+        "scores": np.asarray(detections["detection_scores"][index]),
+        "count": int(detections["num_detections"][index]),
+    }
 
 
 # --- The hand-set model: the op's semantics against decode_detections --------------------------
+
 
 class HandSetDetector(tf.Module):
     """The export's preprocessed signature, returning hand-set box codes and sigmoid scores."""
@@ -76,12 +81,13 @@ class HandSetDetector(tf.Module):
         self._class_scores = tf.constant(class_scores[np.newaxis])
         self.anchors = anchors_type(anchors)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32,
-                                                name="images")])
+    @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="images")])
     def detect_preprocessed(self, images):
         batch = tf.shape(images)[0]
-        return {"box_encodings": tf.tile(self._box_encodings, [batch, 1, 1]),
-                "class_scores": tf.tile(self._class_scores, [batch, 1, 1])}
+        return {
+            "box_encodings": tf.tile(self._box_encodings, [batch, 1, 1]),
+            "class_scores": tf.tile(self._class_scores, [batch, 1, 1]),
+        }
 
 
 def hand_set_outputs(anchors):
@@ -96,9 +102,9 @@ def hand_set_outputs(anchors):
         return (row * cells + col) * per_location + a
 
     square, wide = anchor(3, 3, 0), anchor(3, 3, 1)  # same cell, IoU ~0.55
-    scores[square, 1] = 0.9    # kept
-    scores[wide, 1] = 0.8      # same class, overlaps `square`: suppressed
-    scores[wide, 2] = 0.7      # other class on the same box: kept (per-class NMS)
+    scores[square, 1] = 0.9  # kept
+    scores[wide, 1] = 0.8  # same class, overlaps `square`: suppressed
+    scores[wide, 2] = 0.7  # other class on the same box: kept (per-class NMS)
     far = anchor(6, 1, 2)
     codes[far] = [2.0, -1.5, 1.0, -0.5]  # decoded with scale factors 10, 10, 5, 5
     scores[far, 3] = 0.3
@@ -117,20 +123,34 @@ def hand_set(tmp_path_factory):
     codes, scores = hand_set_outputs(anchors)
     module = HandSetDetector(codes, scores, anchors)
     saved = str(root / "saved_model")
-    tf.saved_model.save(module, saved,
-                        signatures={export.PREPROCESSED_SIGNATURE: module.detect_preprocessed})
+    tf.saved_model.save(
+        module, saved, signatures={export.PREPROCESSED_SIGNATURE: module.detect_preprocessed}
+    )
     paths = converter.convert(saved, str(root / "regular"), CLASSES, formats=["float32"])
-    fast = converter.convert(saved, str(root / "fast"), CLASSES, formats=["float32"],
-                             use_regular_nms=False)
-    return types.SimpleNamespace(anchors=anchors, codes=codes, scores=scores, saved=saved,
-                                 path=paths["float32"], fast_path=fast["float32"])
+    fast = converter.convert(
+        saved, str(root / "fast"), CLASSES, formats=["float32"], use_regular_nms=False
+    )
+    return types.SimpleNamespace(
+        anchors=anchors,
+        codes=codes,
+        scores=scores,
+        saved=saved,
+        path=paths["float32"],
+        fast_path=fast["float32"],
+    )
 
 
 def expected_decode(hand_set):
-    return serving_form(postprocess.decode_detections(
-        hand_set.codes[np.newaxis], logit(hand_set.scores)[np.newaxis], hand_set.anchors,
-        score_threshold=converter.DEFAULT_SCORE_THRESHOLD,
-        iou_threshold=converter.DEFAULT_IOU_THRESHOLD, max_detections=K))
+    return serving_form(
+        postprocess.decode_detections(
+            hand_set.codes[np.newaxis],
+            logit(hand_set.scores)[np.newaxis],
+            hand_set.anchors,
+            score_threshold=converter.DEFAULT_SCORE_THRESHOLD,
+            iou_threshold=converter.DEFAULT_NMS_IOU_THRESHOLD,
+            max_detections=K,
+        )
+    )
 
 
 def test_post_process_op_matches_the_savedmodel_decode(hand_set):
@@ -162,7 +182,7 @@ def test_fast_nms_keeps_one_class_per_box(hand_set):
 
 
 def test_letterbox_boxes_come_back_to_the_original_image(hand_set):
-    from components import preprocessing
+    from litedet.components import preprocessing
 
     wide = np.zeros([60, 120, 3], np.uint8)
     stretched = interpreter.TFLiteDetector(hand_set.path).detect(wide)
@@ -172,7 +192,8 @@ def test_letterbox_boxes_come_back_to_the_original_image(hand_set):
     np.testing.assert_allclose(
         boxed["boxes"][:n],
         preprocessing.boxes_from_window(tf.constant(stretched["boxes"][:n]), window).numpy(),
-        atol=1e-6)
+        atol=1e-6,
+    )
 
 
 def test_check_model_rejects_outputs_out_of_order(hand_set):
@@ -184,8 +205,9 @@ def test_check_model_rejects_outputs_out_of_order(hand_set):
     assert set(converter.check_model(content, K)) == set(converter.OUTPUT_NAMES)
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
     outputs = list(model.subgraphs[0].outputs)
-    model.subgraphs[0].outputs = np.array([outputs[0], outputs[2], outputs[1], outputs[3]],
-                                          np.int32)  # classes <-> scores: same shapes
+    model.subgraphs[0].outputs = np.array(
+        [outputs[0], outputs[2], outputs[1], outputs[3]], np.int32
+    )  # classes <-> scores: same shapes
     with pytest.raises(converter.ConversionError, match="order"):
         converter.check_model(flatbuffer_utils.convert_object_to_bytearray(model), K)
 
@@ -224,10 +246,13 @@ def tf_example(width, height, rects, labels):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
 
     feature = {
-        "image/encoded": strings([data]), "image/format": strings([b"png"]),
-        "image/height": ints([height]), "image/width": ints([width]),
+        "image/encoded": strings([data]),
+        "image/format": strings([b"png"]),
+        "image/height": ints([height]),
+        "image/width": ints([width]),
         "image/source_id": strings([f"{width}x{height}".encode()]),
-        "image/filename": strings([b"image.png"]), "image/key/sha256": strings([b"0"]),
+        "image/filename": strings([b"image.png"]),
+        "image/key/sha256": strings([b"0"]),
         "image/object/bbox/ymin": floats([y / height for _, y, _, _ in rects]),
         "image/object/bbox/xmin": floats([x / width for x, _, _, _ in rects]),
         "image/object/bbox/ymax": floats([(y + h) / height for _, y, _, h in rects]),
@@ -246,27 +271,31 @@ def write_transform_graph(examples_pattern, output_dir):
     import apache_beam as beam
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
-    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
     from tfx_bsl.public import tfxio
 
-    import schemas
-    from components import transform_module
+    from litedet import schemas
+    from litedet.components import transform_module
 
     schema = text_format.Parse(schemas.RAW_SCHEMA.read_text(), schema_pb2.Schema())
     source = tfxio.TFExampleRecord(examples_pattern, schema=schema)
     preprocessing_fn = functools.partial(
         transform_module.preprocessing_fn,
-        custom_config={"image_size": SIZE, "resize_mode": "stretch", "max_boxes": 10})
+        custom_config={"image_size": SIZE, "resize_mode": "stretch", "max_boxes": 10},
+    )
     with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=tempfile.mkdtemp()):
         raw = pipeline | source.BeamSource()
         transform_fn = (raw, source.TensorAdapterConfig()) | tft_beam.AnalyzeDataset(
-            preprocessing_fn)
+            preprocessing_fn
+        )
         _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
     # The raw schema beside it, as TFX's Transform writes it (raw_feature_spec() reads it).
-    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema),
-                               os.path.join(output_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
+    metadata_io.write_metadata(
+        dataset_metadata.DatasetMetadata(schema),
+        os.path.join(output_dir, tft.TFTransformOutput.RAW_METADATA_DIR),
+    )
 
 
 def biased_detector():
@@ -278,12 +307,16 @@ def biased_detector():
     small initial weights are scaled up so that the outputs vary with position and content; and
     one anchor shape (index 0) gets a class column 2 score of about sigmoid(1) and shifted,
     rescaled boxes. Every other score stays near the prior 0.01, under the score threshold."""
-    from components import preprocessing
+    from litedet.components import preprocessing
 
     config = model_lib.DetectorConfig(num_classes=len(CLASSES), alpha=0.35, image_size=SIZE)
     detector = model_lib.build_detector(config)
-    images = tf.stack([preprocessing.resize_to_input(
-        tf.constant(decoded_png(i)[1]), SIZE, "stretch")[0] for i in range(len(IMAGES))])
+    images = tf.stack(
+        [
+            preprocessing.resize_to_input(tf.constant(decoded_png(i)[1]), SIZE, "stretch")[0]
+            for i in range(len(IMAGES))
+        ]
+    )
     for _ in range(20):
         detector(images, training=True)
     for name in ("class_logits_predictor", "box_encodings_predictor"):
@@ -294,8 +327,9 @@ def biased_detector():
     assert class_bias.shape == (config.anchors_per_location * columns,)
     class_bias.assign(tf.tensor_scatter_nd_update(class_bias, [[FIRING_COLUMN]], [1.0]))
     box_bias = detector.get_layer("box_encodings_predictor").bias
-    box_bias.assign(tf.tensor_scatter_nd_update(box_bias, [[0], [1], [2], [3]],
-                                                [1.0, -1.0, 1.0, -0.5]))
+    box_bias.assign(
+        tf.tensor_scatter_nd_update(box_bias, [[0], [1], [2], [3]], [1.0, -1.0, 1.0, -0.5])
+    )
     return config, detector
 
 
@@ -312,18 +346,18 @@ def converted(tmp_path_factory):
     import tensorflow_transform as tft
     from tfx.types import artifact_utils, standard_artifacts
 
-    from components import artifacts
-    from components.tflite import artifacts as tflite_artifacts
-    from components.tflite import component
+    from litedet.components import artifacts
+    from litedet.components.tflite import artifacts as tflite_artifacts
+    from litedet.components.tflite import component
 
     root = tmp_path_factory.mktemp("converter")
     examples = standard_artifacts.Examples()
     examples.uri = str(root / "examples")
     examples.split_names = artifact_utils.encode_split_names(["train"])
     os.makedirs(os.path.join(examples.uri, "Split-train"))
-    with tf.io.TFRecordWriter(os.path.join(examples.uri, "Split-train",
-                                           "data_tfrecord-00000-of-00001.gz"),
-                              options="GZIP") as writer:
+    with tf.io.TFRecordWriter(
+        os.path.join(examples.uri, "Split-train", "data_tfrecord-00000-of-00001.gz"), options="GZIP"
+    ) as writer:
         for spec in IMAGES:
             writer.write(tf_example(*spec).SerializeToString())
 
@@ -340,8 +374,9 @@ def converted(tmp_path_factory):
     config, detector = biased_detector()
     model = standard_artifacts.Model()
     model.uri = str(root / "model")
-    module = export.DetectorExport(detector, tft.TFTransformOutput(transform_graph.uri),
-                                   config.anchors(), SIZE)
+    module = export.DetectorExport(
+        detector, tft.TFTransformOutput(transform_graph.uri), config.anchors(), SIZE
+    )
     saved_model = os.path.join(model.uri, "Format-Serving")
     export.save(module, saved_model)
 
@@ -356,34 +391,53 @@ def converted(tmp_path_factory):
         component.IOU_THRESHOLD_KEY: 0.5,
     }
     component.Executor().Do(
-        {component.MODEL_KEY: [model], component.EXAMPLES_KEY: [examples],
-         component.TRANSFORM_GRAPH_KEY: [transform_graph], component.LABEL_MAP_KEY: [label_map]},
-        {component.TFLITE_MODELS_KEY: [output]}, exec_properties)
+        {
+            component.MODEL_KEY: [model],
+            component.EXAMPLES_KEY: [examples],
+            component.TRANSFORM_GRAPH_KEY: [transform_graph],
+            component.LABEL_MAP_KEY: [label_map],
+        },
+        {component.TFLITE_MODELS_KEY: [output]},
+        exec_properties,
+    )
     with open(os.path.join(output.uri, component.CONVERSION_FILE)) as handle:
         summary = json.load(handle)
-    paths = {fmt: os.path.join(output.uri, converter.model_filename(fmt))
-             for fmt in converter.FORMATS}
+    paths = {
+        fmt: os.path.join(output.uri, converter.model_filename(fmt)) for fmt in converter.FORMATS
+    }
     serve = tf.saved_model.load(saved_model).signatures[export.SERVING_SIGNATURE]
-    return types.SimpleNamespace(root=root, saved_model=saved_model, output=output,
-                                 summary=summary, paths=paths, serve=serve)
+    return types.SimpleNamespace(
+        root=root, saved_model=saved_model, output=output, summary=summary, paths=paths, serve=serve
+    )
 
 
 def test_the_component_writes_every_format_and_its_summary(converted):
     assert sorted(os.listdir(converted.output.uri)) == sorted(
-        ["conversion.json", "labels.txt", "model_float16.tflite", "model_float32.tflite",
-         "model_int8.tflite"])
+        [
+            "conversion.json",
+            "labels.txt",
+            "model_float16.tflite",
+            "model_float32.tflite",
+            "model_int8.tflite",
+        ]
+    )
     summary = converted.summary
     assert summary["formats"] == list(converter.FORMATS)
     assert summary["files"] == {fmt: f"model_{fmt}.tflite" for fmt in converter.FORMATS}
-    assert summary["sizes_bytes"] == {fmt: os.path.getsize(path)
-                                      for fmt, path in converted.paths.items()}
+    assert summary["sizes_bytes"] == {
+        fmt: os.path.getsize(path) for fmt, path in converted.paths.items()
+    }
     assert summary["input_size"] == SIZE
     assert summary["labels"] == CLASSES
     assert summary["resize_mode"] == "stretch"  # read from the Transform graph itself
     assert summary["num_calibration_images"] == NUM_CALIBRATION
     assert summary["outputs"] == list(converter.OUTPUT_NAMES)
-    assert (summary["max_detections"], summary["score_threshold"], summary["iou_threshold"],
-            summary["use_regular_nms"]) == (K, 0.05, 0.5, True)
+    assert (
+        summary["max_detections"],
+        summary["score_threshold"],
+        summary["iou_threshold"],
+        summary["use_regular_nms"],
+    ) == (K, 0.05, 0.5, True)
     assert converted.output.get_string_custom_property("formats") == "float32,float16,int8"
     print("sizes (bytes):", summary["sizes_bytes"])
 
@@ -396,17 +450,18 @@ def test_every_format_has_the_runtime_output_order_and_shapes(converted, fmt):
         "locations": {"shape": [1, K, 4], "dtype": "float32"},
         "classes": {"shape": [1, K], "dtype": "float32"},
         "scores": {"shape": [1, K], "dtype": "float32"},
-        "count": {"shape": [1], "dtype": "float32"}}
-    names = [d["name"] for d in interpreter.make_interpreter(
-        converted.paths[fmt]).get_output_details()]
+        "count": {"shape": [1], "dtype": "float32"},
+    }
+    names = [
+        d["name"] for d in interpreter.make_interpreter(converted.paths[fmt]).get_output_details()
+    ]
     assert names == list(converter.OUTPUT_NAMES)
     model_input = described["input"]
     assert model_input["shape"] == [1, SIZE, SIZE, 3]
     if fmt == "int8":
         # Raw pixels: (q - 128) / 127.5, whatever range the calibration images covered.
         assert model_input["dtype"] == "uint8"
-        assert model_input["quantization"] == {"scale": pytest.approx(1 / 127.5),
-                                               "zero_point": 128}
+        assert model_input["quantization"] == {"scale": pytest.approx(1 / 127.5), "zero_point": 128}
     else:
         assert model_input["dtype"] == "float32"
 
@@ -428,7 +483,11 @@ def test_metadata_carries_labels_and_normalization(converted, fmt):
     (norm,) = graph["input_tensor_metadata"][0]["process_units"]
     assert norm["options"] == {"mean": [127.5], "std": [127.5]}
     assert [t["name"] for t in graph["output_tensor_metadata"]] == [
-        "location", "category", "score", "number of detections"]
+        "location",
+        "category",
+        "score",
+        "number of detections",
+    ]
     category = graph["output_tensor_metadata"][1]
     assert category["associated_files"][0]["name"] == "labels.txt"
 
@@ -441,7 +500,7 @@ def test_float32_tflite_matches_the_savedmodel_serving_signature(converted, exam
     expected = serving_form(converted.serve(image_bytes=tf.constant([data])))
     got = interpreter.TFLiteDetector(converted.paths["float32"]).detect(pixels)
     assert expected["count"] > 50  # the biased anchor shape fires across the image
-    assert set(expected["classes"][:expected["count"]]) == {float(FIRING_COLUMN)}
+    assert set(expected["classes"][: expected["count"]]) == {float(FIRING_COLUMN)}
     assert_same_detections(got, expected)
 
 
@@ -456,14 +515,13 @@ def test_float16_and_int8_find_what_float32_finds(converted):
     assert set(int8["classes"][:n]) == {float(FIRING_COLUMN)}
     # Each int8 box lies near one of float32's (same anchors, quantized codes).
     for box in int8["boxes"][:n]:
-        assert np.abs(float32["boxes"][:float32["count"]] - box).max(axis=1).min() < 0.05
+        assert np.abs(float32["boxes"][: float32["count"]] - box).max(axis=1).min() < 0.05
 
 
 def test_latency_with_and_without_xnnpack(converted):
     for fmt, path in converted.paths.items():
         for xnnpack in (True, False):
-            ms = interpreter.measure_latency(path, threads=1, runs=5, warmup=1,
-                                             use_xnnpack=xnnpack)
+            ms = interpreter.measure_latency(path, threads=1, runs=5, warmup=1, use_xnnpack=xnnpack)
             assert 0.0 < ms < 1000.0
             print(f"{fmt} xnnpack={xnnpack}: {ms:.2f} ms")
 
@@ -472,17 +530,19 @@ def test_the_component_declares_its_channels_and_checks_formats():
     from tfx import types as tfx_types
     from tfx.types import standard_artifacts
 
-    from components import artifacts
-    from components.tflite import component
-    from components.tflite.artifacts import TFLiteModels
+    from litedet.components import artifacts
+    from litedet.components.tflite import component
+    from litedet.components.tflite.artifacts import TFLiteModels
 
     channels = dict(
         model=tfx_types.Channel(type=standard_artifacts.Model),
         examples=tfx_types.Channel(type=standard_artifacts.Examples),
         transform_graph=tfx_types.Channel(type=standard_artifacts.TransformGraph),
-        label_map=tfx_types.Channel(type=artifacts.LabelMap))
-    converter_component = component.TFLiteConverter(**channels, formats=["float32", "int8"],
-                                                    code_fingerprint="abc")
+        label_map=tfx_types.Channel(type=artifacts.LabelMap),
+    )
+    converter_component = component.TFLiteConverter(
+        **channels, formats=["float32", "int8"], code_fingerprint="abc"
+    )
     assert converter_component.outputs["tflite_models"].type is TFLiteModels
     assert TFLiteModels.TYPE_NAME == "litedet.TFLiteModels"
     assert json.loads(converter_component.exec_properties["formats"]) == ["float32", "int8"]
@@ -490,13 +550,6 @@ def test_the_component_declares_its_channels_and_checks_formats():
     assert converter_component.exec_properties["code_fingerprint"] == "abc"
     with pytest.raises(ValueError, match="bfloat16"):
         component.TFLiteConverter(**channels, formats=["bfloat16"])
-    # The component's defaults (kept apart so that defining a pipeline needs no TensorFlow)
-    # are the converter's.
-    assert component.DEFAULT_FORMATS == converter.FORMATS
-    assert (component.DEFAULT_MAX_DETECTIONS, component.DEFAULT_SCORE_THRESHOLD,
-            component.DEFAULT_IOU_THRESHOLD) == (converter.DEFAULT_MAX_DETECTIONS,
-                                                 converter.DEFAULT_SCORE_THRESHOLD,
-                                                 converter.DEFAULT_IOU_THRESHOLD)
 
 
 def test_mediapipe_object_detector_runs_the_models(converted, tmp_path):
@@ -506,8 +559,8 @@ def test_mediapipe_object_detector_runs_the_models(converted, tmp_path):
     from tests import mediapipe_client
 
     try:
-        mediapipe_client.ensure_venv()
-    except mediapipe_client.MediaPipeUnavailable as error:
+        client_venvs.ensure(mediapipe_client.MEDIAPIPE)
+    except client_venvs.ClientUnavailable as error:
         pytest.skip(f"MediaPipe 0.10.14 cannot be installed here: {error}")
     data, pixels = decoded_png(0)
     assert pixels.shape == (SIZE, SIZE, 3)  # MediaPipe's resize is then the identity
@@ -525,26 +578,36 @@ def test_mediapipe_object_detector_runs_the_models(converted, tmp_path):
     ours = interpreter.TFLiteDetector(converted.paths["float32"]).detect(pixels)
     theirs = results[converted.paths["float32"]]
     assert len(theirs) == ours["count"]
-    np.testing.assert_allclose(sorted(d["score"] for d in theirs),
-                               sorted(ours["scores"][:ours["count"]]), atol=1e-4)
+    np.testing.assert_allclose(
+        sorted(d["score"] for d in theirs), sorted(ours["scores"][: ours["count"]]), atol=1e-4
+    )
     # Boxes inside the image (MediaPipe moves the origin of a box crossing the top or left edge
     # to 0 but keeps its size, where serving clips): the same, up to MediaPipe's whole pixels.
-    inside = [d for d in theirs if min(d["box"][:2]) > 0
-              and d["box"][0] + d["box"][2] < SIZE and d["box"][1] + d["box"][3] < SIZE]
+    inside = [
+        d
+        for d in theirs
+        if min(d["box"][:2]) > 0
+        and d["box"][0] + d["box"][2] < SIZE
+        and d["box"][1] + d["box"][3] < SIZE
+    ]
     assert len(inside) > len(theirs) / 3
     for detection in inside:
         x, y, w, h = np.asarray(detection["box"], np.float64) / SIZE
         box = np.array([y, x, y + h, x + w])
-        distance = np.abs(ours["boxes"][:ours["count"]] - box).max(axis=1)
+        distance = np.abs(ours["boxes"][: ours["count"]] - box).max(axis=1)
         assert distance.min() < 2.0 / SIZE, (detection, ours["boxes"][distance.argmin()] * SIZE)
 
 
 def test_a_savedmodel_without_saved_anchors_is_refused(hand_set, tmp_path):
     """tf.saved_model.save drops a tf.constant attribute: the converter must say so rather than
     guess anchors."""
-    module = HandSetDetector(hand_set.codes, hand_set.scores, hand_set.anchors,
-                             anchors_type=tf.constant)
-    tf.saved_model.save(module, str(tmp_path / "saved"),
-                        signatures={export.PREPROCESSED_SIGNATURE: module.detect_preprocessed})
+    module = HandSetDetector(
+        hand_set.codes, hand_set.scores, hand_set.anchors, anchors_type=tf.constant
+    )
+    tf.saved_model.save(
+        module,
+        str(tmp_path / "saved"),
+        signatures={export.PREPROCESSED_SIGNATURE: module.detect_preprocessed},
+    )
     with pytest.raises(ValueError, match="tf.Variable"):
         converter.convert(str(tmp_path / "saved"), str(tmp_path / "out"), CLASSES)

@@ -36,3 +36,21 @@ def check_alpha(alpha):
     if alpha not in VALID_ALPHAS:
         valid = ", ".join(str(a) for a in VALID_ALPHAS)
         raise ValueError(f"alpha {alpha} is not supported by MobileNetV2; choose one of {valid}")
+
+
+# MobileNetV2 halves the resolution five times: a side that is not a multiple of 32 loses
+# border pixels, and below 64 the coarsest feature map vanishes.
+IMAGE_SIZE_MULTIPLE = 32
+MIN_IMAGE_SIZE = 64
+
+
+def check_image_size(size):
+    """Raises ValueError unless the detector can take a square input of this side."""
+    if size < MIN_IMAGE_SIZE or size % IMAGE_SIZE_MULTIPLE:
+        raise ValueError(f"{size} must be a multiple of {IMAGE_SIZE_MULTIPLE}, >= {MIN_IMAGE_SIZE}")
+
+
+# Non-max suppression of the exported models (SavedModel and TFLite); training.* settings.
+DEFAULT_MAX_DETECTIONS = 100
+DEFAULT_SCORE_THRESHOLD = 0.05
+DEFAULT_NMS_IOU_THRESHOLD = 0.5

@@ -11,6 +11,7 @@ Anchors are NOT clipped to the image: border anchors keep their full size so
 their encoded targets stay consistent with interior ones (as in the TF OD API
 multiscale grid anchor generator).
 """
+
 import math
 
 import tensorflow as tf
@@ -84,9 +85,7 @@ def generate_anchors(
 def to_center_size(boxes):
     """(ymin, xmin, ymax, xmax) -> (ycenter, xcenter, h, w), over the last axis."""
     ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
-    return tf.stack(
-        [(ymin + ymax) / 2.0, (xmin + xmax) / 2.0, ymax - ymin, xmax - xmin], axis=-1
-    )
+    return tf.stack([(ymin + ymax) / 2.0, (xmin + xmax) / 2.0, ymax - ymin, xmax - xmin], axis=-1)
 
 
 def to_corners(center_size):

@@ -7,9 +7,10 @@ with scale factors (sy, sx, sh, sw) = (10, 10, 5, 5). The TFLite detection
 post-process op decodes with the same formula, so its y/x/h/w_scale attributes
 must equal these factors.
 """
+
 import tensorflow as tf
 
-from components.detection.anchors import to_center_size, to_corners
+from litedet.components.detection.anchors import to_center_size, to_corners
 
 DEFAULT_SCALE_FACTORS = (10.0, 10.0, 5.0, 5.0)
 

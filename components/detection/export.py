@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from components import features as f
-from components import preprocessing
-from components.detection import postprocess
+from litedet.components import features as f
+from litedet.components import preprocessing
+from litedet.components.detection import postprocess
 
 SERVING_SIGNATURE = "serving_default"
 EVAL_SIGNATURE = "detect_examples"
@@ -37,26 +37,38 @@ GROUND_TRUTH_COLUMNS = ["gt_xmin", "gt_ymin", "gt_xmax", "gt_ymax", "gt_class"]
 
 
 class DetectorExport(tf.Module):
-    def __init__(self, detector: tf.keras.Model, tf_transform_output, anchors: tf.Tensor,
-                 image_size: int, score_threshold: float = 0.05, iou_threshold: float = 0.5,
-                 max_detections: int = 100):
+    def __init__(
+        self,
+        detector: tf.keras.Model,
+        tf_transform_output,
+        anchors: tf.Tensor,
+        image_size: int,
+        score_threshold: float = 0.05,
+        iou_threshold: float = 0.5,
+        max_detections: int = 100,
+    ):
         super().__init__()
         self.detector = detector
         # Tracked as an attribute so the Transform graph and its assets are saved with us.
         self.tft_layer = tf_transform_output.transform_features_layer()
         self.anchors = tf.Variable(anchors, trainable=False, dtype=tf.float32, name="anchors")
         self._image_size = image_size
-        self._nms = dict(score_threshold=score_threshold, iou_threshold=iou_threshold,
-                         max_detections=max_detections)
+        self._nms = dict(
+            score_threshold=score_threshold,
+            iou_threshold=iou_threshold,
+            max_detections=max_detections,
+        )
 
     def _detect(self, encoded: tf.Tensor):
         transformed = self.tft_layer({f.IMAGE_ENCODED: encoded})
         outputs = self.detector(transformed[f.IMAGE], training=False)
         detections = postprocess.decode_detections(
-            outputs["box_encodings"], outputs["class_logits"], self.anchors, **self._nms)
+            outputs["box_encodings"], outputs["class_logits"], self.anchors, **self._nms
+        )
         # Letterbox: boxes come back from the model-input frame to the original image.
         detections["detection_boxes"] = preprocessing.boxes_from_window(
-            detections["detection_boxes"], transformed[f.CONTENT_WINDOW])
+            detections["detection_boxes"], transformed[f.CONTENT_WINDOW]
+        )
         return detections
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
@@ -66,14 +78,20 @@ class DetectorExport(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def detect_examples(self, examples):
         parsed = tf.io.parse_example(
-            examples, {f.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)})
+            examples, {f.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)}
+        )
         detections = self._detect(parsed[f.IMAGE_ENCODED])
         ymin, xmin, ymax, xmax = tf.unstack(detections["detection_boxes"], axis=-1)
-        return {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax,
-                "class_id": detections["detection_classes"],
-                "scores": detections["detection_scores"],
-                # An integer: TFMA slices the stacked predictions with it.
-                "num_detections": tf.cast(detections["num_detections"], tf.int32)}
+        return {
+            "xmin": xmin,
+            "ymin": ymin,
+            "xmax": xmax,
+            "ymax": ymax,
+            "class_id": detections["detection_classes"],
+            "scores": detections["detection_scores"],
+            # An integer: TFMA slices the stacked predictions with it.
+            "num_detections": tf.cast(detections["num_detections"], tf.int32),
+        }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def eval_labels(self, examples):
@@ -82,25 +100,37 @@ class DetectorExport(tf.Module):
     def signatures(self):
         preprocessed = tf.function(
             lambda images: self._raw_outputs(images),
-            input_signature=[tf.TensorSpec([None, self._image_size, self._image_size, 3],
-                                           tf.float32, name="images")])
-        return {SERVING_SIGNATURE: self.serve, EVAL_SIGNATURE: self.detect_examples,
-                PREPROCESSED_SIGNATURE: preprocessed, LABELS_SIGNATURE: self.eval_labels}
+            input_signature=[
+                tf.TensorSpec(
+                    [None, self._image_size, self._image_size, 3], tf.float32, name="images"
+                )
+            ],
+        )
+        return {
+            SERVING_SIGNATURE: self.serve,
+            EVAL_SIGNATURE: self.detect_examples,
+            PREPROCESSED_SIGNATURE: preprocessed,
+            LABELS_SIGNATURE: self.eval_labels,
+        }
 
     def _raw_outputs(self, images):
         outputs = self.detector(images, training=False)
-        return {"box_encodings": outputs["box_encodings"],
-                "class_scores": tf.sigmoid(outputs["class_logits"])}
+        return {
+            "box_encodings": outputs["box_encodings"],
+            "class_scores": tf.sigmoid(outputs["class_logits"]),
+        }
 
 
 def ground_truth_columns(examples: tf.Tensor) -> dict:
     """Serialized raw tf.Examples [B] -> GROUND_TRUTH_COLUMNS, each [B, M] (M: the most objects
     in the batch), class 0 for padding and for crowd/difficult objects."""
     spec = {key: tf.io.VarLenFeature(tf.float32) for key in f.BBOX_KEYS}
-    spec.update({key: tf.io.VarLenFeature(tf.int64)
-                 for key in (f.CLASS_LABEL, f.IS_CROWD, f.DIFFICULT)})
-    parsed = {key: tf.sparse.to_dense(value) for key, value in
-              tf.io.parse_example(examples, spec).items()}
+    spec.update(
+        {key: tf.io.VarLenFeature(tf.int64) for key in (f.CLASS_LABEL, f.IS_CROWD, f.DIFFICULT)}
+    )
+    parsed = {
+        key: tf.sparse.to_dense(value) for key, value in tf.io.parse_example(examples, spec).items()
+    }
     labels = parsed[f.CLASS_LABEL]
 
     def flag(key):  # records without the flag: no object is ignored
@@ -108,9 +138,13 @@ def ground_truth_columns(examples: tf.Tensor) -> dict:
         return tf.pad(value, [[0, 0], [0, tf.shape(labels)[1] - tf.shape(value)[1]]]) > 0
 
     scored = tf.logical_not(flag(f.IS_CROWD) | flag(f.DIFFICULT))
-    return {"gt_xmin": parsed[f.BBOX_XMIN], "gt_ymin": parsed[f.BBOX_YMIN],
-            "gt_xmax": parsed[f.BBOX_XMAX], "gt_ymax": parsed[f.BBOX_YMAX],
-            "gt_class": tf.where(scored, labels, tf.zeros_like(labels))}
+    return {
+        "gt_xmin": parsed[f.BBOX_XMIN],
+        "gt_ymin": parsed[f.BBOX_YMIN],
+        "gt_xmax": parsed[f.BBOX_XMAX],
+        "gt_ymax": parsed[f.BBOX_YMAX],
+        "gt_class": tf.where(scored, labels, tf.zeros_like(labels)),
+    }
 
 
 def save(export: DetectorExport, path: str) -> None:

@@ -10,8 +10,8 @@ from typing import Dict, List
 
 import tensorflow as tf
 
-from components import features as f
-from components.detection import matcher
+from litedet.components import features as f
+from litedet.components.detection import matcher
 
 # Objects left with less than this fraction of their area inside a random crop are too cut to
 # be learned as the class; they become ignored (neither object nor background).
@@ -30,8 +30,9 @@ def random_flip(example: Dict[str, tf.Tensor], seed=None) -> Dict[str, tf.Tensor
     flipped = tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
     flipped = tf.where(_valid_rows(example)[:, None], flipped, 0.0)  # padding stays zero
     out = dict(example)
-    out[f.IMAGE] = tf.cond(flip, lambda: tf.image.flip_left_right(example[f.IMAGE]),
-                           lambda: example[f.IMAGE])
+    out[f.IMAGE] = tf.cond(
+        flip, lambda: tf.image.flip_left_right(example[f.IMAGE]), lambda: example[f.IMAGE]
+    )
     out[f.BOXES] = tf.where(flip, flipped, example[f.BOXES])
     return out
 
@@ -60,8 +61,9 @@ def crop_to_window(example: Dict[str, tf.Tensor], window: tf.Tensor) -> Dict[str
     return out
 
 
-def random_crop(example: Dict[str, tf.Tensor], min_scale: float = 0.6,
-                probability: float = 0.5, seed=None) -> Dict[str, tf.Tensor]:
+def random_crop(
+    example: Dict[str, tf.Tensor], min_scale: float = 0.6, probability: float = 0.5, seed=None
+) -> Dict[str, tf.Tensor]:
     """Scale/crop jitter: with `probability`, a random window of side min_scale..1 (each axis
     drawn on its own, so the aspect ratio jitters too), resized back to the input size."""
     side = tf.random.uniform([2], min_scale, 1.0, seed=seed)
@@ -88,10 +90,18 @@ def targets_for(example: Dict[str, tf.Tensor], anchors: tf.Tensor):
     # work for the same targets (padding never matches).
     count = tf.cast(example[f.NUM_BOXES], tf.int32)
     box_targets, class_targets, box_weights, class_weights = matcher.assign_targets(
-        anchors, example[f.BOXES][:count], example[f.CLASSES][:count],
-        example[f.IGNORE][:count], count)
-    return example[f.IMAGE], {"box_targets": box_targets, "class_targets": class_targets,
-                              "box_weights": box_weights, "class_weights": class_weights}
+        anchors,
+        example[f.BOXES][:count],
+        example[f.CLASSES][:count],
+        example[f.IGNORE][:count],
+        count,
+    )
+    return example[f.IMAGE], {
+        "box_targets": box_targets,
+        "class_targets": class_targets,
+        "box_weights": box_weights,
+        "class_weights": class_weights,
+    }
 
 
 TRAINING_FEATURES = (f.IMAGE, f.BOXES, f.CLASSES, f.IGNORE, f.NUM_BOXES)
@@ -100,14 +110,21 @@ TRAINING_FEATURES = (f.IMAGE, f.BOXES, f.CLASSES, f.IGNORE, f.NUM_BOXES)
 TRANSFORM_BATCH = 16
 
 
-def transformed_examples(records: tf.data.Dataset, tf_transform_output,
-                         materialized: bool, deterministic: bool) -> tf.data.Dataset:
+def transformed_examples(
+    records: tf.data.Dataset, tf_transform_output, materialized: bool, deterministic: bool
+) -> tf.data.Dataset:
     """Serialized records -> one dict of transformed training features per image."""
     if materialized:
-        spec = {k: v for k, v in tf_transform_output.transformed_feature_spec().items()
-                if k in TRAINING_FEATURES}
-        return records.map(lambda r: tf.io.parse_single_example(r, spec),
-                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        spec = {
+            k: v
+            for k, v in tf_transform_output.transformed_feature_spec().items()
+            if k in TRAINING_FEATURES
+        }
+        return records.map(
+            lambda r: tf.io.parse_single_example(r, spec),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic,
+        )
     raw_spec = tf_transform_output.raw_feature_spec()
     tft_layer = tf_transform_output.transform_features_layer()
 
@@ -115,33 +132,50 @@ def transformed_examples(records: tf.data.Dataset, tf_transform_output,
         transformed = tft_layer(tf.io.parse_example(batch, raw_spec))
         return {k: transformed[k] for k in TRAINING_FEATURES}
 
-    return (records.batch(TRANSFORM_BATCH)
-            .map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-            .unbatch())
+    return (
+        records.batch(TRANSFORM_BATCH)
+        .map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        .unbatch()
+    )
 
 
-def make_dataset(file_patterns: List[str], tf_transform_output, anchors: tf.Tensor,
-                 batch_size: int, training: bool, materialized: bool = False,
-                 augmentation: bool = True, shuffle_buffer: int = 256,
-                 seed=None) -> tf.data.Dataset:
+def make_dataset(
+    file_patterns: List[str],
+    tf_transform_output,
+    anchors: tf.Tensor,
+    batch_size: int,
+    training: bool,
+    materialized: bool = False,
+    augmentation: bool = True,
+    shuffle_buffer: int = 256,
+    seed=None,
+) -> tf.data.Dataset:
     """Batches of (images [B, S, S, 3], targets dict of [B, A, ...]); repeats when training.
     `file_patterns`: raw examples, or the Transform's output when `materialized`."""
     files = tf.data.Dataset.list_files(file_patterns, shuffle=training, seed=seed)
     records = files.interleave(
         lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not training,
+    )
     if training:
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         records = records.repeat()
-    examples = transformed_examples(records, tf_transform_output, materialized,
-                                    deterministic=not training)
+    examples = transformed_examples(
+        records, tf_transform_output, materialized, deterministic=not training
+    )
     if training and augmentation:
-        examples = examples.map(augment, num_parallel_calls=tf.data.AUTOTUNE,
-                                deterministic=False)
-    batches = examples.map(lambda e: targets_for(e, anchors),
-                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+        examples = examples.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    batches = examples.map(
+        lambda e: targets_for(e, anchors),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not training,
+    )
     options = tf.data.Options()
     # Few, large files: shard by element so every worker of a multi-worker job gets data.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return batches.batch(batch_size, drop_remainder=training).prefetch(
-        tf.data.AUTOTUNE).with_options(options)
+    return (
+        batches.batch(batch_size, drop_remainder=training)
+        .prefetch(tf.data.AUTOTUNE)
+        .with_options(options)
+    )

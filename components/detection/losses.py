@@ -11,6 +11,7 @@ Both losses are summed over anchors and divided by max(1, number of positive
 anchors in the batch), as in RetinaNet and the TF OD API SSD. Anchors with weight 0
 (padding never reaches an anchor; ignore band and crowd matches do) add nothing.
 """
+
 import tensorflow as tf
 
 
@@ -67,12 +68,13 @@ def detection_loss(
     """
     num_positives = tf.reduce_sum(box_weights)
     normalizer = tf.maximum(1.0, num_positives)
-    class_loss = tf.reduce_sum(
-        class_weights * sigmoid_focal_loss(class_logits, class_targets, alpha, gamma)
-    ) / normalizer
-    box_loss = tf.reduce_sum(
-        box_weights * huber_loss(box_predictions, box_targets, delta)
-    ) / normalizer
+    class_loss = (
+        tf.reduce_sum(class_weights * sigmoid_focal_loss(class_logits, class_targets, alpha, gamma))
+        / normalizer
+    )
+    box_loss = (
+        tf.reduce_sum(box_weights * huber_loss(box_predictions, box_targets, delta)) / normalizer
+    )
     return {
         "total_loss": class_loss + box_loss_weight * box_loss,
         "class_loss": class_loss,

@@ -3,9 +3,10 @@
 All single-image functions use only shape-agnostic TF ops, so they run inside a
 ``tf.data`` map (graph mode); ``batch_assign_targets`` wraps them for [B, ...] inputs.
 """
+
 import tensorflow as tf
 
-from components.detection import box_coder
+from litedet.components.detection import box_coder
 
 NEGATIVE = -1  # matched_gt_index of background anchors
 IGNORE = -2  # matched_gt_index of anchors whose best IoU falls between the thresholds
@@ -104,7 +105,11 @@ def assign_targets(
     gt_is_crowd = tf.pad(tf.cast(gt_is_crowd, tf.int32), [[0, 1]])
     gt_valid = tf.range(tf.shape(gt_boxes)[0]) < tf.cast(num_boxes, tf.int32)
     matches = match(
-        anchors, gt_boxes, gt_valid, matched_threshold, unmatched_threshold,
+        anchors,
+        gt_boxes,
+        gt_valid,
+        matched_threshold,
+        unmatched_threshold,
         force_match_for_each_gt,
     )
     # Gather with a clamped index; the value is discarded wherever matches < 0.

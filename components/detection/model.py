@@ -8,6 +8,7 @@ with N = ``DetectorConfig.num_anchors`` rows in the anchor order of ``anchors``.
 Layer names the trainer can rely on: the nested backbone model "backbone" (see
 ``set_backbone_trainable``) and the output layers "box_encodings" and "class_logits".
 """
+
 import dataclasses
 import logging
 import math
@@ -15,10 +16,13 @@ import os
 
 import tensorflow as tf
 
-from components import features
-from components.detection import VALID_ALPHAS, check_alpha  # noqa: F401  (re-exported)
-from components.detection import anchors as anchors_lib
-
+from litedet.components import features
+from litedet.components.detection import (  # noqa: F401  (VALID_ALPHAS: re-exported)
+    VALID_ALPHAS,
+    check_alpha,
+    check_image_size,
+)
+from litedet.components.detection import anchors as anchors_lib
 
 BACKBONE_NAME = "backbone"
 # MobileNetV2 layers giving the feature map of each backbone stride: the expansion layer of the
@@ -73,10 +77,10 @@ class DetectorConfig:
         object.__setattr__(self, "strides", tuple(self.strides))
         object.__setattr__(self, "aspect_ratios", tuple(self.aspect_ratios))
         check_alpha(self.alpha)
-        if self.image_size < 64 or self.image_size % 32:
-            raise ValueError(
-                f"image_size {self.image_size} must be a multiple of 32 and at least 64"
-            )
+        try:
+            check_image_size(self.image_size)
+        except ValueError as e:
+            raise ValueError(f"image_size {e}") from None
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
         doubling = all(b == 2 * a for a, b in zip(self.strides, self.strides[1:]))
@@ -146,8 +150,8 @@ def build_detector(config, backbone_weights=None):
     model = tf.keras.Model(image, outputs, name=f"ssdlite_mobilenetv2_{config.alpha}")
     # Keras' MobileNetV2 uses momentum 0.999: trained from random init, its moving statistics
     # lag so far behind that the model scored mAP 0 in inference mode after ~750 steps, while
-    # 0.9 on every layer reached mAP@0.5 0.65 in ~500 steps (shared STACK.md, "Training from
-    # random init"). Setting the attribute works because Keras 2 reads it on every call.
+    # 0.9 on every layer reached mAP@0.5 0.65 in ~500 steps (docs/toolchain.md). Setting the
+    # attribute works because Keras 2 reads it on every call.
     for layer in model.submodules:
         if isinstance(layer, tf.keras.layers.BatchNormalization):
             layer.momentum = config.bn_momentum
@@ -180,8 +184,11 @@ def _backbone(config, weights_path):
                 f"backbone weights {weights_path} do not fit MobileNetV2 alpha "
                 f"{config.alpha} (no top): {error}"
             ) from error
-    outputs = [mobilenet.get_layer(BACKBONE_FEATURES[stride]).output
-               for stride in config.strides if stride <= 32]
+    outputs = [
+        mobilenet.get_layer(BACKBONE_FEATURES[stride]).output
+        for stride in config.strides
+        if stride <= 32
+    ]
     return tf.keras.Model(mobilenet.input, outputs, name=BACKBONE_NAME)
 
 
@@ -229,18 +236,22 @@ def _neck(config, backbone_maps):
     backbone_strides = [s for s in config.strides if s <= 32]
     # SSDLite extra layers: 1x1 bottleneck, then a stride-2 depthwise-separable conv.
     extras, x = [], backbone_maps[-1]
-    for stride in config.strides[len(backbone_strides):]:
+    for stride in config.strides[len(backbone_strides) :]:
         x = _conv_bn_relu6(x, channels // 2, f"extra_{stride}_bottleneck")
         x = _separable_bn_relu6(x, channels, f"extra_{stride}", strides=2)
         extras.append(x)
     if not config.feature_pyramid:
-        return [_conv_bn_relu6(c, channels, f"project_{s}")
-                for s, c in zip(backbone_strides, backbone_maps)] + extras
+        return [
+            _conv_bn_relu6(c, channels, f"project_{s}")
+            for s, c in zip(backbone_strides, backbone_maps)
+        ] + extras
 
     # FPN: linear 1x1 laterals, then top-down from the coarsest level. The top-down path
     # carries the merged maps; the smoothed ones go to the head (as in the FPN paper).
-    laterals = [_conv_bn_relu6(c, channels, f"lateral_{s}", activation=False)
-                for s, c in zip(backbone_strides, backbone_maps)] + extras
+    laterals = [
+        _conv_bn_relu6(c, channels, f"lateral_{s}", activation=False)
+        for s, c in zip(backbone_strides, backbone_maps)
+    ] + extras
     merged = laterals[-1]
     levels = [merged]
     for stride, lateral in reversed(list(zip(config.strides, laterals[:-1]))):

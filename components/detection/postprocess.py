@@ -3,9 +3,10 @@
 Outputs follow the TF OD API detection dict. The TFLite model does the same job with the
 ``TFLite_Detection_PostProcess`` op instead; its scale attributes must be ``scale_factors``.
 """
+
 import tensorflow as tf
 
-from components.detection import box_coder
+from litedet.components.detection import box_coder
 
 
 def decode_detections(

@@ -25,9 +25,13 @@ def _xywh(box) -> List[float]:
     return [xmin, ymin, xmax - xmin, ymax - ymin]
 
 
-def coco_map(ground_truth: Sequence[Dict[str, np.ndarray]],
-             detections: Sequence[Dict[str, np.ndarray]], num_classes: int,
-             max_detections: int = 100, curves: bool = False) -> Dict:
+def coco_map(
+    ground_truth: Sequence[Dict[str, np.ndarray]],
+    detections: Sequence[Dict[str, np.ndarray]],
+    num_classes: int,
+    max_detections: int = 100,
+    curves: bool = False,
+) -> Dict:
     """{"map": mAP@[.5:.95], "map50": mAP@0.5, "ap50/<k>": AP@0.5 of label k} over the images,
     in order (ground_truth[i] and detections[i] are image i). Classes without any ground truth
     are left out of the means, as pycocotools does. With `curves`, also "pr50": {"recall": the
@@ -43,14 +47,28 @@ def coco_map(ground_truth: Sequence[Dict[str, np.ndarray]],
         for box, label in zip(np.reshape(truth["boxes"], [-1, 4]), truth["classes"]):
             if int(label) > 0:
                 xywh = _xywh(box)
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                    "category_id": int(label), "bbox": xywh, "iscrowd": 0,
-                                    "area": xywh[2] * xywh[3]})
-        for box, label, score in zip(np.reshape(found["boxes"], [-1, 4]), found["classes"],
-                                     found["scores"]):
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": int(label),
+                        "bbox": xywh,
+                        "iscrowd": 0,
+                        "area": xywh[2] * xywh[3],
+                    }
+                )
+        for box, label, score in zip(
+            np.reshape(found["boxes"], [-1, 4]), found["classes"], found["scores"]
+        ):
             if int(label) > 0:
-                results.append({"image_id": image_id, "category_id": int(label),
-                                "bbox": _xywh(box), "score": float(score)})
+                results.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": int(label),
+                        "bbox": _xywh(box),
+                        "score": float(score),
+                    }
+                )
     categories = [{"id": k} for k in range(1, num_classes + 1)]
     with contextlib.redirect_stdout(io.StringIO()):
         truth = COCO()
@@ -75,6 +93,7 @@ def coco_map(ground_truth: Sequence[Dict[str, np.ndarray]],
         out["pr50"] = {"recall": [round(float(r), 2) for r in evaluation.params.recThrs]}
         for index, category in enumerate(evaluation.params.catIds):
             if (precision[:, index] > -1).any():
-                out["pr50"][str(category)] = [round(max(float(p), 0.0), 4)
-                                              for p in precision[:, index]]
+                out["pr50"][str(category)] = [
+                    round(max(float(p), 0.0), 4) for p in precision[:, index]
+                ]
     return out

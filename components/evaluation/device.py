@@ -10,10 +10,10 @@ from typing import Dict, Iterator, List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from components import features as f
-from components.detection import export
-from components.evaluation import coco
-from components.tflite import interpreter as tflite_interpreter
+from litedet.components import features as f
+from litedet.components.detection import export
+from litedet.components.evaluation import coco
+from litedet.components.tflite import interpreter as tflite_interpreter
 
 BATCH = 16
 
@@ -31,7 +31,7 @@ def read_examples(split_uri: str, limit: int = 0) -> List[bytes]:
 
 def _batches(items: Sequence, size: int = BATCH) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def ground_truth(model, examples: Sequence[bytes]) -> List[Dict[str, np.ndarray]]:
@@ -39,12 +39,17 @@ def ground_truth(model, examples: Sequence[bytes]) -> List[Dict[str, np.ndarray]
     scores against), class 0 rows dropped."""
     out = []
     for batch in _batches(examples):
-        columns = {k: v.numpy() for k, v in
-                   model.signatures[export.LABELS_SIGNATURE](examples=tf.constant(batch)).items()}
+        columns = {
+            k: v.numpy()
+            for k, v in model.signatures[export.LABELS_SIGNATURE](
+                examples=tf.constant(batch)
+            ).items()
+        }
         for i in range(len(batch)):
             keep = columns["gt_class"][i] > 0
-            boxes = np.stack([columns[k][i] for k in ("gt_ymin", "gt_xmin", "gt_ymax", "gt_xmax")],
-                             axis=-1)
+            boxes = np.stack(
+                [columns[k][i] for k in ("gt_ymin", "gt_xmin", "gt_ymax", "gt_xmax")], axis=-1
+            )
             out.append({"boxes": boxes[keep], "classes": columns["gt_class"][i][keep]})
     return out
 
@@ -53,60 +58,87 @@ def saved_model_detections(model, examples: Sequence[bytes]) -> List[Dict[str, n
     """Per image {"boxes", "classes", "scores"} from `detect_examples` (what TFMA scores)."""
     out = []
     for batch in _batches(examples):
-        columns = {k: v.numpy() for k, v in
-                   model.signatures[export.EVAL_SIGNATURE](examples=tf.constant(batch)).items()}
+        columns = {
+            k: v.numpy()
+            for k, v in model.signatures[export.EVAL_SIGNATURE](examples=tf.constant(batch)).items()
+        }
         for i in range(len(batch)):
             count = int(columns[export.NUM_DETECTIONS][i])
-            boxes = np.stack([columns[k][i][:count] for k in ("ymin", "xmin", "ymax", "xmax")],
-                             axis=-1)
-            out.append({"boxes": boxes, "classes": columns["class_id"][i][:count],
-                        "scores": columns["scores"][i][:count]})
+            boxes = np.stack(
+                [columns[k][i][:count] for k in ("ymin", "xmin", "ymax", "xmax")], axis=-1
+            )
+            out.append(
+                {
+                    "boxes": boxes,
+                    "classes": columns["class_id"][i][:count],
+                    "scores": columns["scores"][i][:count],
+                }
+            )
     return out
 
 
 def decode_images(examples: Sequence[bytes]) -> List[np.ndarray]:
     """RGB uint8 images of the raw examples, decoded as the Transform graph decodes them."""
-    from components import preprocessing
+    from litedet.components import preprocessing
 
     spec = {f.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)}
-    return [preprocessing.decode_rgb(tf.io.parse_single_example(e, spec)[f.IMAGE_ENCODED])
-            .numpy() for e in examples]
+    return [
+        preprocessing.decode_rgb(tf.io.parse_single_example(e, spec)[f.IMAGE_ENCODED]).numpy()
+        for e in examples
+    ]
 
 
-def tflite_detections(path: str, images: Sequence[np.ndarray], resize_mode: str
-                      ) -> List[Dict[str, np.ndarray]]:
+def tflite_detections(
+    path: str, images: Sequence[np.ndarray], resize_mode: str
+) -> List[Dict[str, np.ndarray]]:
     detector = tflite_interpreter.TFLiteDetector(path, num_threads=1, resize_mode=resize_mode)
     out = []
     for image in images:
         found = detector.detect(image)
         count = found["count"]
-        out.append({"boxes": found["boxes"][:count], "classes": found["classes"][:count],
-                    "scores": found["scores"][:count]})
+        out.append(
+            {
+                "boxes": found["boxes"][:count],
+                "classes": found["classes"][:count],
+                "scores": found["scores"][:count],
+            }
+        )
     return out
 
 
-def score_saved_model(saved_model_dir: str, examples: Sequence[bytes], num_classes: int
-                      ) -> Dict[str, float]:
+def score_saved_model(
+    saved_model_dir: str, examples: Sequence[bytes], num_classes: int
+) -> Dict[str, float]:
     """{"map", "map50", ...} of a SavedModel on the examples (e.g. the baseline model)."""
     model = tf.saved_model.load(saved_model_dir)
-    return coco.coco_map(ground_truth(model, examples), saved_model_detections(model, examples),
-                         num_classes)
+    return coco.coco_map(
+        ground_truth(model, examples), saved_model_detections(model, examples), num_classes
+    )
 
 
-def score_formats(saved_model_dir: str, tflite_paths: Dict[str, str], examples: Sequence[bytes],
-                  num_classes: int, resize_mode: str, latency_runs: int = 30
-                  ) -> Dict[str, Dict[str, float]]:
+def score_formats(
+    saved_model_dir: str,
+    tflite_paths: Dict[str, str],
+    examples: Sequence[bytes],
+    num_classes: int,
+    resize_mode: str,
+    latency_runs: int = 30,
+) -> Dict[str, Dict[str, float]]:
     """{"saved_model": {"map", "map50", ..., "pr50"}, "<format>": {"map", "map50", ...,
     "size_bytes", "latency_ms"}} on the given evaluation examples."""
     model = tf.saved_model.load(saved_model_dir)
     truth = ground_truth(model, examples)
-    results = {"saved_model": coco.coco_map(truth, saved_model_detections(model, examples),
-                                            num_classes, curves=True)}
+    results = {
+        "saved_model": coco.coco_map(
+            truth, saved_model_detections(model, examples), num_classes, curves=True
+        )
+    }
     images = decode_images(examples)
     for fmt, path in tflite_paths.items():
         scores = coco.coco_map(truth, tflite_detections(path, images, resize_mode), num_classes)
         scores["size_bytes"] = float(tf.io.gfile.stat(path).length)
-        scores["latency_ms"] = tflite_interpreter.measure_latency(path, threads=1,
-                                                                   runs=latency_runs)
+        scores["latency_ms"] = tflite_interpreter.measure_latency(
+            path, threads=1, runs=latency_runs
+        )
         results[fmt] = scores
     return results

@@ -29,18 +29,26 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
-from components import artifacts
-from components.tflite.artifacts import TFLiteModels
-from components.tflite.component import DEFAULT_FORMATS as FORMATS
+from litedet.components import artifacts
+from litedet.components.tflite import FORMATS
+from litedet.components.tflite.artifacts import TFLiteModels
 
 GATE_FILE = "gate.json"
 METRICS_FILE = "metrics.json"
 
 
-def decide(map50: float, scores: Dict[str, Dict[str, float]], *, min_map50: float,
-           max_tflite_map_drop: float, ship_format: str, baseline_map50: Optional[float] = None,
-           max_map_drop: float = 0.0, max_latency_ms: float = 0.0, max_size_mb: float = 0.0
-           ) -> List[str]:
+def decide(
+    map50: float,
+    scores: Dict[str, Dict[str, float]],
+    *,
+    min_map50: float,
+    max_tflite_map_drop: float,
+    ship_format: str,
+    baseline_map50: Optional[float] = None,
+    max_map_drop: float = 0.0,
+    max_latency_ms: float = 0.0,
+    max_size_mb: float = 0.0,
+) -> List[str]:
     """The reasons not to bless (empty: bless). `map50`: TFMA's; `scores`: device.score_formats'
     result; `baseline_map50`: the latest blessed model by the same scorer as scores."""
     reasons = []
@@ -49,24 +57,34 @@ def decide(map50: float, scores: Dict[str, Dict[str, float]], *, min_map50: floa
     current = scores["saved_model"]["map50"]
     # 1e-9: the same model scored twice is no regression, float noise aside.
     if baseline_map50 is not None and current < baseline_map50 - max_map_drop - 1e-9:
-        reasons.append(f"regression against the last blessed model: mAP@0.5 {current:.4f} < "
-                       f"{baseline_map50:.4f} (allowed drop {max_map_drop:.4f})")
+        reasons.append(
+            f"regression against the last blessed model: mAP@0.5 {current:.4f} < "
+            f"{baseline_map50:.4f} (allowed drop {max_map_drop:.4f})"
+        )
     for fmt in sorted(k for k in scores if k != "saved_model"):
         drop = current - scores[fmt]["map50"]
         if drop > max_tflite_map_drop:
-            reasons.append(f"TFLite {fmt} mAP@0.5 {scores[fmt]['map50']:.4f} is {drop:.4f} below "
-                           f"the SavedModel's {current:.4f} (budget {max_tflite_map_drop:.4f})")
+            reasons.append(
+                f"TFLite {fmt} mAP@0.5 {scores[fmt]['map50']:.4f} is {drop:.4f} below "
+                f"the SavedModel's {current:.4f} (budget {max_tflite_map_drop:.4f})"
+            )
     shipped = scores.get(ship_format)
     if shipped is None:
-        reasons.append(f"ship_format {ship_format!r} was not converted "
-                       f"(converted: {', '.join(sorted(set(scores) - {'saved_model'}))})")
+        reasons.append(
+            f"ship_format {ship_format!r} was not converted "
+            f"(converted: {', '.join(sorted(set(scores) - {'saved_model'}))})"
+        )
     else:
         if max_latency_ms > 0 and shipped["latency_ms"] > max_latency_ms:
-            reasons.append(f"{ship_format} latency {shipped['latency_ms']:.1f} ms exceeds the "
-                           f"budget {max_latency_ms:.1f} ms")
+            reasons.append(
+                f"{ship_format} latency {shipped['latency_ms']:.1f} ms exceeds the "
+                f"budget {max_latency_ms:.1f} ms"
+            )
         if max_size_mb > 0 and shipped["size_bytes"] > max_size_mb * 1e6:
-            reasons.append(f"{ship_format} size {shipped['size_bytes'] / 1e6:.2f} MB exceeds the "
-                           f"budget {max_size_mb:.2f} MB")
+            reasons.append(
+                f"{ship_format} size {shipped['size_bytes'] / 1e6:.2f} MB exceeds the "
+                f"budget {max_size_mb:.2f} MB"
+            )
     return reasons
 
 
@@ -104,7 +122,8 @@ def ModelGate(
     from tfx.types import artifact_utils
     from tfx.utils import path_utils
 
-    from components.evaluation import device, metrics as metrics_lib
+    from litedet.components.evaluation import device
+    from litedet.components.evaluation import metrics as metrics_lib
 
     if ship_format not in FORMATS:
         raise ValueError(f"ship_format: {ship_format!r} is not one of {', '.join(FORMATS)}")
@@ -113,60 +132,98 @@ def ModelGate(
     labels = conversion["labels"]
     candidate = metrics_lib.read_metrics(evaluation.uri)
     if metrics_lib.MAP50 not in candidate:
-        raise ValueError(f"evaluation {evaluation.uri} has no {metrics_lib.MAP50!r} metric "
-                         f"(found: {', '.join(sorted(candidate)) or 'none'})")
+        raise ValueError(
+            f"evaluation {evaluation.uri} has no {metrics_lib.MAP50!r} metric "
+            f"(found: {', '.join(sorted(candidate)) or 'none'})"
+        )
     per_class_keys = [k for k in candidate if k.startswith(metrics_lib.PER_CLASS_PREFIX)]
     if len(per_class_keys) != len(labels):
-        raise ValueError(f"the Evaluator scored {len(per_class_keys)} classes but the label map "
-                         f"has {len(labels)} ({', '.join(labels)}): set evaluation.num_classes "
-                         "(or dataset.class_names) to match the data and run again")
+        raise ValueError(
+            f"the Evaluator scored {len(per_class_keys)} classes but the label map "
+            f"has {len(labels)} ({', '.join(labels)}): set evaluation.num_classes "
+            "(or dataset.class_names) to match the data and run again"
+        )
 
     split_uri = artifact_utils.get_split_uri([examples], metrics_lib.EVAL_SPLIT)
     eval_examples = device.read_examples(split_uri)
     workdir = tempfile.mkdtemp(prefix="litedet-gate-")
     try:
-        paths = {fmt: _local_copy(os.path.join(tflite_models.uri, name), workdir)
-                 for fmt, name in conversion["files"].items()}
-        scores = device.score_formats(path_utils.serving_model_path(model.uri), paths,
-                                      eval_examples, len(labels), conversion["resize_mode"],
-                                      latency_runs)
+        paths = {
+            fmt: _local_copy(os.path.join(tflite_models.uri, name), workdir)
+            for fmt, name in conversion["files"].items()
+        }
+        scores = device.score_formats(
+            path_utils.serving_model_path(model.uri),
+            paths,
+            eval_examples,
+            len(labels),
+            conversion["resize_mode"],
+            latency_runs,
+        )
         baseline_map50 = None
         if baseline_model is not None:
-            baseline_map50 = (scores["saved_model"]["map50"] if baseline_model.id == model.id
-                              else device.score_saved_model(
-                                  path_utils.serving_model_path(baseline_model.uri),
-                                  eval_examples, len(labels))["map50"])
+            baseline_map50 = (
+                scores["saved_model"]["map50"]
+                if baseline_model.id == model.id
+                else device.score_saved_model(
+                    path_utils.serving_model_path(baseline_model.uri), eval_examples, len(labels)
+                )["map50"]
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     map50 = candidate[metrics_lib.MAP50]
-    reasons = decide(map50, scores, min_map50=min_map50,
-                     max_tflite_map_drop=max_tflite_map_drop, ship_format=ship_format,
-                     baseline_map50=baseline_map50, max_map_drop=max_map_drop,
-                     max_latency_ms=max_latency_ms, max_size_mb=max_size_mb)
+    reasons = decide(
+        map50,
+        scores,
+        min_map50=min_map50,
+        max_tflite_map_drop=max_tflite_map_drop,
+        ship_format=ship_format,
+        baseline_map50=baseline_map50,
+        max_map_drop=max_map_drop,
+        max_latency_ms=max_latency_ms,
+        max_size_mb=max_size_mb,
+    )
     blessed = not reasons
-    per_class = {labels[int(k.split("/")[1]) - 1]: v for k, v in candidate.items()
-                 if k.startswith(metrics_lib.PER_CLASS_PREFIX)}
+    per_class = {
+        labels[int(k.split("/")[1]) - 1]: v
+        for k, v in candidate.items()
+        if k.startswith(metrics_lib.PER_CLASS_PREFIX)
+    }
     curves = scores["saved_model"].pop("pr50", {})
     report = {
-        "blessed": blessed, "reasons": reasons,
-        "map50": map50, "map": candidate.get(metrics_lib.MAP),
+        "blessed": blessed,
+        "reasons": reasons,
+        "map50": map50,
+        "map": candidate.get(metrics_lib.MAP),
         "baseline_map50": baseline_map50,
         "baseline_model": baseline_model.uri if baseline_model is not None else None,
-        "ap50_per_class": per_class, "num_eval_images": len(eval_examples),
-        "ship_format": ship_format, "formats": scores,
+        "ap50_per_class": per_class,
+        "num_eval_images": len(eval_examples),
+        "ship_format": ship_format,
+        "formats": scores,
         # Precision at 101 recall points, IoU 0.5, per class name (pycocotools, SavedModel).
-        "pr_curves": {("recall" if k == "recall" else labels[int(k) - 1]): v
-                      for k, v in curves.items()},
-        "budgets": {"min_map50": min_map50, "max_map_drop": max_map_drop,
-                    "max_tflite_map_drop": max_tflite_map_drop,
-                    "max_latency_ms": max_latency_ms, "max_size_mb": max_size_mb},
+        "pr_curves": {
+            ("recall" if k == "recall" else labels[int(k) - 1]): v for k, v in curves.items()
+        },
+        "budgets": {
+            "min_map50": min_map50,
+            "max_map_drop": max_map_drop,
+            "max_tflite_map_drop": max_tflite_map_drop,
+            "max_latency_ms": max_latency_ms,
+            "max_size_mb": max_size_mb,
+        },
     }
-    logging.info("ModelGate: %s (mAP@0.5 %.4f)%s", "BLESSED" if blessed else "NOT blessed",
-                 map50, "".join(f"\n  - {r}" for r in reasons))
+    logging.info(
+        "ModelGate: %s (mAP@0.5 %.4f)%s",
+        "BLESSED" if blessed else "NOT blessed",
+        map50,
+        "".join(f"\n  - {r}" for r in reasons),
+    )
 
-    with tf.io.gfile.GFile(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"),
-                           "w") as handle:
+    with tf.io.gfile.GFile(
+        os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w"
+    ) as handle:
         handle.write("")
     with tf.io.gfile.GFile(os.path.join(blessing.uri, GATE_FILE), "w") as handle:
         handle.write(json.dumps(report, indent=2))
@@ -175,8 +232,11 @@ def ModelGate(
     blessing.set_int_custom_property("current_model_id", model.id)
     blessing.set_string_custom_property("reasons", "; ".join(reasons))
 
-    key_figures = {"map50": map50, "map": candidate.get(metrics_lib.MAP, 0.0),
-                   "blessed": float(blessed)}
+    key_figures = {
+        "map50": map50,
+        "map": candidate.get(metrics_lib.MAP, 0.0),
+        "blessed": float(blessed),
+    }
     for fmt, values in scores.items():
         if fmt == "saved_model":
             continue

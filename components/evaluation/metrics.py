@@ -32,25 +32,43 @@ NUM_THRESHOLDS = 1000
 
 
 def _coco_metric(name: str, num_classes: int, max_detections: int, **extra) -> dict:
-    from components.detection import export
+    from litedet.components.detection import export
 
-    return {"class_name": "COCOMeanAveragePrecision", "config": json.dumps({
-        "name": name, "class_ids": extra.pop("class_ids", list(range(1, num_classes + 1))),
-        "max_num_detections": max_detections, "num_recalls": NUM_RECALLS,
-        "num_thresholds": NUM_THRESHOLDS,
-        "labels_to_stack": export.GROUND_TRUTH_COLUMNS,
-        "predictions_to_stack": export.PREDICTION_COLUMNS,
-        "num_detections_key": export.NUM_DETECTIONS, **extra})}
+    return {
+        "class_name": "COCOMeanAveragePrecision",
+        "config": json.dumps(
+            {
+                "name": name,
+                "class_ids": extra.pop("class_ids", list(range(1, num_classes + 1))),
+                "max_num_detections": max_detections,
+                "num_recalls": NUM_RECALLS,
+                "num_thresholds": NUM_THRESHOLDS,
+                "labels_to_stack": export.GROUND_TRUTH_COLUMNS,
+                "predictions_to_stack": export.PREDICTION_COLUMNS,
+                "num_detections_key": export.NUM_DETECTIONS,
+                **extra,
+            }
+        ),
+    }
 
 
 def metric_configs(num_classes: int, max_detections: int = 100) -> List[dict]:
     if num_classes < 1:
         raise ValueError(f"num_classes: {num_classes} must be >= 1")
-    configs = [_coco_metric(MAP, num_classes, max_detections),
-               _coco_metric(MAP50, num_classes, max_detections, iou_thresholds=[0.5])]
-    configs += [_coco_metric(f"{PER_CLASS_PREFIX}{k}", num_classes, max_detections,
-                             iou_thresholds=[0.5], class_ids=[k])
-                for k in range(1, num_classes + 1)]
+    configs = [
+        _coco_metric(MAP, num_classes, max_detections),
+        _coco_metric(MAP50, num_classes, max_detections, iou_thresholds=[0.5]),
+    ]
+    configs += [
+        _coco_metric(
+            f"{PER_CLASS_PREFIX}{k}",
+            num_classes,
+            max_detections,
+            iou_thresholds=[0.5],
+            class_ids=[k],
+        )
+        for k in range(1, num_classes + 1)
+    ]
     return configs
 
 
@@ -58,15 +76,22 @@ def eval_config(num_classes: int, max_detections: int = 100):
     """The tfma.EvalConfig of the Evaluator (the candidate model only; see the module doc)."""
     import tensorflow_model_analysis as tfma
 
-    from components.detection import export
+    from litedet.components.detection import export
 
-    metrics = [tfma.MetricConfig(class_name=c["class_name"], config=c["config"])
-               for c in metric_configs(num_classes, max_detections)]
+    metrics = [
+        tfma.MetricConfig(class_name=c["class_name"], config=c["config"])
+        for c in metric_configs(num_classes, max_detections)
+    ]
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name=export.EVAL_SIGNATURE,
-                                    preprocessing_function_names=[export.LABELS_SIGNATURE])],
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name=export.EVAL_SIGNATURE,
+                preprocessing_function_names=[export.LABELS_SIGNATURE],
+            )
+        ],
         slicing_specs=[tfma.SlicingSpec()],
-        metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
+        metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
+    )
 
 
 def read_metrics(evaluation_uri: str) -> Dict[str, float]:

@@ -14,7 +14,7 @@ import os
 import xml.etree.ElementTree as ElementTree
 from typing import Dict, List, Optional, Tuple
 
-from components.example_gen.config import DatasetConfig
+from litedet.components.example_gen.config import DatasetConfig
 
 
 class AnnotationError(ValueError):
@@ -58,8 +58,12 @@ class LabelMap:
         return self.names[label - 1]
 
     def to_dict(self) -> dict:
-        return {"classes": [{"id": i + 1, "name": name, "source_key": key}
-                            for i, (key, name) in enumerate(zip(self.keys, self.names))]}
+        return {
+            "classes": [
+                {"id": i + 1, "name": name, "source_key": key}
+                for i, (key, name) in enumerate(zip(self.keys, self.names))
+            ]
+        }
 
 
 def _load_json(path: str) -> dict:
@@ -81,8 +85,11 @@ def _require(condition: bool, path: str, message: str) -> None:
 
 
 def _number_list(value, length: int) -> bool:
-    return (isinstance(value, list) and len(value) == length
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+    return (
+        isinstance(value, list)
+        and len(value) == length
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
 
 
 def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
@@ -97,42 +104,69 @@ def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
         for field in ("images", "annotations", "categories"):
             _require(isinstance(data.get(field), list), path, f"missing list field '{field}'")
         for i, cat in enumerate(data["categories"]):
-            _require(isinstance(cat, dict) and isinstance(cat.get("id"), int)
-                     and isinstance(cat.get("name"), str),
-                     path, f"categories[{i}] needs an integer 'id' and a string 'name'")
+            _require(
+                isinstance(cat, dict)
+                and isinstance(cat.get("id"), int)
+                and isinstance(cat.get("name"), str),
+                path,
+                f"categories[{i}] needs an integer 'id' and a string 'name'",
+            )
             if categories.setdefault(cat["id"], cat["name"]) != cat["name"]:
                 raise AnnotationError(
                     f"{path}: category id {cat['id']} is named {cat['name']!r} here but "
-                    f"{categories[cat['id']]!r} in another annotation file")
+                    f"{categories[cat['id']]!r} in another annotation file"
+                )
         objects_by_image: Dict[int, List[ObjectAnnotation]] = {}
         for i, ann in enumerate(data["annotations"]):
-            _require(isinstance(ann, dict) and isinstance(ann.get("image_id"), int),
-                     path, f"annotations[{i}] needs an integer 'image_id'")
-            _require(_number_list(ann.get("bbox"), 4), path,
-                     f"annotations[{i}] (id {ann.get('id')}): 'bbox' must be [x, y, width, height]")
+            _require(
+                isinstance(ann, dict) and isinstance(ann.get("image_id"), int),
+                path,
+                f"annotations[{i}] needs an integer 'image_id'",
+            )
+            _require(
+                _number_list(ann.get("bbox"), 4),
+                path,
+                f"annotations[{i}] (id {ann.get('id')}): 'bbox' must be [x, y, width, height]",
+            )
             x, y, w, h = ann["bbox"]
-            objects_by_image.setdefault(ann["image_id"], []).append(ObjectAnnotation(
-                category=str(ann.get("category_id")),
-                box=(float(x), float(y), float(x + w), float(y + h)),
-                is_crowd=bool(ann.get("iscrowd", 0))))
+            objects_by_image.setdefault(ann["image_id"], []).append(
+                ObjectAnnotation(
+                    category=str(ann.get("category_id")),
+                    box=(float(x), float(y), float(x + w), float(y + h)),
+                    is_crowd=bool(ann.get("iscrowd", 0)),
+                )
+            )
         for i, img in enumerate(data["images"]):
-            _require(isinstance(img, dict) and isinstance(img.get("id"), int)
-                     and isinstance(img.get("file_name"), str),
-                     path, f"images[{i}] needs an integer 'id' and a string 'file_name'")
-            records.append(ImageRecord(
-                source_id=str(img["id"]), split=split,
-                image_path=os.path.join(images_dir, img["file_name"]),
-                width=img.get("width"), height=img.get("height"),
-                objects=tuple(objects_by_image.get(img["id"], ()))))
+            _require(
+                isinstance(img, dict)
+                and isinstance(img.get("id"), int)
+                and isinstance(img.get("file_name"), str),
+                path,
+                f"images[{i}] needs an integer 'id' and a string 'file_name'",
+            )
+            records.append(
+                ImageRecord(
+                    source_id=str(img["id"]),
+                    split=split,
+                    image_path=os.path.join(images_dir, img["file_name"]),
+                    width=img.get("width"),
+                    height=img.get("height"),
+                    objects=tuple(objects_by_image.get(img["id"], ())),
+                )
+            )
     ordered = sorted(categories)
-    return records, LabelMap(keys=tuple(str(c) for c in ordered),
-                             names=tuple(categories[c] for c in ordered))
+    return records, LabelMap(
+        keys=tuple(str(c) for c in ordered), names=tuple(categories[c] for c in ordered)
+    )
 
 
 def _voc_text(node: ElementTree.Element, tag: str, path: str) -> str:
     child = node.find(tag)
-    _require(child is not None and child.text is not None and child.text.strip(), path,
-             f"<{node.tag}> has no <{tag}>")
+    _require(
+        child is not None and child.text is not None and child.text.strip(),
+        path,
+        f"<{node.tag}> has no <{tag}>",
+    )
     return child.text.strip()
 
 
@@ -156,7 +190,10 @@ def parse_voc_xml(path: str, xml_bytes: bytes, images_dir: str, split: str) -> I
     size = root.find("size")
     width = height = None
     if size is not None:
-        width, height = int(_voc_number(size, "width", path)), int(_voc_number(size, "height", path))
+        width, height = (
+            int(_voc_number(size, "width", path)),
+            int(_voc_number(size, "height", path)),
+        )
     objects = []
     for obj in root.findall("object"):
         bndbox = obj.find("bndbox")
@@ -164,13 +201,21 @@ def parse_voc_xml(path: str, xml_bytes: bytes, images_dir: str, split: str) -> I
         xmin, ymin = _voc_number(bndbox, "xmin", path), _voc_number(bndbox, "ymin", path)
         xmax, ymax = _voc_number(bndbox, "xmax", path), _voc_number(bndbox, "ymax", path)
         difficult = obj.find("difficult")
-        objects.append(ObjectAnnotation(
-            category=_voc_text(obj, "name", path),
-            box=(xmin - 1.0, ymin - 1.0, xmax, ymax),
-            difficult=difficult is not None and (difficult.text or "0").strip() == "1"))
-    return ImageRecord(source_id=os.path.splitext(filename)[0], split=split,
-                       image_path=os.path.join(images_dir, filename),
-                       width=width, height=height, objects=tuple(objects))
+        objects.append(
+            ObjectAnnotation(
+                category=_voc_text(obj, "name", path),
+                box=(xmin - 1.0, ymin - 1.0, xmax, ymax),
+                difficult=difficult is not None and (difficult.text or "0").strip() == "1",
+            )
+        )
+    return ImageRecord(
+        source_id=os.path.splitext(filename)[0],
+        split=split,
+        image_path=os.path.join(images_dir, filename),
+        width=width,
+        height=height,
+        objects=tuple(objects),
+    )
 
 
 def _voc_annotation_files(config: DatasetConfig, source: str) -> List[str]:
@@ -179,8 +224,9 @@ def _voc_annotation_files(config: DatasetConfig, source: str) -> List[str]:
     annotations_dir = os.path.join(config.root, config.annotations_dir)
     path = os.path.join(config.root, source)
     if tf.io.gfile.isdir(path):
-        return sorted(os.path.join(path, name) for name in tf.io.gfile.listdir(path)
-                      if name.endswith(".xml"))
+        return sorted(
+            os.path.join(path, name) for name in tf.io.gfile.listdir(path) if name.endswith(".xml")
+        )
     try:
         with tf.io.gfile.GFile(path, "r") as f:
             # Image-set lines are "<id>" or "<id> <flag>" (the per-class lists).
@@ -217,14 +263,21 @@ def count_classes(config: DatasetConfig) -> int:
     if config.format != "coco":
         raise AnnotationError(
             f"dataset.class_names: needed for a {config.format} dataset, to set up per-class "
-            "evaluation before the data is read (list the class names in label order)")
+            "evaluation before the data is read (list the class names in label order)"
+        )
     categories = set()
     for relative in config.sources.values():
         path = os.path.join(config.root, relative)
         data = _load_json(path)
-        _require(isinstance(data, dict) and isinstance(data.get("categories"), list), path,
-                 "missing list field 'categories'")
+        _require(
+            isinstance(data, dict) and isinstance(data.get("categories"), list),
+            path,
+            "missing list field 'categories'",
+        )
         categories.update(c.get("id") for c in data["categories"] if isinstance(c, dict))
-    _require(bool(categories), os.path.join(config.root, next(iter(config.sources.values()))),
-             "no categories")
+    _require(
+        bool(categories),
+        os.path.join(config.root, next(iter(config.sources.values()))),
+        "no categories",
+    )
     return len(categories)

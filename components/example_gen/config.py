@@ -47,28 +47,34 @@ class DatasetConfig:
     def __post_init__(self):
         if self.format not in FORMATS:
             raise DatasetConfigError(
-                f"dataset.format: {self.format!r} is not one of {', '.join(FORMATS)}")
+                f"dataset.format: {self.format!r} is not one of {', '.join(FORMATS)}"
+            )
         if not self.root:
             raise DatasetConfigError("dataset.root: empty; give the dataset folder")
         if not self.sources or not isinstance(self.sources, dict):
             raise DatasetConfigError(
                 "dataset.sources: give at least one split, e.g. "
-                '{"train": "annotations/instances_train.json"}')
+                '{"train": "annotations/instances_train.json"}'
+            )
         for split, source in self.sources.items():
             _check_split_name("dataset.sources", split)
             if not isinstance(source, str) or not source:
                 raise DatasetConfigError(f"dataset.sources.{split}: must be a non-empty path")
         if self.split_ratios is not None:
             if not self.split_ratios:
-                raise DatasetConfigError("dataset.split_ratios: empty; e.g. {\"train\": 4, \"eval\": 1}")
+                raise DatasetConfigError(
+                    'dataset.split_ratios: empty; e.g. {"train": 4, "eval": 1}'
+                )
             for split, ratio in self.split_ratios.items():
                 _check_split_name("dataset.split_ratios", split)
                 if not isinstance(ratio, int) or ratio <= 0:
                     raise DatasetConfigError(
-                        f"dataset.split_ratios.{split}: {ratio!r} must be a positive integer")
+                        f"dataset.split_ratios.{split}: {ratio!r} must be a positive integer"
+                    )
         if self.max_objects_per_image < 1:
             raise DatasetConfigError(
-                f"dataset.max_objects_per_image: {self.max_objects_per_image} must be >= 1")
+                f"dataset.max_objects_per_image: {self.max_objects_per_image} must be >= 1"
+            )
         if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
             raise DatasetConfigError("dataset.class_names: names must be unique")
         if self.clip_tolerance_px < 0:
@@ -84,27 +90,42 @@ class DatasetConfig:
             return self.images_dir
         return {"coco": "images", "voc": "JPEGImages", "tfrecord": ""}[self.format]
 
-    def with_root(self, root: str) -> "DatasetConfig":
+    def with_root(self, root: str) -> DatasetConfig:
         return dataclasses.replace(self, root=root)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))  # key order = split order
 
     @classmethod
-    def from_json(cls, text: str) -> "DatasetConfig":
+    def from_json(cls, text: str) -> DatasetConfig:
         return cls.from_dict(json.loads(text))
 
     @classmethod
-    def from_dict(cls, values: dict) -> "DatasetConfig":
+    def from_dict(cls, values: dict) -> DatasetConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise DatasetConfigError(
-                f"dataset: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+                f"dataset: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in values
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise DatasetConfigError(
+                f"dataset: missing {', '.join(missing)}; a dataset needs root, format "
+                f"({', '.join(FORMATS)}) and sources, e.g. "
+                '{"train": "annotations/train.json", "eval": "annotations/eval.json"}'
+            )
         return cls(**values)
 
 
 def _check_split_name(field: str, split: str) -> None:
     if not isinstance(split, str) or not split.isidentifier():
         raise DatasetConfigError(
-            f"{field}: split name {split!r} must be a simple identifier such as 'train' or 'eval'")
+            f"{field}: split name {split!r} must be a simple identifier such as 'train' or 'eval'"
+        )

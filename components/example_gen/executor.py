@@ -22,8 +22,8 @@ from tfx.components.example_gen import write_split
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
-from components.example_gen import annotations, records
-from components.example_gen.config import DatasetConfig
+from litedet.components.example_gen import annotations, records
+from litedet.components.example_gen.config import DatasetConfig
 
 EXAMPLES_KEY = "examples"
 LABEL_MAP_KEY = "label_map"
@@ -82,17 +82,28 @@ class _CheckImage(beam.DoFn):
             try:
                 data = _read_image(record.image_path)
             except tf.errors.OpError as e:
-                yield beam.pvalue.TaggedOutput(QUARANTINE_KEY, records.Quarantined(
-                    record.source_id, record.split, record.image_path, "unreadable_image",
-                    e.message))
+                yield beam.pvalue.TaggedOutput(
+                    QUARANTINE_KEY,
+                    records.Quarantined(
+                        record.source_id,
+                        record.split,
+                        record.image_path,
+                        "unreadable_image",
+                        e.message,
+                    ),
+                )
                 return
-        outcome = records.check_or_quarantine(record, data, label_map, self._max_objects,
-                                              self._clip_tolerance_px)
+        outcome = records.check_or_quarantine(
+            record, data, label_map, self._max_objects, self._clip_tolerance_px
+        )
         if isinstance(outcome, records.Quarantined):
             yield beam.pvalue.TaggedOutput(QUARANTINE_KEY, outcome)
             return
-        yield outcome.record.split, outcome.texts, records.to_tf_example(
-            outcome, data).SerializeToString()
+        yield (
+            outcome.record.split,
+            outcome.texts,
+            records.to_tf_example(outcome, data).SerializeToString(),
+        )
 
 
 def _count_keys(kind: str, item) -> List[str]:
@@ -103,8 +114,11 @@ def _count_keys(kind: str, item) -> List[str]:
 
 
 def _write_summary(counts, label_map, uri: str, splits: List[str]) -> None:
-    summary = {"examples": {s: 0 for s in splits},
-               "objects": {name: 0 for name in label_map.names}, "quarantined": {}}
+    summary = {
+        "examples": {s: 0 for s in splits},
+        "objects": {name: 0 for name in label_map.names},
+        "quarantined": {},
+    }
     for key, count in sorted(counts):
         group, name = key.split("/", 1)
         summary[group][name] = count
@@ -119,8 +133,12 @@ def write_label_map(label_map: annotations.LabelMap, uri: str) -> None:
     with tf.io.gfile.GFile(os.path.join(uri, "labels.txt"), "w") as f:
         f.write("".join(name + "\n" for name in label_map.names))
     with tf.io.gfile.GFile(os.path.join(uri, "label_map.pbtxt"), "w") as f:
-        f.write("".join(f"item {{\n  id: {i + 1}\n  name: {json.dumps(name)}\n}}\n"
-                        for i, name in enumerate(label_map.names)))
+        f.write(
+            "".join(
+                f"item {{\n  id: {i + 1}\n  name: {json.dumps(name)}\n}}\n"
+                for i, name in enumerate(label_map.names)
+            )
+        )
 
 
 def _read_tfrecords(pipeline, config: DatasetConfig, root: str):
@@ -134,24 +152,35 @@ def _read_tfrecords(pipeline, config: DatasetConfig, root: str):
         parsed.append(
             pipeline
             | f"ReadTFRecord[{split}]" >> beam.io.ReadFromTFRecord(full)
-            | f"Parse[{split}]" >> beam.Map(
+            | f"Parse[{split}]"
+            >> beam.Map(
                 lambda data, s: records.record_from_tf_example(
-                    data, s, hashlib.sha256(data).hexdigest()[:16]), s=split))
+                    data, s, hashlib.sha256(data).hexdigest()[:16]
+                ),
+                s=split,
+            )
+        )
     parsed = parsed | "FlattenSources" >> beam.Flatten()
     items = parsed | "Records" >> beam.Map(lambda p: p[0] if isinstance(p, tuple) else p)
-    label_map = (parsed
-                 | "LabelPairs" >> beam.FlatMap(lambda p: p[1] if isinstance(p, tuple) else [])
-                 | "DistinctLabels" >> beam.Distinct()
-                 | "AllLabels" >> beam.combiners.ToList()
-                 | "LabelMap" >> beam.Map(records.label_map_from_pairs))
+    label_map = (
+        parsed
+        | "LabelPairs" >> beam.FlatMap(lambda p: p[1] if isinstance(p, tuple) else [])
+        | "DistinctLabels" >> beam.Distinct()
+        | "AllLabels" >> beam.combiners.ToList()
+        | "LabelMap" >> beam.Map(records.label_map_from_pairs)
+    )
     return items, label_map
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
     """Reads a COCO, VOC or TF OD API TFRecord dataset into detection tf.Examples."""
 
-    def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
-           exec_properties: Dict[str, Any]) -> None:
+    def Do(
+        self,
+        input_dict: Dict[str, List[Any]],
+        output_dict: Dict[str, List[Any]],
+        exec_properties: Dict[str, Any],
+    ) -> None:
         del input_dict
         config = DatasetConfig.from_json(exec_properties[DATASET_KEY])
         root = exec_properties.get(INPUT_BASE_KEY) or config.root
@@ -168,8 +197,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             else:
                 reader = annotations.read_coco if config.format == "coco" else annotations.read_voc
                 parsed, static_label_map = reader(config.with_root(root))
-                logging.info("Read %d image records from %s annotations under %s",
-                             len(parsed), config.format, root)
+                logging.info(
+                    "Read %d image records from %s annotations under %s",
+                    len(parsed),
+                    config.format,
+                    root,
+                )
                 items = pipeline | "Records" >> beam.Create(parsed, reshuffle=True)
                 label_map = pipeline | "LabelMap" >> beam.Create([static_label_map])
             if config.split_ratios:
@@ -181,30 +214,46 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             ).with_outputs(QUARANTINE_KEY, main=EXAMPLES_KEY)
 
             by_split = checked[EXAMPLES_KEY] | "PartitionSplits" >> beam.Partition(
-                lambda item, n: splits.index(item[0]), len(splits))
+                lambda item, n: splits.index(item[0]), len(splits)
+            )
             for split, split_examples in zip(splits, by_split):
-                (split_examples
-                 | f"Serialized[{split}]" >> beam.Map(lambda item: item[2])
-                 | f"WriteSplit[{split}]" >> write_split.WriteSplit(
-                     artifact_utils.get_split_uri(output_dict[EXAMPLES_KEY], split),
-                     "tfrecords_gzip"))
+                (
+                    split_examples
+                    | f"Serialized[{split}]" >> beam.Map(lambda item: item[2])
+                    | f"WriteSplit[{split}]"
+                    >> write_split.WriteSplit(
+                        artifact_utils.get_split_uri(output_dict[EXAMPLES_KEY], split),
+                        "tfrecords_gzip",
+                    )
+                )
 
-            (checked[QUARANTINE_KEY]
-             | "QuarantineJson" >> beam.Map(lambda q: json.dumps(q.to_dict(), sort_keys=True))
-             | "WriteQuarantine" >> beam.io.WriteToText(
-                 os.path.join(quarantine_uri, QUARANTINE_FILE), shard_name_template=""))
+            (
+                checked[QUARANTINE_KEY]
+                | "QuarantineJson" >> beam.Map(lambda q: json.dumps(q.to_dict(), sort_keys=True))
+                | "WriteQuarantine"
+                >> beam.io.WriteToText(
+                    os.path.join(quarantine_uri, QUARANTINE_FILE), shard_name_template=""
+                )
+            )
 
             count_keys = (
-                (checked[EXAMPLES_KEY] | "ExampleKeys" >> beam.FlatMap(
-                    lambda item: _count_keys("examples", item)),
-                 checked[QUARANTINE_KEY] | "QuarantineKeys" >> beam.FlatMap(
-                     lambda item: _count_keys("quarantine", item)))
+                (
+                    checked[EXAMPLES_KEY]
+                    | "ExampleKeys" >> beam.FlatMap(lambda item: _count_keys("examples", item)),
+                    checked[QUARANTINE_KEY]
+                    | "QuarantineKeys"
+                    >> beam.FlatMap(lambda item: _count_keys("quarantine", item)),
+                )
                 | "AllKeys" >> beam.Flatten()
                 | "Count" >> beam.combiners.Count.PerElement()
-                | "CountList" >> beam.combiners.ToList())
+                | "CountList" >> beam.combiners.ToList()
+            )
             _ = count_keys | "WriteSummary" >> beam.Map(
-                _write_summary, label_map=beam.pvalue.AsSingleton(label_map),
-                uri=quarantine_uri, splits=splits)
+                _write_summary,
+                label_map=beam.pvalue.AsSingleton(label_map),
+                uri=quarantine_uri,
+                splits=splits,
+            )
             _ = label_map | "WriteLabelMap" >> beam.Map(write_label_map, uri=label_map_uri)
 
         summary = _report(quarantine_uri)
@@ -220,14 +269,21 @@ def _report(quarantine_uri: str) -> dict:
         summary = json.load(f)
     kept = sum(summary["examples"].values())
     reasons = collections.Counter(summary["quarantined"])
-    logging.info("ExampleGen kept %d images (%s); quarantined %d%s", kept,
-                 ", ".join(f"{s}: {n}" for s, n in summary["examples"].items()),
-                 sum(reasons.values()),
-                 "" if not reasons else " (" + ", ".join(
-                     f"{r}: {n}" for r, n in reasons.most_common()) + f"), see {quarantine_uri}")
+    logging.info(
+        "ExampleGen kept %d images (%s); quarantined %d%s",
+        kept,
+        ", ".join(f"{s}: {n}" for s, n in summary["examples"].items()),
+        sum(reasons.values()),
+        ""
+        if not reasons
+        else " ("
+        + ", ".join(f"{r}: {n}" for r, n in reasons.most_common())
+        + f"), see {quarantine_uri}",
+    )
     empty = [split for split, count in summary["examples"].items() if count == 0]
     if empty:
         raise EmptySplitError(
             f"split(s) {', '.join(empty)} have no usable image; quarantined by reason: "
-            f"{dict(reasons) or 'none'}; see {os.path.join(quarantine_uri, QUARANTINE_FILE)}")
+            f"{dict(reasons) or 'none'}; see {os.path.join(quarantine_uri, QUARANTINE_FILE)}"
+        )
     return summary

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from components.example_gen.config import DatasetConfig
+from litedet.components.example_gen.config import DatasetConfig
 
 
 def _is_local(path: str) -> bool:
@@ -17,8 +17,9 @@ def _local_tree_entries(folder: str):
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         for name in sorted(filenames):
-            stat = os.stat(os.path.join(dirpath, name))
-            yield f"{os.path.relpath(os.path.join(dirpath, name), folder)}:{stat.st_size}:{stat.st_mtime_ns}"
+            path = os.path.join(dirpath, name)
+            stat = os.stat(path)
+            yield f"{os.path.relpath(path, folder)}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def dataset_fingerprint(config: DatasetConfig, root: str) -> str:

@@ -18,7 +18,7 @@ from typing import List, Optional, Tuple
 
 from PIL import Image
 
-from components.example_gen.annotations import ImageRecord, LabelMap, ObjectAnnotation
+from litedet.components.example_gen.annotations import ImageRecord, LabelMap, ObjectAnnotation
 
 # Every reason an image can be quarantined for, with what it means; docs and tests use this list.
 QUARANTINE_REASONS = {
@@ -35,8 +35,13 @@ QUARANTINE_REASONS = {
     "malformed_record": "a TFRecord entry is not a usable TF OD API tf.Example",
 }
 
-_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"),
-          (b"BM", "bmp"), (b"RIFF", "webp"))
+_MAGIC = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF8", "gif"),
+    (b"BM", "bmp"),
+    (b"RIFF", "webp"),
+)
 SUPPORTED_FORMATS = ("jpeg", "png")
 
 
@@ -94,14 +99,21 @@ def _decoded_size(data: bytes) -> Tuple[int, int]:
         raise _Problem("corrupt_image", str(e)) from e
 
 
-def _normalized_box(obj: ObjectAnnotation, width: int, height: int,
-                    tolerance: float) -> Tuple[float, float, float, float]:
+def _normalized_box(
+    obj: ObjectAnnotation, width: int, height: int, tolerance: float
+) -> Tuple[float, float, float, float]:
     xmin, ymin, xmax, ymax = obj.box
-    if (xmin < -tolerance or ymin < -tolerance or xmax > width + tolerance
-            or ymax > height + tolerance):
-        raise _Problem("box_outside_image",
-                       f"box (xmin, ymin, xmax, ymax) = {obj.box} px lies outside the "
-                       f"{width}x{height} image by more than {tolerance} px")
+    if (
+        xmin < -tolerance
+        or ymin < -tolerance
+        or xmax > width + tolerance
+        or ymax > height + tolerance
+    ):
+        raise _Problem(
+            "box_outside_image",
+            f"box (xmin, ymin, xmax, ymax) = {obj.box} px lies outside the "
+            f"{width}x{height} image by more than {tolerance} px",
+        )
     xmin, xmax = max(0.0, xmin), min(float(width), xmax)
     ymin, ymax = max(0.0, ymin), min(float(height), ymax)
     if xmax <= xmin or ymax <= ymin:
@@ -109,45 +121,69 @@ def _normalized_box(obj: ObjectAnnotation, width: int, height: int,
     return ymin / height, xmin / width, ymax / height, xmax / width
 
 
-def check_image(record: ImageRecord, data: bytes, label_map: LabelMap,
-                max_objects: int, clip_tolerance_px: float) -> CheckedImage:
+def check_image(
+    record: ImageRecord,
+    data: bytes,
+    label_map: LabelMap,
+    max_objects: int,
+    clip_tolerance_px: float,
+) -> CheckedImage:
     """Runs every check on one image; raises `_Problem` (via `check_or_quarantine`) on the first."""
     image_format = sniff_format(data)
     if image_format not in SUPPORTED_FORMATS:
-        raise _Problem("unsupported_format",
-                       f"detected {image_format}; supported: {', '.join(SUPPORTED_FORMATS)}")
+        raise _Problem(
+            "unsupported_format",
+            f"detected {image_format}; supported: {', '.join(SUPPORTED_FORMATS)}",
+        )
     width, height = _decoded_size(data)
     declared = (record.width, record.height)
     if None not in declared and declared != (width, height):
-        raise _Problem("size_mismatch",
-                       f"declared {record.width}x{record.height}, pixels are {width}x{height}")
+        raise _Problem(
+            "size_mismatch", f"declared {record.width}x{record.height}, pixels are {width}x{height}"
+        )
     if len(record.objects) > max_objects:
-        raise _Problem("too_many_objects",
-                       f"{len(record.objects)} objects > max_objects_per_image={max_objects}")
+        raise _Problem(
+            "too_many_objects",
+            f"{len(record.objects)} objects > max_objects_per_image={max_objects}",
+        )
     boxes, labels, texts = [], [], []
     for obj in record.objects:
         label = label_map.label_of(obj.category)
         if label is None:
-            raise _Problem("unknown_category",
-                           f"category {obj.category!r} is not in the label map "
-                           f"({', '.join(label_map.keys)})")
+            raise _Problem(
+                "unknown_category",
+                f"category {obj.category!r} is not in the label map ({', '.join(label_map.keys)})",
+            )
         boxes.append(_normalized_box(obj, width, height, clip_tolerance_px))
         labels.append(label)
         texts.append(label_map.name_of(label))
-    return CheckedImage(record=record, image_format=image_format, width=width, height=height,
-                        boxes=tuple(boxes), labels=tuple(labels), texts=tuple(texts),
-                        is_crowd=tuple(int(o.is_crowd) for o in record.objects),
-                        difficult=tuple(int(o.difficult) for o in record.objects))
+    return CheckedImage(
+        record=record,
+        image_format=image_format,
+        width=width,
+        height=height,
+        boxes=tuple(boxes),
+        labels=tuple(labels),
+        texts=tuple(texts),
+        is_crowd=tuple(int(o.is_crowd) for o in record.objects),
+        difficult=tuple(int(o.difficult) for o in record.objects),
+    )
 
 
-def check_or_quarantine(record: ImageRecord, data: Optional[bytes], label_map: LabelMap,
-                        max_objects: int, clip_tolerance_px: float):
+def check_or_quarantine(
+    record: ImageRecord,
+    data: Optional[bytes],
+    label_map: LabelMap,
+    max_objects: int,
+    clip_tolerance_px: float,
+):
     """Returns a `CheckedImage`, or a `Quarantined` saying why the image cannot be used.
     `data` is None when the image file is missing."""
     where = record.image_path or "(inline image bytes)"
     if data is None:
-        return Quarantined(record.source_id, record.split, where, "missing_image",
-                           f"{where} does not exist")
+        return Quarantined(
+            record.source_id, record.split, where, "missing_image", f"{where} does not exist"
+        )
     try:
         return check_image(record, data, label_map, max_objects, clip_tolerance_px)
     except _Problem as problem:
@@ -214,12 +250,18 @@ def record_from_tf_example(serialized: bytes, split: str, index_hint: str):
     if not source_id:
         source_id = hashlib.sha256(encoded[0] if encoded else serialized).hexdigest()[:16]
     if len(encoded) != 1:
-        return Quarantined(source_id, split, "", "malformed_record",
-                           "image/encoded must hold exactly one value")
+        return Quarantined(
+            source_id, split, "", "malformed_record", "image/encoded must hold exactly one value"
+        )
     height, width = values("image/height"), values("image/width")
     if len(height) != 1 or len(width) != 1 or height[0] <= 0 or width[0] <= 0:
-        return Quarantined(source_id, split, "", "malformed_record",
-                           "image/height and image/width must each hold one positive integer")
+        return Quarantined(
+            source_id,
+            split,
+            "",
+            "malformed_record",
+            "image/height and image/width must each hold one positive integer",
+        )
     box_keys = [f"image/object/bbox/{c}" for c in ("xmin", "ymin", "xmax", "ymax")]
     xmin, ymin, xmax, ymax = (values(k) for k in box_keys)
     labels = values("image/object/class/label")
@@ -228,18 +270,27 @@ def record_from_tf_example(serialized: bytes, split: str, index_hint: str):
     n = len(labels)
     lengths = {len(xmin), len(ymin), len(xmax), len(ymax), n}
     if len(lengths) != 1 or (texts and len(texts) != n) or (crowd and len(crowd) != n):
-        return Quarantined(source_id, split, "", "malformed_record",
-                           "box coordinate, label and text lists have different lengths")
+        return Quarantined(
+            source_id,
+            split,
+            "",
+            "malformed_record",
+            "box coordinate, label and text lists have different lengths",
+        )
     w, h = width[0], height[0]
-    objects = tuple(ObjectAnnotation(
-        category=str(labels[i]),
-        box=(xmin[i] * w, ymin[i] * h, xmax[i] * w, ymax[i] * h),
-        is_crowd=bool(crowd[i]) if crowd else False,
-        difficult=bool(difficult[i]) if difficult and len(difficult) == n else False)
-        for i in range(n))
+    objects = tuple(
+        ObjectAnnotation(
+            category=str(labels[i]),
+            box=(xmin[i] * w, ymin[i] * h, xmax[i] * w, ymax[i] * h),
+            is_crowd=bool(crowd[i]) if crowd else False,
+            difficult=bool(difficult[i]) if difficult and len(difficult) == n else False,
+        )
+        for i in range(n)
+    )
     pairs = [(str(labels[i]), texts[i] if texts else f"class_{labels[i]}") for i in range(n)]
-    record = ImageRecord(source_id=source_id, split=split, image_bytes=encoded[0],
-                         width=w, height=h, objects=objects)
+    record = ImageRecord(
+        source_id=source_id, split=split, image_bytes=encoded[0], width=w, height=h, objects=objects
+    )
     return record, pairs
 
 

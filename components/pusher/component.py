@@ -27,9 +27,9 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.orchestration import data_types
 from tfx.types import component_spec, standard_artifacts
 
-from components import artifacts
-from components.pusher import executor
-from components.tflite.artifacts import TFLiteModels
+from litedet.components import artifacts
+from litedet.components.pusher import executor
+from litedet.components.tflite.artifacts import TFLiteModels
 
 
 class LitedetPusherSpec(component_spec.ComponentSpec):
@@ -43,17 +43,21 @@ class LitedetPusherSpec(component_spec.ComponentSpec):
     }
     INPUTS = {
         executor.MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
-        executor.TFLITE_MODELS_KEY: component_spec.ChannelParameter(type=TFLiteModels,
-                                                                    optional=True),
+        executor.TFLITE_MODELS_KEY: component_spec.ChannelParameter(
+            type=TFLiteModels, optional=True
+        ),
         executor.MODEL_BLESSING_KEY: component_spec.ChannelParameter(
-            type=standard_artifacts.ModelBlessing),
+            type=standard_artifacts.ModelBlessing
+        ),
         executor.LABEL_MAP_KEY: component_spec.ChannelParameter(type=artifacts.LabelMap),
         executor.EVALUATION_KEY: component_spec.ChannelParameter(
-            type=standard_artifacts.ModelEvaluation, optional=True),
+            type=standard_artifacts.ModelEvaluation, optional=True
+        ),
     }
     OUTPUTS = {
         executor.PUSHED_MODEL_KEY: component_spec.ChannelParameter(
-            type=standard_artifacts.PushedModel),
+            type=standard_artifacts.PushedModel
+        ),
     }
 
 
@@ -61,15 +65,20 @@ class LitedetPusher(base_component.BaseComponent):
     SPEC_CLASS = LitedetPusherSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
-                 label_map: types.BaseChannel, destination: Union[str, data_types.RuntimeParameter],
-                 model_name: str = "litedet",
-                 tflite_models: Optional[types.BaseChannel] = None,
-                 evaluation: Optional[types.BaseChannel] = None,
-                 registry: Optional[Mapping[str, Any]] = None,
-                 push_savedmodel: bool = False,
-                 extra_manifest: Optional[Mapping[str, Any]] = None,
-                 pipeline_run_id: Optional[str] = None):
+    def __init__(
+        self,
+        model: types.BaseChannel,
+        model_blessing: types.BaseChannel,
+        label_map: types.BaseChannel,
+        destination: Union[str, data_types.RuntimeParameter],
+        model_name: str = "litedet",
+        tflite_models: Optional[types.BaseChannel] = None,
+        evaluation: Optional[types.BaseChannel] = None,
+        registry: Optional[Mapping[str, Any]] = None,
+        push_savedmodel: bool = False,
+        extra_manifest: Optional[Mapping[str, Any]] = None,
+        pipeline_run_id: Optional[str] = None,
+    ):
         """`registry`: {"kind": "mlflow"|"kubeflow"|"none", ...} (see registry.make_registry);
         stored as JSON in the pipeline definition, so put no secret in it (MLflow reads
         MLFLOW_TRACKING_TOKEN, the Kubeflow client the service account token, from the
@@ -77,8 +86,11 @@ class LitedetPusher(base_component.BaseComponent):
         "input_size": 320} when no artifact carries them). `pipeline_run_id`: for orchestrators
         whose executor context has none (Kubeflow V2)."""
         spec = LitedetPusherSpec(
-            model=model, tflite_models=tflite_models, model_blessing=model_blessing,
-            label_map=label_map, evaluation=evaluation,
+            model=model,
+            tflite_models=tflite_models,
+            model_blessing=model_blessing,
+            label_map=label_map,
+            evaluation=evaluation,
             destination=destination,
             registry=json.dumps(dict(registry or {"kind": "none"}), sort_keys=True),
             model_name=model_name,

@@ -43,8 +43,8 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components.pusher import registry as registry_lib
-from components.pusher import store
+from litedet.components.pusher import registry as registry_lib
+from litedet.components.pusher import store
 
 MODEL_KEY = "model"
 TFLITE_MODELS_KEY = "tflite_models"
@@ -98,15 +98,20 @@ def _read_json(uri: str, name: str) -> Optional[dict]:
 
 
 def _label_map(uri: str) -> Dict[str, str]:
-    return {name: os.path.join(uri, name) for name in LABEL_MAP_FILES
-            if tf.io.gfile.exists(os.path.join(uri, name))}
+    return {
+        name: os.path.join(uri, name)
+        for name in LABEL_MAP_FILES
+        if tf.io.gfile.exists(os.path.join(uri, name))
+    }
 
 
 class Executor(base_executor.BaseExecutor):
-
-    def Do(self, input_dict: Dict[str, List[types.Artifact]],
-           output_dict: Dict[str, List[types.Artifact]],
-           exec_properties: Dict[str, Any]) -> None:
+    def Do(
+        self,
+        input_dict: Dict[str, List[types.Artifact]],
+        output_dict: Dict[str, List[types.Artifact]],
+        exec_properties: Dict[str, Any],
+    ) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
         pushed = artifact_utils.get_single_instance(output_dict[PUSHED_MODEL_KEY])
         blessing = _single(input_dict, MODEL_BLESSING_KEY)
@@ -114,8 +119,9 @@ class Executor(base_executor.BaseExecutor):
         model_name = exec_properties.get(MODEL_NAME_KEY) or "litedet"
 
         if blessing is None or not model_utils.is_model_blessed(blessing):
-            reason = ("model not blessed" + (f" (ModelBlessing {blessing.id} at {blessing.uri})"
-                                             if blessing is not None else ""))
+            reason = "model not blessed" + (
+                f" (ModelBlessing {blessing.id} at {blessing.uri})" if blessing is not None else ""
+            )
             logging.info("Not pushing: %s", reason)
             self._record(pushed, pushed=0, reason=reason, destination=destination)
             return
@@ -126,18 +132,21 @@ class Executor(base_executor.BaseExecutor):
             version, uri = already
             reason = f"this model is already version {version} in the store"
             logging.info("Not pushing: %s (%s)", reason, uri)
-            self._record(pushed, pushed=0, reason=reason, destination=destination,
-                         version=version, uri=uri)
+            self._record(
+                pushed, pushed=0, reason=reason, destination=destination, version=version, uri=uri
+            )
             return
 
         files, manifest = self._collect(input_dict, exec_properties, model_name)
         version, uri = store.push_version(destination, files, manifest)
         logging.info("Pushed %s version %d to %s", model_name, version, uri)
-        self._record(pushed, pushed=1, reason="blessed", destination=destination,
-                     version=version, uri=uri)
+        self._record(
+            pushed, pushed=1, reason="blessed", destination=destination, version=version, uri=uri
+        )
 
         registry = registry_lib.make_registry(
-            json.loads(exec_properties.get(REGISTRY_KEY) or "{}"), model_name)
+            json.loads(exec_properties.get(REGISTRY_KEY) or "{}"), model_name
+        )
         if isinstance(registry, registry_lib.NoRegistry):
             return
         registered = registry.register(model_name, uri, store.read_manifest(uri))
@@ -165,8 +174,9 @@ class Executor(base_executor.BaseExecutor):
             if name in files:
                 if _same_bytes(files[name], path):
                     return  # e.g. labels.txt both beside the TFLite models and in the label map
-                raise ValueError(f"two inputs push different files named {name!r}: "
-                                 f"{files[name]}, {path}")
+                raise ValueError(
+                    f"two inputs push different files named {name!r}: {files[name]}, {path}"
+                )
             files[name] = path
 
         tflite = _single(input_dict, TFLITE_MODELS_KEY)
@@ -187,16 +197,17 @@ class Executor(base_executor.BaseExecutor):
         tflite_props = scalar_custom_properties(tflite) if tflite is not None else {}
         conversion = _read_json(tflite.uri, CONVERSION_FILE) if tflite is not None else None
         model_props = scalar_custom_properties(model)
-        for key, aliases in (("alpha", ("alpha",)),
-                             ("input_size", ("input_size", "image_size"))):
+        for key, aliases in (("alpha", ("alpha",)), ("input_size", ("input_size", "image_size"))):
             for props in (conversion or {}, tflite_props, model_props):
                 found = next((props[a] for a in aliases if a in props), None)
                 if found is not None:
                     manifest[key] = found
                     break
         sizes = (conversion or {}).get("sizes_bytes") or {
-            k[len("size_bytes_"):]: v for k, v in tflite_props.items()
-            if k.startswith("size_bytes_")}
+            k[len("size_bytes_") :]: v
+            for k, v in tflite_props.items()
+            if k.startswith("size_bytes_")
+        }
         if sizes:
             manifest["sizes_bytes"] = sizes
         label_json = os.path.join(label_map.uri, "label_map.json")
@@ -205,7 +216,7 @@ class Executor(base_executor.BaseExecutor):
                 manifest["label_map"] = json.load(f)
         evaluation = _single(input_dict, EVALUATION_KEY)
         if evaluation is not None:
-            from components.evaluation import metrics as evaluation_metrics
+            from litedet.components.evaluation import metrics as evaluation_metrics
 
             metrics = evaluation_metrics.read_metrics(evaluation.uri)
             if metrics:
@@ -214,17 +225,20 @@ class Executor(base_executor.BaseExecutor):
         gate = _read_json(blessing.uri, GATE_FILE)
         if gate is not None:  # ModelGate's report: TFLite mAP, latency and size per format
             manifest["gate"] = gate
-            formats = {fmt: v for fmt, v in gate.get("formats", {}).items()
-                       if fmt != "saved_model"}
+            formats = {fmt: v for fmt, v in gate.get("formats", {}).items() if fmt != "saved_model"}
             manifest.setdefault("metrics", {}).update(
-                {f"{fmt}.map50": v["map50"] for fmt, v in formats.items()})
+                {f"{fmt}.map50": v["map50"] for fmt, v in formats.items()}
+            )
             gate_latency = {fmt: v["latency_ms"] for fmt, v in formats.items()}
         if tflite is not None:
             manifest["tflite"] = {"properties": tflite_props}
             if conversion is not None:
                 manifest["tflite"]["conversion"] = conversion
-            latency = {k: v for k, v in tflite_props.items()
-                       if "latency" in k and isinstance(v, (int, float))}
+            latency = {
+                k: v
+                for k, v in tflite_props.items()
+                if "latency" in k and isinstance(v, (int, float))
+            }
             if gate is not None:
                 latency.update(gate_latency)
             if latency:
@@ -237,8 +251,9 @@ class Executor(base_executor.BaseExecutor):
     def _source(self, input_dict, exec_properties) -> Dict[str, Any]:
         context = self._context
         source: Dict[str, Any] = {}
-        run_id = (getattr(context, "pipeline_run_id", None)
-                  or exec_properties.get(PIPELINE_RUN_ID_KEY))
+        run_id = getattr(context, "pipeline_run_id", None) or exec_properties.get(
+            PIPELINE_RUN_ID_KEY
+        )
         if run_id:
             source["pipeline_run_id"] = str(run_id)
         info = getattr(context, "pipeline_info", None)
@@ -253,14 +268,22 @@ class Executor(base_executor.BaseExecutor):
             source["execution_id"] = str(unique_id)
         source["artifacts"] = {
             key: {"id": artifact.id, "type": artifact.type_name, "uri": artifact.uri}
-            for key in (MODEL_KEY, TFLITE_MODELS_KEY, LABEL_MAP_KEY, MODEL_BLESSING_KEY,
-                        EVALUATION_KEY)
-            for artifact in [_single(input_dict, key)] if artifact is not None}
+            for key in (
+                MODEL_KEY,
+                TFLITE_MODELS_KEY,
+                LABEL_MAP_KEY,
+                MODEL_BLESSING_KEY,
+                EVALUATION_KEY,
+            )
+            for artifact in [_single(input_dict, key)]
+            if artifact is not None
+        }
         return source
 
     @staticmethod
-    def _record(artifact, *, pushed: int, reason: str, destination: str, version: int = 0,
-                uri: str = "") -> None:
+    def _record(
+        artifact, *, pushed: int, reason: str, destination: str, version: int = 0, uri: str = ""
+    ) -> None:
         artifact.set_int_custom_property("pushed", pushed)
         artifact.set_string_custom_property("push_reason", reason)
         artifact.set_string_custom_property("store_destination", destination)
@@ -273,9 +296,19 @@ class Executor(base_executor.BaseExecutor):
 
     @staticmethod
     def _write_record(artifact) -> None:
-        record = {key: artifact.get_custom_property(key) for key in
-                  ("pushed", "push_reason", "store_destination", "pushed_destination",
-                   "pushed_version", "registered", "registry_kind", "registry_version")}
+        record = {
+            key: artifact.get_custom_property(key)
+            for key in (
+                "pushed",
+                "push_reason",
+                "store_destination",
+                "pushed_destination",
+                "pushed_version",
+                "registered",
+                "registry_kind",
+                "registry_version",
+            )
+        }
         tf.io.gfile.makedirs(artifact.uri)
         with tf.io.gfile.GFile(os.path.join(artifact.uri, PUSH_RECORD), "w") as f:
             f.write(json.dumps(record, indent=2, sort_keys=True))

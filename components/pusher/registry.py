@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Protocol, runtime_che
 
 import requests
 
-from components.pusher import store
+from litedet.components.pusher import store
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,9 @@ _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 class RegistryError(RuntimeError):
     """Registering a pushed version failed; the files are in the store at `version_uri`."""
 
-    def __init__(self, message: str, *, endpoint: str = "", attempts: int = 0,
-                 version_uri: str = ""):
+    def __init__(
+        self, message: str, *, endpoint: str = "", attempts: int = 0, version_uri: str = ""
+    ):
         super().__init__(message)
         self.endpoint = endpoint
         self.attempts = attempts
@@ -106,9 +107,16 @@ def model_params(manifest: Mapping[str, Any]) -> Dict[str, str]:
     return params
 
 
-def _retrying(what: str, call: Callable[[], Any], *, retries: int, backoff_s: float,
-              max_backoff_s: float, retriable: Callable[[BaseException], bool],
-              fail: Callable[[str, int], RegistryError]) -> Any:
+def _retrying(
+    what: str,
+    call: Callable[[], Any],
+    *,
+    retries: int,
+    backoff_s: float,
+    max_backoff_s: float,
+    retriable: Callable[[BaseException], bool],
+    fail: Callable[[str, int], RegistryError],
+) -> Any:
     """Runs `call`; retries a retriable failure `retries` times with exponential backoff (and a
     little jitter), then raises `fail(reason, attempts)`."""
     attempts = 0
@@ -124,13 +132,20 @@ def _retrying(what: str, call: Callable[[], Any], *, retries: int, backoff_s: fl
                 raise fail(reason, attempts) from e
             delay = min(max_backoff_s, backoff_s * 2 ** (attempts - 1))
             delay *= 1 + 0.1 * random.random()
-            log.warning("%s: attempt %d/%d failed (%s); retrying in %.2f s",
-                        what, attempts, retries + 1, reason, delay)
+            log.warning(
+                "%s: attempt %d/%d failed (%s); retrying in %.2f s",
+                what,
+                attempts,
+                retries + 1,
+                reason,
+                delay,
+            )
             time.sleep(delay)
 
 
 # ---------------------------------------------------------------------------------------------
 # MLflow
+
 
 class _HttpStatusError(Exception):
     def __init__(self, status: int, body: str):
@@ -180,10 +195,20 @@ class MlflowRegistry:
 
     kind = "mlflow"
 
-    def __init__(self, tracking_uri: str, model_name: str = "", *, retries: int = 5,
-                 backoff_s: float = 1.0, max_backoff_s: float = 30.0, timeout_s: float = 60.0,
-                 experiment_name: str = "litedet", artifact_location: str = "",
-                 headers: Optional[Mapping[str, str]] = None, ready_timeout_s: float = 60.0):
+    def __init__(
+        self,
+        tracking_uri: str,
+        model_name: str = "",
+        *,
+        retries: int = 5,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        timeout_s: float = 60.0,
+        experiment_name: str = "litedet",
+        artifact_location: str = "",
+        headers: Optional[Mapping[str, str]] = None,
+        ready_timeout_s: float = 60.0,
+    ):
         if not tracking_uri.startswith(("http://", "https://")):
             raise ValueError(f"tracking_uri must be http(s)://host:port, not {tracking_uri!r}")
         self.tracking_uri = tracking_uri.rstrip("/")
@@ -209,7 +234,11 @@ class MlflowRegistry:
                 f"attempt(s): {reason}. The model files are already in the store at "
                 f"{self._version_uri or '(not pushed)'}; register that version once the registry "
                 f"works (python -m components.pusher.registry CONFIG NAME URI) or delete it.",
-                endpoint=endpoint, attempts=attempts, version_uri=self._version_uri)
+                endpoint=endpoint,
+                attempts=attempts,
+                version_uri=self._version_uri,
+            )
+
         return make
 
     def _call(self, method: str, path: str, *, ok_codes=(), **kwargs) -> dict:
@@ -227,35 +256,54 @@ class MlflowRegistry:
                 raise error
             return response.json() if response.content else {}
 
-        return _retrying(endpoint, once, retries=self.retries, backoff_s=self.backoff_s,
-                         max_backoff_s=self.max_backoff_s, retriable=_http_retriable,
-                         fail=self._fail(endpoint))
+        return _retrying(
+            endpoint,
+            once,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+            max_backoff_s=self.max_backoff_s,
+            retriable=_http_retriable,
+            fail=self._fail(endpoint),
+        )
 
     # -- steps -----------------------------------------------------------------------------------
 
     def _experiment_id(self) -> str:
-        found = self._call("GET", "/api/2.0/mlflow/experiments/get-by-name",
-                           params={"experiment_name": self.experiment_name},
-                           ok_codes=("RESOURCE_DOES_NOT_EXIST",))
+        found = self._call(
+            "GET",
+            "/api/2.0/mlflow/experiments/get-by-name",
+            params={"experiment_name": self.experiment_name},
+            ok_codes=("RESOURCE_DOES_NOT_EXIST",),
+        )
         if "experiment" in found:
             return found["experiment"]["experiment_id"]
         body = {"name": self.experiment_name}
         if self.artifact_location:
             body["artifact_location"] = self.artifact_location
-        created = self._call("POST", "/api/2.0/mlflow/experiments/create", json=body,
-                             ok_codes=("RESOURCE_ALREADY_EXISTS",))
+        created = self._call(
+            "POST",
+            "/api/2.0/mlflow/experiments/create",
+            json=body,
+            ok_codes=("RESOURCE_ALREADY_EXISTS",),
+        )
         if "experiment_id" in created:
             return created["experiment_id"]
         # Created by a concurrent push meanwhile.
-        found = self._call("GET", "/api/2.0/mlflow/experiments/get-by-name",
-                           params={"experiment_name": self.experiment_name})
+        found = self._call(
+            "GET",
+            "/api/2.0/mlflow/experiments/get-by-name",
+            params={"experiment_name": self.experiment_name},
+        )
         return found["experiment"]["experiment_id"]
 
     def _upload(self, artifact_uri: str, relative: str, data: bytes) -> None:
         parsed = urllib.parse.urlparse(artifact_uri)
         if parsed.scheme == "mlflow-artifacts":
-            base = (f"{self.tracking_uri}" if not parsed.netloc
-                    else f"{urllib.parse.urlparse(self.tracking_uri).scheme}://{parsed.netloc}")
+            base = (
+                f"{self.tracking_uri}"
+                if not parsed.netloc
+                else f"{urllib.parse.urlparse(self.tracking_uri).scheme}://{parsed.netloc}"
+            )
             url = f"{base}/api/2.0/mlflow-artifacts/artifacts/{parsed.path.strip('/')}"
         elif parsed.scheme in ("http", "https"):
             url = artifact_uri.rstrip("/")
@@ -270,9 +318,15 @@ class MlflowRegistry:
             if response.status_code >= 400:
                 raise _HttpStatusError(response.status_code, response.text)
 
-        _retrying(f"{endpoint} {relative}", once, retries=self.retries, backoff_s=self.backoff_s,
-                  max_backoff_s=self.max_backoff_s, retriable=_http_retriable,
-                  fail=self._fail(f"{endpoint}/<run>/{relative}"))
+        _retrying(
+            f"{endpoint} {relative}",
+            once,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+            max_backoff_s=self.max_backoff_s,
+            retriable=_http_retriable,
+            fail=self._fail(f"{endpoint}/<run>/{relative}"),
+        )
 
     def _write_direct(self, artifact_uri: str, relative: str, data: bytes) -> None:
         root = artifact_uri
@@ -288,8 +342,11 @@ class MlflowRegistry:
                 f"MLflow registry at {self.tracking_uri}: writing run artifact {target} directly "
                 f"(the run's artifact location {artifact_uri} is not served by the tracking "
                 f"server) failed: {type(e).__name__}: {e}. The model files are already in the "
-                f"store at {self._version_uri}.", endpoint=f"write {artifact_uri}",
-                attempts=1, version_uri=self._version_uri) from e
+                f"store at {self._version_uri}.",
+                endpoint=f"write {artifact_uri}",
+                attempts=1,
+                version_uri=self._version_uri,
+            ) from e
 
     def _log_files(self, artifact_uri: str, version_uri: str, manifest: Mapping[str, Any]):
         fs = store.filesystem(version_uri)
@@ -300,28 +357,47 @@ class MlflowRegistry:
             self._upload(artifact_uri, f"model/{name}", data)
 
     def _model_version(self, name: str, run_id: str, tags, description: str) -> dict:
-        self._call("POST", "/api/2.0/mlflow/registered-models/create",
-                   json={"name": name, "description": "litedet object detector (TFLite)"},
-                   ok_codes=("RESOURCE_ALREADY_EXISTS",))
+        self._call(
+            "POST",
+            "/api/2.0/mlflow/registered-models/create",
+            json={"name": name, "description": "litedet object detector (TFLite)"},
+            ok_codes=("RESOURCE_ALREADY_EXISTS",),
+        )
         # Idempotent: a create that timed out may have been done; never register a run twice.
-        existing = self._call("GET", "/api/2.0/mlflow/model-versions/search",
-                              params={"filter": f"name='{name}' and run_id='{run_id}'"})
+        existing = self._call(
+            "GET",
+            "/api/2.0/mlflow/model-versions/search",
+            params={"filter": f"name='{name}' and run_id='{run_id}'"},
+        )
         if existing.get("model_versions"):
             return existing["model_versions"][0]
-        created = self._call("POST", "/api/2.0/mlflow/model-versions/create",
-                             json={"name": name, "source": f"runs:/{run_id}/model",
-                                   "run_id": run_id, "tags": tags, "description": description})
+        created = self._call(
+            "POST",
+            "/api/2.0/mlflow/model-versions/create",
+            json={
+                "name": name,
+                "source": f"runs:/{run_id}/model",
+                "run_id": run_id,
+                "tags": tags,
+                "description": description,
+            },
+        )
         version = created["model_version"]
         deadline = time.monotonic() + self.ready_timeout_s
         while version.get("status") == "PENDING_REGISTRATION" and time.monotonic() < deadline:
             time.sleep(0.5)
-            version = self._call("GET", "/api/2.0/mlflow/model-versions/get",
-                                 params={"name": name, "version": version["version"]})
+            version = self._call(
+                "GET",
+                "/api/2.0/mlflow/model-versions/get",
+                params={"name": name, "version": version["version"]},
+            )
             version = version["model_version"]
         if version.get("status") not in (None, "READY"):
             raise self._fail("model-versions/create")(
                 f"version {version.get('version')} is {version.get('status')}: "
-                f"{version.get('status_message', '')}", 1)
+                f"{version.get('status_message', '')}",
+                1,
+            )
         return version
 
     # -- the protocol ----------------------------------------------------------------------------
@@ -334,48 +410,76 @@ class MlflowRegistry:
         now_ms = int(time.time() * 1000)
         store_version = str(manifest.get("version", ""))
         source = manifest.get("source") or {}
-        run_tags = [{"key": "litedet.store_uri", "value": version_uri},
-                    {"key": "litedet.store_version", "value": store_version},
-                    {"key": "litedet.model_name", "value": name}]
+        run_tags = [
+            {"key": "litedet.store_uri", "value": version_uri},
+            {"key": "litedet.store_version", "value": store_version},
+            {"key": "litedet.model_name", "value": name},
+        ]
         if source.get("pipeline_run_id"):
-            run_tags.append({"key": "litedet.pipeline_run_id",
-                             "value": str(source["pipeline_run_id"])})
+            run_tags.append(
+                {"key": "litedet.pipeline_run_id", "value": str(source["pipeline_run_id"])}
+            )
         experiment_id = self._experiment_id()
-        run = self._call("POST", "/api/2.0/mlflow/runs/create",
-                         json={"experiment_id": experiment_id, "start_time": now_ms,
-                               "run_name": f"push-{name}-v{store_version}",
-                               "tags": run_tags})["run"]
+        run = self._call(
+            "POST",
+            "/api/2.0/mlflow/runs/create",
+            json={
+                "experiment_id": experiment_id,
+                "start_time": now_ms,
+                "run_name": f"push-{name}-v{store_version}",
+                "tags": run_tags,
+            },
+        )["run"]
         run_id = run["info"]["run_id"]
         self.last_run_id = run_id
         try:
             self._log_files(run["info"]["artifact_uri"], version_uri, manifest)
-            metrics = [{"key": _METRIC_KEY.sub("_", k)[:250], "value": v, "timestamp": now_ms,
-                        "step": 0} for k, v in sorted(model_metrics(manifest).items())]
-            params = [{"key": _METRIC_KEY.sub("_", k)[:250], "value": v[:6000]}
-                      for k, v in sorted(model_params(manifest).items())]
-            self._call("POST", "/api/2.0/mlflow/runs/log-batch",
-                       json={"run_id": run_id, "metrics": metrics, "params": params})
-            self._call("POST", "/api/2.0/mlflow/runs/update",
-                       json={"run_id": run_id, "status": "FINISHED",
-                             "end_time": int(time.time() * 1000)})
+            metrics = [
+                {"key": _METRIC_KEY.sub("_", k)[:250], "value": v, "timestamp": now_ms, "step": 0}
+                for k, v in sorted(model_metrics(manifest).items())
+            ]
+            params = [
+                {"key": _METRIC_KEY.sub("_", k)[:250], "value": v[:6000]}
+                for k, v in sorted(model_params(manifest).items())
+            ]
+            self._call(
+                "POST",
+                "/api/2.0/mlflow/runs/log-batch",
+                json={"run_id": run_id, "metrics": metrics, "params": params},
+            )
+            self._call(
+                "POST",
+                "/api/2.0/mlflow/runs/update",
+                json={"run_id": run_id, "status": "FINISHED", "end_time": int(time.time() * 1000)},
+            )
         except RegistryError:
             self._mark_failed(run_id)
             raise
         version = self._model_version(
-            name, run_id,
-            tags=[{"key": "litedet.store_uri", "value": version_uri},
-                  {"key": "litedet.store_version", "value": store_version}],
-            description=f"litedet store version {store_version} at {version_uri}")
-        log.info("Registered %s version %s in MLflow (run %s) for %s", name, version["version"],
-                 run_id, version_uri)
+            name,
+            run_id,
+            tags=[
+                {"key": "litedet.store_uri", "value": version_uri},
+                {"key": "litedet.store_version", "value": store_version},
+            ],
+            description=f"litedet store version {store_version} at {version_uri}",
+        )
+        log.info(
+            "Registered %s version %s in MLflow (run %s) for %s",
+            name,
+            version["version"],
+            run_id,
+            version_uri,
+        )
         return str(version["version"])
 
     def _mark_failed(self, run_id: str) -> None:
         try:  # best effort, once: the run is useless without its files
-            self._session.post(self.tracking_uri + "/api/2.0/mlflow/runs/update",
-                               json={"run_id": run_id, "status": "FAILED",
-                                     "end_time": int(time.time() * 1000)},
-                               timeout=self.timeout_s)
+            self._session.post(
+                self.tracking_uri + "/api/2.0/mlflow/runs/update",
+                json={"run_id": run_id, "status": "FAILED", "end_time": int(time.time() * 1000)},
+                timeout=self.timeout_s,
+            )
         except requests.RequestException:
             pass
 
@@ -384,8 +488,10 @@ def _mlflow_auth() -> Dict[str, str]:
     token = os.environ.get("MLFLOW_TRACKING_TOKEN")
     if token:
         return {"Authorization": f"Bearer {token}"}
-    user, password = (os.environ.get("MLFLOW_TRACKING_USERNAME"),
-                      os.environ.get("MLFLOW_TRACKING_PASSWORD"))
+    user, password = (
+        os.environ.get("MLFLOW_TRACKING_USERNAME"),
+        os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+    )
     if user and password:
         raw = base64.b64encode(f"{user}:{password}".encode()).decode()
         return {"Authorization": f"Basic {raw}"}
@@ -394,6 +500,7 @@ def _mlflow_auth() -> Dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------
 # Kubeflow Model Registry
+
 
 def _kubeflow_retriable(e: BaseException) -> bool:
     # aiohttp's connection errors and asyncio timeouts are OSError / TimeoutError subclasses;
@@ -420,11 +527,22 @@ class KubeflowModelRegistry:
 
     kind = "kubeflow"
 
-    def __init__(self, server_address: str, port: Optional[int] = None, *, author: str,
-                 model_name: str = "", is_secure: Optional[bool] = None,
-                 user_token: Optional[str] = None, custom_ca: Optional[str] = None,
-                 model_format_name: str = "tflite", model_format_version: str = "2",
-                 retries: int = 5, backoff_s: float = 1.0, max_backoff_s: float = 30.0):
+    def __init__(
+        self,
+        server_address: str,
+        port: Optional[int] = None,
+        *,
+        author: str,
+        model_name: str = "",
+        is_secure: Optional[bool] = None,
+        user_token: Optional[str] = None,
+        custom_ca: Optional[str] = None,
+        model_format_name: str = "tflite",
+        model_format_version: str = "2",
+        retries: int = 5,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+    ):
         self.server_address = server_address
         self.port = port
         self.author = author
@@ -448,13 +566,23 @@ class KubeflowModelRegistry:
                 f"attempt(s): {reason}. The model files are already in the store at "
                 f"{self._version_uri or '(not pushed)'}; register that version once the registry "
                 f"works (python -m components.pusher.registry CONFIG NAME URI) or delete it.",
-                endpoint=endpoint, attempts=attempts, version_uri=self._version_uri)
+                endpoint=endpoint,
+                attempts=attempts,
+                version_uri=self._version_uri,
+            )
+
         return make
 
     def _retry(self, endpoint: str, call: Callable[[], Any]) -> Any:
-        return _retrying(endpoint, call, retries=self.retries, backoff_s=self.backoff_s,
-                         max_backoff_s=self.max_backoff_s, retriable=_kubeflow_retriable,
-                         fail=self._fail(endpoint))
+        return _retrying(
+            endpoint,
+            call,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+            max_backoff_s=self.max_backoff_s,
+            retriable=_kubeflow_retriable,
+            fail=self._fail(endpoint),
+        )
 
     def _connect(self):
         if self._client is None:
@@ -464,11 +592,21 @@ class KubeflowModelRegistry:
                 raise RegistryError(
                     "The Kubeflow Model Registry client is not installed (pip install "
                     f"model-registry==0.3.18): {e}. The model files are already in the store at "
-                    f"{self._version_uri}.", endpoint="import model_registry",
-                    version_uri=self._version_uri) from e
-            self._client = self._retry("connect", lambda: Client(
-                self.server_address, self.port, author=self.author, is_secure=self.is_secure,
-                user_token=self.user_token, custom_ca=self.custom_ca))
+                    f"{self._version_uri}.",
+                    endpoint="import model_registry",
+                    version_uri=self._version_uri,
+                ) from e
+            self._client = self._retry(
+                "connect",
+                lambda: Client(
+                    self.server_address,
+                    self.port,
+                    author=self.author,
+                    is_secure=self.is_secure,
+                    user_token=self.user_token,
+                    custom_ca=self.custom_ca,
+                ),
+            )
         return self._client
 
     def register(self, name: str, version_uri: str, manifest: Mapping[str, Any]) -> str:
@@ -478,8 +616,10 @@ class KubeflowModelRegistry:
         self._version_uri = version_uri
         client = self._connect()
         version_name = str(manifest.get("version", ""))
-        metadata: Dict[str, Any] = {"litedet.store_uri": version_uri,
-                                    "litedet.store_version": version_name}
+        metadata: Dict[str, Any] = {
+            "litedet.store_uri": version_uri,
+            "litedet.store_version": version_name,
+        }
         metadata.update({k: v for k, v in model_metrics(manifest).items()})
         metadata.update({k: v for k, v in model_params(manifest).items()})
 
@@ -490,27 +630,37 @@ class KubeflowModelRegistry:
 
         found = self._retry("get model version", existing)
         if found is None:
-            self._retry("register_model", lambda: client.register_model(
-                name, version_uri, version=version_name,
-                model_format_name=self.model_format_name,
-                model_format_version=self.model_format_version,
-                version_description=f"litedet store version {version_name} at {version_uri}",
-                metadata=metadata))
+            self._retry(
+                "register_model",
+                lambda: client.register_model(
+                    name,
+                    version_uri,
+                    version=version_name,
+                    model_format_name=self.model_format_name,
+                    model_format_version=self.model_format_version,
+                    version_description=f"litedet store version {version_name} at {version_uri}",
+                    metadata=metadata,
+                ),
+            )
             found = self._retry("get model version", existing)
         else:
-            artifact = self._retry("get model artifact",
-                                   lambda: client.get_model_artifact(name, version_name))
+            artifact = self._retry(
+                "get model artifact", lambda: client.get_model_artifact(name, version_name)
+            )
             if artifact is None or artifact.uri != version_uri:
                 raise self._fail("register_model")(
                     f"model {name!r} already has a version {version_name!r} pointing at "
                     f"{getattr(artifact, 'uri', None)}, not {version_uri} (two stores pushing "
-                    f"under one model name?)", 1)
+                    f"under one model name?)",
+                    1,
+                )
         if found is None or not found.id:
             raise self._fail("register_model")("the new version cannot be read back", 1)
         return str(found.id)
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def make_registry(config: Optional[Mapping[str, Any]], model_name: str = "") -> ModelRegistry:
     """A registry from its config: {"kind": "none"} (or empty),

@@ -72,12 +72,13 @@ class StoreError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 # File system access: plain os calls for local paths (no TensorFlow import), tf.io.gfile otherwise.
 
+
 def _is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
 def _strip_file_scheme(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
+    return path[len("file://") :] if path.startswith("file://") else path
 
 
 class _LocalFS:
@@ -145,6 +146,7 @@ class _GFileFS:
 
     def __init__(self):
         import tensorflow as tf  # only for remote destinations: keeps local pushes light
+
         self._gfile = tf.io.gfile
         self._errors = tf.errors
 
@@ -226,6 +228,7 @@ def version_uri(destination: str, version: int) -> str:
 # ---------------------------------------------------------------------------------------------
 # Reading
 
+
 def _as_version(name: str) -> Optional[int]:
     name = name.rstrip("/")
     if name.isdigit() and name == str(int(name)) and int(name) > 0:
@@ -269,8 +272,10 @@ def verify(uri: str) -> None:
     for name, info in manifest["files"].items():
         digest, size = _hash(fs, fs.join(uri, *name.split("/")))
         if (digest, size) != (info["sha256"], info["bytes"]):
-            raise StoreError(f"{uri}/{name}: sha256/size {digest}/{size} != manifest "
-                             f"{info['sha256']}/{info['bytes']}")
+            raise StoreError(
+                f"{uri}/{name}: sha256/size {digest}/{size} != manifest "
+                f"{info['sha256']}/{info['bytes']}"
+            )
 
 
 def _hash(fs, path) -> Tuple[str, int]:
@@ -288,10 +293,15 @@ def _hash(fs, path) -> Tuple[str, int]:
 # ---------------------------------------------------------------------------------------------
 # Writing
 
+
 def _check_name(name: str) -> str:
     parts = name.replace("\\", "/").split("/")
-    if (not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts)
-            or parts[0].startswith(".")):
+    if (
+        not name
+        or name.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+        or parts[0].startswith(".")
+    ):
         raise StoreError(f"bad file name in the push: {name!r} (relative, no '..', no leading dot)")
     if name == MANIFEST:
         raise StoreError(f"{MANIFEST!r} is written by the store; do not push a file by that name")
@@ -399,8 +409,9 @@ def _place_by_marker(fs, destination, staging, number, token, names, write_manif
     fs.remove(fs.join(destination, CLAIMS_DIR, str(number), token))
 
 
-def push_version(destination: str, files: Mapping[str, str], manifest: Mapping,
-                 *, claim: str = "auto") -> Tuple[int, str]:
+def push_version(
+    destination: str, files: Mapping[str, str], manifest: Mapping, *, claim: str = "auto"
+) -> Tuple[int, str]:
     """Copies `files` ({name in the version: source path or folder}) into the next version folder
     of `destination` and returns (version, uri of that folder).
 
@@ -446,16 +457,22 @@ def push_version(destination: str, files: Mapping[str, str], manifest: Mapping,
 
         def write_manifest(number: int, path: Optional[str] = None) -> None:
             content = dict(manifest)
-            content.update(format=MANIFEST_FORMAT, version=number, created=created,
-                           uri=fs.join(destination, str(number)), files=recorded)
+            content.update(
+                format=MANIFEST_FORMAT,
+                version=number,
+                created=created,
+                uri=fs.join(destination, str(number)),
+                files=recorded,
+            )
             _write_json(fs, path or fs.join(staging, MANIFEST), content)
 
         if claim == "rename":
             number = _claim_by_rename(fs, destination, staging, write_manifest)
         else:
             number = _claim_by_marker(fs, destination, token)
-            _place_by_marker(fs, destination, staging, number, token, sorted(recorded),
-                             write_manifest)
+            _place_by_marker(
+                fs, destination, staging, number, token, sorted(recorded), write_manifest
+            )
     except BaseException:
         # A failure we live through cleans up after itself; a killed process leaves the staging
         # folder behind for clean_stale().
@@ -474,8 +491,11 @@ def clean_stale(destination: str, older_than_s: float = 86400.0) -> List[str]:
     removed = []
 
     def age(path: str) -> float:
-        files = [fs.join(path, *rel.split("/")) for rel in fs.walk_files(path)] \
-            if fs.isdir(path) else [path]
+        files = (
+            [fs.join(path, *rel.split("/")) for rel in fs.walk_files(path)]
+            if fs.isdir(path)
+            else [path]
+        )
         try:
             times = [fs.mtime(p) for p in files] or [fs.mtime(path)]
         except Exception:  # vanished meanwhile, or a prefix with no object of its own

@@ -18,8 +18,14 @@ from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, component_spec, standard_artifacts
 
-from components import artifacts
-from components.tflite import artifacts as tflite_artifacts
+from litedet.components import artifacts
+from litedet.components.detection import (
+    DEFAULT_MAX_DETECTIONS,
+    DEFAULT_NMS_IOU_THRESHOLD,
+    DEFAULT_SCORE_THRESHOLD,
+)
+from litedet.components.tflite import DEFAULT_NUM_CALIBRATION_IMAGES, FORMATS
+from litedet.components.tflite import artifacts as tflite_artifacts
 
 MODEL_KEY = "model"
 EXAMPLES_KEY = "examples"
@@ -34,36 +40,30 @@ MAX_DETECTIONS_KEY = "max_detections"
 SCORE_THRESHOLD_KEY = "score_threshold"
 IOU_THRESHOLD_KEY = "iou_threshold"
 USE_REGULAR_NMS_KEY = "use_regular_nms"
-# Not read by the executor: a hash of the project's code (pipeline.source_fingerprint()), so
+# Not read by the executor: a hash of the project's code (pipeline/code_fingerprint.py), so
 # that an edited converter is never served a cached result.
 CODE_FINGERPRINT_KEY = "code_fingerprint"
 
-# Kept in step with components/tflite/converter.py (not imported: it loads TensorFlow, which
-# defining the pipeline does not need).
-DEFAULT_FORMATS = ("float32", "float16", "int8")
-DEFAULT_NUM_CALIBRATION_IMAGES = 100
-DEFAULT_MAX_DETECTIONS = 100
-DEFAULT_SCORE_THRESHOLD = 0.05
-DEFAULT_IOU_THRESHOLD = 0.5
 CONVERSION_FILE = "conversion.json"
 
 
 class TFLiteConverterSpec(component_spec.ComponentSpec):
     PARAMETERS = {
         FORMATS_KEY: component_spec.ExecutionParameter(type=str),
-        NUM_CALIBRATION_IMAGES_KEY: component_spec.ExecutionParameter(type=int, optional=True),
-        CALIBRATION_SPLIT_KEY: component_spec.ExecutionParameter(type=str, optional=True),
-        MAX_DETECTIONS_KEY: component_spec.ExecutionParameter(type=int, optional=True),
-        SCORE_THRESHOLD_KEY: component_spec.ExecutionParameter(type=float, optional=True),
-        IOU_THRESHOLD_KEY: component_spec.ExecutionParameter(type=float, optional=True),
-        USE_REGULAR_NMS_KEY: component_spec.ExecutionParameter(type=int, optional=True),
+        NUM_CALIBRATION_IMAGES_KEY: component_spec.ExecutionParameter(type=int),
+        CALIBRATION_SPLIT_KEY: component_spec.ExecutionParameter(type=str),
+        MAX_DETECTIONS_KEY: component_spec.ExecutionParameter(type=int),
+        SCORE_THRESHOLD_KEY: component_spec.ExecutionParameter(type=float),
+        IOU_THRESHOLD_KEY: component_spec.ExecutionParameter(type=float),
+        USE_REGULAR_NMS_KEY: component_spec.ExecutionParameter(type=int),
         CODE_FINGERPRINT_KEY: component_spec.ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
         EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
         TRANSFORM_GRAPH_KEY: component_spec.ChannelParameter(
-            type=standard_artifacts.TransformGraph),
+            type=standard_artifacts.TransformGraph
+        ),
         LABEL_MAP_KEY: component_spec.ChannelParameter(type=artifacts.LabelMap),
     }
     OUTPUTS = {
@@ -72,15 +72,16 @@ class TFLiteConverterSpec(component_spec.ComponentSpec):
 
 
 def resize_mode_of(tf_transform_output) -> str:
-    """"stretch" or "letterbox": what the Transform graph does to a non-square image (its
+    """ "stretch" or "letterbox": what the Transform graph does to a non-square image (its
     content window covers the whole input only when it stretches)."""
     import tensorflow as tf
 
-    from components import features as f
+    from litedet.components import features as f
 
     wide = tf.io.encode_png(tf.zeros([1, 2, 3], tf.uint8))
     served = tf_transform_output.transform_features_layer()(
-        {f.IMAGE_ENCODED: tf.reshape(wide, [1])})
+        {f.IMAGE_ENCODED: tf.reshape(wide, [1])}
+    )
     window = served[f.CONTENT_WINDOW][0].numpy().tolist()
     return "stretch" if window == [0.0, 0.0, 1.0, 1.0] else "letterbox"
 
@@ -90,57 +91,68 @@ def calibration_images(examples_uri_pattern: str, tf_transform_output, limit: in
     through the Transform graph as in training (components/detection/input_pipeline.py)."""
     import tensorflow as tf
 
-    from components import features as f
-    from components.detection import input_pipeline
+    from litedet.components import features as f
+    from litedet.components.detection import input_pipeline
 
     files = sorted(tf.io.gfile.glob(examples_uri_pattern))
     if not files:
         raise ValueError(f"no examples at {examples_uri_pattern} to calibrate the int8 model")
     records = tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit)
-    examples = input_pipeline.transformed_examples(records, tf_transform_output,
-                                                   materialized=False, deterministic=True)
+    examples = input_pipeline.transformed_examples(
+        records, tf_transform_output, materialized=False, deterministic=True
+    )
     return [example[f.IMAGE].numpy() for example in examples]
 
 
 class Executor(base_executor.BaseExecutor):
-    def Do(self, input_dict: Dict[str, List[types.Artifact]],
-           output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
+    def Do(
+        self,
+        input_dict: Dict[str, List[types.Artifact]],
+        output_dict: Dict[str, List[types.Artifact]],
+        exec_properties: Dict[str, Any],
+    ) -> None:
         import tensorflow_transform as tft
         from tfx.utils import path_utils
 
-        from components.tflite import converter
+        from litedet.components.tflite import converter
 
         formats = json.loads(exec_properties[FORMATS_KEY])
-        limit = int(exec_properties.get(NUM_CALIBRATION_IMAGES_KEY)
-                    or DEFAULT_NUM_CALIBRATION_IMAGES)
-        split = exec_properties.get(CALIBRATION_SPLIT_KEY) or "train"
+        limit = int(exec_properties[NUM_CALIBRATION_IMAGES_KEY])
+        split = exec_properties[CALIBRATION_SPLIT_KEY]
         settings = {
-            "max_detections": int(exec_properties.get(MAX_DETECTIONS_KEY)
-                                  or DEFAULT_MAX_DETECTIONS),
-            "score_threshold": float(_given(exec_properties.get(SCORE_THRESHOLD_KEY),
-                                            DEFAULT_SCORE_THRESHOLD)),
-            "iou_threshold": float(_given(exec_properties.get(IOU_THRESHOLD_KEY),
-                                          DEFAULT_IOU_THRESHOLD)),
-            "use_regular_nms": bool(_given(exec_properties.get(USE_REGULAR_NMS_KEY), 1)),
+            "max_detections": int(exec_properties[MAX_DETECTIONS_KEY]),
+            "score_threshold": float(exec_properties[SCORE_THRESHOLD_KEY]),
+            "iou_threshold": float(exec_properties[IOU_THRESHOLD_KEY]),
+            "use_regular_nms": bool(exec_properties[USE_REGULAR_NMS_KEY]),
         }
 
         model_dir = path_utils.serving_model_path(
-            artifact_utils.get_single_uri(input_dict[MODEL_KEY]))
+            artifact_utils.get_single_uri(input_dict[MODEL_KEY])
+        )
         transform_output = tft.TFTransformOutput(
-            artifact_utils.get_single_uri(input_dict[TRANSFORM_GRAPH_KEY]))
-        labels = converter.read_labels(os.path.join(
-            artifact_utils.get_single_uri(input_dict[LABEL_MAP_KEY]), "labels.txt"))
+            artifact_utils.get_single_uri(input_dict[TRANSFORM_GRAPH_KEY])
+        )
+        labels = converter.read_labels(
+            os.path.join(artifact_utils.get_single_uri(input_dict[LABEL_MAP_KEY]), "labels.txt")
+        )
         output = artifact_utils.get_single_instance(output_dict[TFLITE_MODELS_KEY])
 
         representative = None
         if "int8" in formats:
             split_uri = artifact_utils.get_split_uri(input_dict[EXAMPLES_KEY], split)
-            representative = calibration_images(os.path.join(split_uri, "*"), transform_output,
-                                                limit)
+            representative = calibration_images(
+                os.path.join(split_uri, "*"), transform_output, limit
+            )
             logging.info("int8 calibration on %d %s images", len(representative), split)
 
-        paths = converter.convert(model_dir, output.uri, labels, formats=formats,
-                                  representative_images=representative, **settings)
+        paths = converter.convert(
+            model_dir,
+            output.uri,
+            labels,
+            formats=formats,
+            representative_images=representative,
+            **settings,
+        )
         described = {fmt: converter.describe(path) for fmt, path in paths.items()}
         summary = {
             "formats": formats,
@@ -165,35 +177,43 @@ class Executor(base_executor.BaseExecutor):
             output.set_int_custom_property(f"size_bytes_{fmt}", size)
 
 
-def _given(value, default):
-    return default if value is None else value
-
-
 class TFLiteConverter(base_component.BaseComponent):
     """Converts the Trainer's model into TFLite detectors (float32, float16, int8)."""
 
     SPEC_CLASS = TFLiteConverterSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
-                 transform_graph: types.BaseChannel, label_map: types.BaseChannel,
-                 formats: Sequence[str] = DEFAULT_FORMATS,
-                 num_calibration_images: int = DEFAULT_NUM_CALIBRATION_IMAGES,
-                 calibration_split: str = "train",
-                 max_detections: int = DEFAULT_MAX_DETECTIONS,
-                 score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-                 iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-                 use_regular_nms: bool = True,
-                 code_fingerprint: Optional[str] = None):
-        unknown = [f for f in formats if f not in DEFAULT_FORMATS]
+    def __init__(
+        self,
+        model: types.BaseChannel,
+        examples: types.BaseChannel,
+        transform_graph: types.BaseChannel,
+        label_map: types.BaseChannel,
+        formats: Sequence[str] = FORMATS,
+        num_calibration_images: int = DEFAULT_NUM_CALIBRATION_IMAGES,
+        calibration_split: str = "train",
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
+        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        iou_threshold: float = DEFAULT_NMS_IOU_THRESHOLD,
+        use_regular_nms: bool = True,
+        code_fingerprint: Optional[str] = None,
+    ):
+        unknown = [f for f in formats if f not in FORMATS]
         if unknown or not formats:
-            raise ValueError(f"formats {list(formats)}: choose from {', '.join(DEFAULT_FORMATS)}")
+            raise ValueError(f"formats {list(formats)}: choose from {', '.join(FORMATS)}")
         spec = TFLiteConverterSpec(
-            model=model, examples=examples, transform_graph=transform_graph,
-            label_map=label_map, formats=json.dumps(list(formats)),
+            model=model,
+            examples=examples,
+            transform_graph=transform_graph,
+            label_map=label_map,
+            formats=json.dumps(list(formats)),
             num_calibration_images=int(num_calibration_images),
-            calibration_split=calibration_split, max_detections=int(max_detections),
-            score_threshold=float(score_threshold), iou_threshold=float(iou_threshold),
-            use_regular_nms=int(bool(use_regular_nms)), code_fingerprint=code_fingerprint,
-            tflite_models=types.Channel(type=tflite_artifacts.TFLiteModels))
+            calibration_split=calibration_split,
+            max_detections=int(max_detections),
+            score_threshold=float(score_threshold),
+            iou_threshold=float(iou_threshold),
+            use_regular_nms=int(bool(use_regular_nms)),
+            code_fingerprint=code_fingerprint,
+            tflite_models=types.Channel(type=tflite_artifacts.TFLiteModels),
+        )
         super().__init__(spec=spec)

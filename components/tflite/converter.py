@@ -10,7 +10,7 @@ What the converted model is (every format):
   letterboxes: see conversion.json's resize_mode).
 - the backbone and head from the SavedModel's `detect_preprocessed` signature, then the
   `TFLite_Detection_PostProcess` custom op (fused from a tf.function marked with
-  experimental_implements: shared STACK.md), which decodes the box codes against the anchors with
+  experimental_implements: docs/toolchain.md), which decodes the box codes against the anchors with
   the box coder's scale factors (10, 10, 5, 5), skips the background column 0 of the scores and
   runs non-max suppression.
 - outputs, in this order (MediaPipe Tasks reads them by position), all float32 in every format
@@ -37,11 +37,16 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
-from components.detection import anchors as anchors_lib
-from components.detection import box_coder
-from components.detection.export import PREPROCESSED_SIGNATURE
+from litedet.components.detection import (
+    DEFAULT_MAX_DETECTIONS,
+    DEFAULT_NMS_IOU_THRESHOLD,
+    DEFAULT_SCORE_THRESHOLD,
+    box_coder,
+)
+from litedet.components.detection import anchors as anchors_lib
+from litedet.components.detection.export import PREPROCESSED_SIGNATURE
+from litedet.components.tflite import FORMATS
 
-FORMATS = ("float32", "float16", "int8")
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 OUTPUT_NAMES = ("locations", "classes", "scores", "count")
 INPUT_NAME = "image"
@@ -54,9 +59,6 @@ UINT8_INPUT_SCALE = 1.0 / 127.5
 UINT8_INPUT_ZERO_POINT = 128
 LABELS_FILE = "labels.txt"
 
-DEFAULT_MAX_DETECTIONS = 100
-DEFAULT_SCORE_THRESHOLD = 0.05
-DEFAULT_IOU_THRESHOLD = 0.5
 
 RepresentativeImages = Union[Iterable[np.ndarray], Callable[[], Iterable[np.ndarray]]]
 
@@ -69,9 +71,14 @@ def model_filename(fmt: str) -> str:
     return f"model_{fmt}.tflite"
 
 
-def postprocess_attributes(num_classes: int, max_detections: int, score_threshold: float,
-                           iou_threshold: float, use_regular_nms: bool,
-                           scale_factors=box_coder.DEFAULT_SCALE_FACTORS) -> str:
+def postprocess_attributes(
+    num_classes: int,
+    max_detections: int,
+    score_threshold: float,
+    iou_threshold: float,
+    use_regular_nms: bool,
+    scale_factors=box_coder.DEFAULT_SCALE_FACTORS,
+) -> str:
     """The `experimental_implements` text that the converter fuses into the custom op."""
     y_scale, x_scale, h_scale, w_scale = (float(s) for s in scale_factors)
     attrs = [
@@ -102,8 +109,13 @@ def _postprocess_function(attributes: str):
         # A placeholder body: the converter replaces the whole function with the custom op
         # (the TF OD API's TFLite export does the same). Outputs in the op's own order.
         del box_encodings, class_scores, anchors
-        return (tf.constant(0.0, name="locations"), tf.constant(0.0, name="classes"),
-                tf.constant(0.0, name="scores"), tf.constant(0.0, name="count"))
+        return (
+            tf.constant(0.0, name="locations"),
+            tf.constant(0.0, name="classes"),
+            tf.constant(0.0, name="scores"),
+            tf.constant(0.0, name="count"),
+        )
+
     return postprocess
 
 
@@ -113,12 +125,15 @@ class _Source:
     def __init__(self, saved_model_dir: str):
         self.model = tf.saved_model.load(saved_model_dir)
         if PREPROCESSED_SIGNATURE not in self.model.signatures:
-            raise ValueError(f"{saved_model_dir} has no {PREPROCESSED_SIGNATURE!r} signature "
-                             f"(signatures: {sorted(self.model.signatures)})")
+            raise ValueError(
+                f"{saved_model_dir} has no {PREPROCESSED_SIGNATURE!r} signature "
+                f"(signatures: {sorted(self.model.signatures)})"
+            )
         if not hasattr(self.model, "anchors"):
             raise ValueError(
                 f"{saved_model_dir} has no `anchors` attribute: the exporting module must hold "
-                "them in a tf.Variable (tf.saved_model.save drops a tf.constant attribute)")
+                "them in a tf.Variable (tf.saved_model.save drops a tf.constant attribute)"
+            )
         self.signature = self.model.signatures[PREPROCESSED_SIGNATURE]
         (spec,) = self.signature.structured_input_signature[1].values()
         self.input_key = next(iter(self.signature.structured_input_signature[1]))
@@ -131,15 +146,18 @@ class _Source:
         self.num_classes = int(outputs["class_scores"].shape[-1]) - 1
         self.anchors = tf.convert_to_tensor(self.model.anchors, tf.float32)
         if self.anchors.shape != (self.num_anchors, 4):
-            raise ValueError(f"anchors {self.anchors.shape} do not match the model's "
-                             f"{self.num_anchors} box encodings")
+            raise ValueError(
+                f"anchors {self.anchors.shape} do not match the model's "
+                f"{self.num_anchors} box encodings"
+            )
 
     def detect_function(self, postprocess) -> tf.types.experimental.ConcreteFunction:
         anchors = anchors_lib.to_center_size(self.anchors)  # the op wants ycenter, xcenter, h, w
         size = self.image_size
 
-        @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32,
-                                                    name=INPUT_NAME)])
+        @tf.function(
+            input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name=INPUT_NAME)]
+        )
         def detect(image):
             outputs = self.signature(**{self.input_key: image})
             return postprocess(outputs["box_encodings"], outputs["class_scores"], anchors)
@@ -149,18 +167,22 @@ class _Source:
 
 def _calibration_dataset(representative_images: RepresentativeImages, size: int):
     def generate():
-        images = representative_images() if callable(representative_images) \
-            else representative_images
+        images = (
+            representative_images() if callable(representative_images) else representative_images
+        )
         count = 0
         for image in images:
             image = np.asarray(image, np.float32)
             if image.shape != (size, size, 3):
-                raise ValueError(f"representative image of shape {image.shape}, expected "
-                                 f"{(size, size, 3)} in [-1, 1]")
+                raise ValueError(
+                    f"representative image of shape {image.shape}, expected "
+                    f"{(size, size, 3)} in [-1, 1]"
+                )
             count += 1
             yield [image[np.newaxis]]
         if not count:
             raise ValueError("representative_images yielded no image")
+
     return generate
 
 
@@ -174,8 +196,9 @@ def _convert(source: _Source, concrete, fmt: str, representative_images) -> byte
         if representative_images is None:
             raise ValueError("the int8 format needs representative_images for calibration")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _calibration_dataset(representative_images,
-                                                                source.image_size)
+        converter.representative_dataset = _calibration_dataset(
+            representative_images, source.image_size
+        )
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         # Outputs stay float32: they are the post-process op's, which always computes in float.
@@ -188,13 +211,14 @@ def _postprocess_operator(model, subgraph):
     found = []
     for op in subgraph.operators:
         code = model.operatorCodes[op.opcodeIndex]
-        custom = code.customCode.decode() if isinstance(code.customCode, bytes) \
-            else code.customCode
+        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
         if custom == POSTPROCESS_OP:
             found.append(op)
     if len(found) != 1:
-        raise ConversionError(f"expected one {POSTPROCESS_OP} op in the converted model, found "
-                              f"{len(found)}: was the experimental_implements function fused?")
+        raise ConversionError(
+            f"expected one {POSTPROCESS_OP} op in the converted model, found "
+            f"{len(found)}: was the experimental_implements function fused?"
+        )
     return found[0]
 
 
@@ -209,7 +233,8 @@ def _fix_outputs(model_bytes: bytes, fmt: str) -> bytes:
     if sorted(int(i) for i in subgraph.outputs) != sorted(op_outputs):
         raise ConversionError(
             f"the model's outputs {list(subgraph.outputs)} are not the {POSTPROCESS_OP} op's "
-            f"{op_outputs}: something was added after the op")
+            f"{op_outputs}: something was added after the op"
+        )
     subgraph.outputs = np.array(op_outputs, dtype=np.int32)
     for index, name in zip(op_outputs, OUTPUT_NAMES):
         subgraph.tensors[index].name = name.encode()
@@ -234,8 +259,10 @@ def _pin_uint8_input(model, subgraph) -> None:
     for op in consumers:
         code = model.operatorCodes[op.opcodeIndex]
         if max(code.builtinCode, code.deprecatedBuiltinCode) != quantize:
-            raise ConversionError("the int8 model's uint8 input feeds an op other than "
-                                  "QUANTIZE: its quantization cannot be pinned safely")
+            raise ConversionError(
+                "the int8 model's uint8 input feeds an op other than "
+                "QUANTIZE: its quantization cannot be pinned safely"
+            )
     tensor.quantization.scale = np.array([UINT8_INPUT_SCALE], np.float32)
     tensor.quantization.zeroPoint = np.array([UINT8_INPUT_ZERO_POINT], np.int64)
 
@@ -244,7 +271,8 @@ def _write_metadata(model_bytes: bytes, labels_path: str) -> bytes:
     from tensorflow_lite_support.metadata.python.metadata_writers import object_detector
 
     writer = object_detector.MetadataWriter.create_for_inference(
-        bytearray(model_bytes), [INPUT_MEAN], [INPUT_STD], [labels_path])
+        bytearray(model_bytes), [INPUT_MEAN], [INPUT_STD], [labels_path]
+    )
     return bytes(writer.populate())
 
 
@@ -260,8 +288,9 @@ def check_model(model: Union[str, bytes], max_detections: Optional[int] = None) 
     and the Task Library read them. Returns the output details after one run on a blank image."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    content = model if isinstance(model, (bytes, bytearray)) else \
-        tf.io.gfile.GFile(model, "rb").read()
+    content = (
+        model if isinstance(model, (bytes, bytearray)) else tf.io.gfile.GFile(model, "rb").read()
+    )
     parsed = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
     subgraph = parsed.subgraphs[0]
     op_outputs = [int(i) for i in _postprocess_operator(parsed, subgraph).outputs]
@@ -270,7 +299,8 @@ def check_model(model: Union[str, bytes], max_detections: Optional[int] = None) 
         raise ConversionError(
             f"output tensors {outputs} are not the {POSTPROCESS_OP} op's outputs {op_outputs} "
             f"in its order ({', '.join(OUTPUT_NAMES)}): runtimes that read outputs by position "
-            "would mix them up")
+            "would mix them up"
+        )
     interpreter = _interpreter(bytes(content))
     interpreter.allocate_tensors()
     (detail,) = interpreter.get_input_details()
@@ -283,12 +313,15 @@ def check_model(model: Union[str, bytes], max_detections: Optional[int] = None) 
     if shapes != expected or (max_detections is not None and k != max_detections):
         raise ConversionError(
             f"output shapes {shapes}, expected locations [1, K, 4], classes [1, K], scores "
-            f"[1, K], count [1] with K = {max_detections if max_detections else 'K'}")
+            f"[1, K], count [1] with K = {max_detections if max_detections else 'K'}"
+        )
     dtypes = [np.dtype(d["dtype"]).name for d in details]
     if dtypes != ["float32"] * 4:
         raise ConversionError(f"output dtypes {dtypes}, expected float32")
-    return {name: {"shape": list(shape), "dtype": dtype}
-            for name, shape, dtype in zip(OUTPUT_NAMES, shapes, dtypes)}
+    return {
+        name: {"shape": list(shape), "dtype": dtype}
+        for name, shape, dtype in zip(OUTPUT_NAMES, shapes, dtypes)
+    }
 
 
 def read_labels(path: str) -> List[str]:
@@ -296,13 +329,17 @@ def read_labels(path: str) -> List[str]:
         return [line.strip() for line in handle if line.strip()]
 
 
-def convert(saved_model_dir: str, output_dir: str, labels: Union[Sequence[str], str],
-            formats: Sequence[str] = FORMATS,
-            representative_images: Optional[RepresentativeImages] = None,
-            max_detections: int = DEFAULT_MAX_DETECTIONS,
-            score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-            iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-            use_regular_nms: bool = True) -> Dict[str, str]:
+def convert(
+    saved_model_dir: str,
+    output_dir: str,
+    labels: Union[Sequence[str], str],
+    formats: Sequence[str] = FORMATS,
+    representative_images: Optional[RepresentativeImages] = None,
+    max_detections: int = DEFAULT_MAX_DETECTIONS,
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    iou_threshold: float = DEFAULT_NMS_IOU_THRESHOLD,
+    use_regular_nms: bool = True,
+) -> Dict[str, str]:
     """Converts the SavedModel into one `.tflite` file per format; returns {format: path}.
 
     Args:
@@ -331,10 +368,15 @@ def convert(saved_model_dir: str, output_dir: str, labels: Union[Sequence[str], 
     if len(labels) < source.num_classes:
         raise ValueError(f"{len(labels)} labels for a model of {source.num_classes} classes")
     if len(labels) > source.num_classes:
-        logging.warning("%d labels for a model of %d classes: labels %s are never predicted",
-                        len(labels), source.num_classes, labels[source.num_classes:])
-    attributes = postprocess_attributes(source.num_classes, max_detections, score_threshold,
-                                        iou_threshold, use_regular_nms)
+        logging.warning(
+            "%d labels for a model of %d classes: labels %s are never predicted",
+            len(labels),
+            source.num_classes,
+            labels[source.num_classes :],
+        )
+    attributes = postprocess_attributes(
+        source.num_classes, max_detections, score_threshold, iou_threshold, use_regular_nms
+    )
     concrete = source.detect_function(_postprocess_function(attributes))
 
     tf.io.gfile.makedirs(output_dir)
@@ -346,8 +388,7 @@ def convert(saved_model_dir: str, output_dir: str, labels: Union[Sequence[str], 
         tf.io.gfile.copy(labels_path, os.path.join(output_dir, LABELS_FILE), overwrite=True)
         paths = {}
         for fmt in formats:
-            model_bytes = _fix_outputs(_convert(source, concrete, fmt, representative_images),
-                                       fmt)
+            model_bytes = _fix_outputs(_convert(source, concrete, fmt, representative_images), fmt)
             model_bytes = _write_metadata(model_bytes, labels_path)
             check_model(model_bytes, max_detections)
             path = os.path.join(output_dir, model_filename(fmt))
@@ -368,9 +409,12 @@ def describe(path: str) -> Dict:
     info = {
         "path": path,
         "size_bytes": len(content),
-        "input": {"name": detail["name"], "shape": [int(d) for d in detail["shape"]],
-                  "dtype": np.dtype(detail["dtype"]).name,
-                  "quantization": {"scale": float(scale), "zero_point": int(zero_point)}},
+        "input": {
+            "name": detail["name"],
+            "shape": [int(d) for d in detail["shape"]],
+            "dtype": np.dtype(detail["dtype"]).name,
+            "quantization": {"scale": float(scale), "zero_point": int(zero_point)},
+        },
     }
     try:
         info["outputs"] = check_model(content)
@@ -385,8 +429,9 @@ def read_metadata(model: Union[str, bytes]) -> Dict:
     """The ObjectDetector metadata: its JSON form, the packed files' names and the labels."""
     from tensorflow_lite_support.metadata.python import metadata
 
-    content = model if isinstance(model, (bytes, bytearray)) else \
-        tf.io.gfile.GFile(model, "rb").read()
+    content = (
+        model if isinstance(model, (bytes, bytearray)) else tf.io.gfile.GFile(model, "rb").read()
+    )
     try:
         displayer = metadata.MetadataDisplayer.with_model_buffer(bytearray(content))
     except ValueError:
@@ -395,5 +440,4 @@ def read_metadata(model: Union[str, bytes]) -> Dict:
     labels = None
     if LABELS_FILE in files:
         labels = displayer.get_associated_file_buffer(LABELS_FILE).decode().splitlines()
-    return {"json": json.loads(displayer.get_metadata_json()), "files": files,
-            "labels": labels}
+    return {"json": json.loads(displayer.get_metadata_json()), "files": files, "labels": labels}

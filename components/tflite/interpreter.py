@@ -21,16 +21,21 @@ from typing import Dict, Optional
 import numpy as np
 import tensorflow as tf
 
-from components import preprocessing
-from components.features import RESIZE_MODES
+from litedet.components import preprocessing
+from litedet.components.features import RESIZE_MODES
 
 
-def make_interpreter(path: str, num_threads: int = 1, use_xnnpack: bool = True
-                     ) -> tf.lite.Interpreter:
-    resolver = (tf.lite.experimental.OpResolverType.AUTO if use_xnnpack
-                else tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads,
-                                      experimental_op_resolver_type=resolver)
+def make_interpreter(
+    path: str, num_threads: int = 1, use_xnnpack: bool = True
+) -> tf.lite.Interpreter:
+    resolver = (
+        tf.lite.experimental.OpResolverType.AUTO
+        if use_xnnpack
+        else tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    interpreter = tf.lite.Interpreter(
+        model_path=path, num_threads=num_threads, experimental_op_resolver_type=resolver
+    )
     interpreter.allocate_tensors()
     return interpreter
 
@@ -55,8 +60,13 @@ class TFLiteDetector:
       count   int
     """
 
-    def __init__(self, path: str, num_threads: int = 1, use_xnnpack: bool = True,
-                 resize_mode: str = "stretch"):
+    def __init__(
+        self,
+        path: str,
+        num_threads: int = 1,
+        use_xnnpack: bool = True,
+        resize_mode: str = "stretch",
+    ):
         if resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode {resize_mode!r} is not one of {RESIZE_MODES}")
         self.path = path
@@ -65,8 +75,9 @@ class TFLiteDetector:
         (self._input,) = self.interpreter.get_input_details()
         self._outputs = self.interpreter.get_output_details()
         if len(self._outputs) != 4:
-            raise ValueError(f"{path}: {len(self._outputs)} outputs, expected locations, "
-                             "classes, scores, count")
+            raise ValueError(
+                f"{path}: {len(self._outputs)} outputs, expected locations, classes, scores, count"
+            )
         _, height, width, _ = self._input["shape"]
         if height != width:
             raise ValueError(f"{path}: non-square input {self._input['shape']}")
@@ -83,9 +94,14 @@ class TFLiteDetector:
         self.interpreter.set_tensor(self._input["index"], model_input)
         self.interpreter.invoke()
         locations, classes, scores, count = (
-            self.interpreter.get_tensor(d["index"]) for d in self._outputs)
-        return {"locations": locations[0], "classes": classes[0], "scores": scores[0],
-                "count": int(count[0])}
+            self.interpreter.get_tensor(d["index"]) for d in self._outputs
+        )
+        return {
+            "locations": locations[0],
+            "classes": classes[0],
+            "scores": scores[0],
+            "count": int(count[0]),
+        }
 
     def preprocess(self, image: np.ndarray):
         """RGB uint8 [H, W, 3] -> (model input [S, S, 3] float32, content window [4])."""
@@ -93,7 +109,8 @@ class TFLiteDetector:
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"expected an RGB image [H, W, 3], got shape {image.shape}")
         model_input, window = preprocessing.resize_to_input(
-            tf.convert_to_tensor(image, tf.uint8), self.image_size, self.resize_mode)
+            tf.convert_to_tensor(image, tf.uint8), self.image_size, self.resize_mode
+        )
         return model_input.numpy(), window.numpy()
 
     def detect(self, image: np.ndarray) -> Dict[str, np.ndarray]:
@@ -101,15 +118,17 @@ class TFLiteDetector:
         return self.detections(self.run(model_input), window)
 
     @staticmethod
-    def detections(raw: Dict[str, np.ndarray], window: Optional[np.ndarray] = None
-                   ) -> Dict[str, np.ndarray]:
+    def detections(
+        raw: Dict[str, np.ndarray], window: Optional[np.ndarray] = None
+    ) -> Dict[str, np.ndarray]:
         """Raw op outputs -> serving_default's form (see the class docstring)."""
         count = raw["count"]
         valid = np.arange(len(raw["scores"])) < count
         boxes = np.clip(raw["locations"], 0.0, 1.0)
         if window is not None:
             boxes = preprocessing.boxes_from_window(
-                tf.constant(boxes), tf.constant(window, tf.float32)).numpy()
+                tf.constant(boxes), tf.constant(window, tf.float32)
+            ).numpy()
         return {
             "boxes": np.where(valid[:, None], boxes, 0.0).astype(np.float32),
             "classes": np.where(valid, raw["classes"] + 1.0, 0.0).astype(np.float32),
@@ -118,8 +137,14 @@ class TFLiteDetector:
         }
 
 
-def measure_latency(path: str, threads: int = 1, runs: int = 50, warmup: int = 5,
-                    use_xnnpack: bool = True, seed: int = 0) -> float:
+def measure_latency(
+    path: str,
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 5,
+    use_xnnpack: bool = True,
+    seed: int = 0,
+) -> float:
     """Median wall time of one `invoke()` in milliseconds (preprocessing excluded), on a fixed
     random input; `warmup` runs first are not counted."""
     interpreter = make_interpreter(path, threads, use_xnnpack)

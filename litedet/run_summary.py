@@ -11,17 +11,20 @@ from typing import Dict, List
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-_STATES = {metadata_store_pb2.Execution.COMPLETE: "ran",
-           metadata_store_pb2.Execution.CACHED: "cached",
-           metadata_store_pb2.Execution.FAILED: "failed",
-           metadata_store_pb2.Execution.RUNNING: "running",
-           metadata_store_pb2.Execution.CANCELED: "canceled"}
+_STATES = {
+    metadata_store_pb2.Execution.COMPLETE: "ran",
+    metadata_store_pb2.Execution.CACHED: "cached",
+    metadata_store_pb2.Execution.FAILED: "failed",
+    metadata_store_pb2.Execution.RUNNING: "running",
+    metadata_store_pb2.Execution.CANCELED: "canceled",
+}
 
 
 @dataclasses.dataclass
 class ComponentRun:
     state: str
     outputs: Dict[str, List[str]]  # output key -> artifact URIs
+    seconds: float = 0.0  # from the execution's creation to its last update in ML Metadata
 
     def uri(self, key: str) -> str:
         return self.outputs[key][0]
@@ -33,8 +36,9 @@ class RunSummary:
     components: Dict[str, ComponentRun]
 
     def quarantine_summary(self) -> dict:
-        with open(os.path.join(self.components["DetectionExampleGen"].uri("quarantine"),
-                               "summary.json")) as f:
+        with open(
+            os.path.join(self.components["DetectionExampleGen"].uri("quarantine"), "summary.json")
+        ) as f:
             return json.load(f)
 
     def anomalies(self) -> Dict[str, List[str]]:
@@ -49,9 +53,9 @@ class RunSummary:
                 with open(path, "rb") as f:
                     anomalies = anomalies_pb2.Anomalies.FromString(f.read())
                 found[split_dir.replace("Split-", "")] = [
-                    f"{name}: {info.description}" for name, info in anomalies.anomaly_info.items()]
+                    f"{name}: {info.description}" for name, info in anomalies.anomaly_info.items()
+                ]
         return found
-
 
     def gate_report(self) -> dict:
         """ModelGate's gate.json: blessed, reasons, mAP, per-format TFLite figures."""
@@ -60,8 +64,9 @@ class RunSummary:
 
     def push_record(self) -> dict:
         """LitedetPusher's push.json: pushed, version, where it went, registry version."""
-        with open(os.path.join(self.components["LitedetPusher"].uri("pushed_model"),
-                               "push.json")) as f:
+        with open(
+            os.path.join(self.components["LitedetPusher"].uri("pushed_model"), "push.json")
+        ) as f:
             return json.load(f)
 
 
@@ -76,17 +81,21 @@ def latest_run(metadata_path: str) -> RunSummary:
     run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
     components = {}
     for execution in store.get_executions_by_context(run.id):
-        node = [c.name for c in store.get_contexts_by_execution(execution.id)
-                if c.type == "node"]
+        node = [c.name for c in store.get_contexts_by_execution(execution.id) if c.type == "node"]
         name = node[0].rsplit(".", 1)[-1] if node else str(execution.id)
         outputs: Dict[str, List[str]] = {}
-        events = [e for e in store.get_events_by_execution_ids([execution.id])
-                  if e.type in (metadata_store_pb2.Event.OUTPUT,
-                                metadata_store_pb2.Event.DECLARED_OUTPUT)]
+        events = [
+            e
+            for e in store.get_events_by_execution_ids([execution.id])
+            if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+        ]
         artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
         for event in events:
             key = event.path.steps[0].key if event.path.steps else "output"
             outputs.setdefault(key, []).append(artifacts[event.artifact_id].uri)
-        components[name] = ComponentRun(_STATES.get(execution.last_known_state, "unknown"),
-                                        outputs)
+        components[name] = ComponentRun(
+            _STATES.get(execution.last_known_state, "unknown"),
+            outputs,
+            (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1e3,
+        )
     return RunSummary(run.name, components)

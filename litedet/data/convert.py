@@ -9,7 +9,7 @@ import json
 import os
 from typing import Dict, List
 
-from components.example_gen.config import DatasetConfig
+from litedet.components.example_gen.config import DatasetConfig
 
 
 def convert(dataset: DatasetConfig, out_dir: str, beam_pipeline_args: List[str]) -> Dict:
@@ -17,16 +17,19 @@ def convert(dataset: DatasetConfig, out_dir: str, beam_pipeline_args: List[str])
     `<out_dir>/quarantine/`; returns the quarantine summary (counts per split and reason)."""
     from tfx.types import standard_artifacts
 
-    from components import artifacts
-    from components.example_gen.executor import Executor
+    from litedet.components import artifacts
+    from litedet.components.example_gen.executor import Executor
 
-    outputs = {"examples": [standard_artifacts.Examples()],
-               "label_map": [artifacts.LabelMap()],
-               "quarantine": [artifacts.QuarantinedRecords()]}
+    outputs = {
+        "examples": [standard_artifacts.Examples()],
+        "label_map": [artifacts.LabelMap()],
+        "quarantine": [artifacts.QuarantinedRecords()],
+    }
     for key, (artifact,) in outputs.items():
         artifact.uri = os.path.join(out_dir, key)
-    context = Executor.Context(beam_pipeline_args=beam_pipeline_args,
-                               tmp_dir=os.path.join(out_dir, ".tmp"))
+    context = Executor.Context(
+        beam_pipeline_args=beam_pipeline_args, tmp_dir=os.path.join(out_dir, ".tmp")
+    )
     Executor(context).Do({}, outputs, {"dataset": dataset.to_json(), "input_base": dataset.root})
     with open(os.path.join(out_dir, "quarantine", "summary.json")) as f:
         return json.load(f)

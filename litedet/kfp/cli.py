@@ -41,54 +41,91 @@ KFP_BEARER_TOKEN or, inside a pod, the projected token at
 
 
 def _verb(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
-    return subparsers.add_parser(name, help=help_text, description=help_text,
-                                 epilog=EXAMPLES.get(name),
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    return subparsers.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=EXAMPLES.get(name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", help="KFP API URL (default: $KFP_ENDPOINT)")
-    parser.add_argument("--namespace", help="Kubeflow profile namespace (default: "
-                                            "$KFP_NAMESPACE; empty for standalone KFP)")
-    parser.add_argument("--timeout", type=float, default=30.0,
-                        help="seconds to wait for each API call (default 30)")
+    parser.add_argument(
+        "--namespace",
+        help="Kubeflow profile namespace (default: $KFP_NAMESPACE; empty for standalone KFP)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for each API call (default 30)"
+    )
 
 
 def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", help="uploaded pipeline's name (default litedet)")
     parser.add_argument("--version", help="pipeline version name (default: the newest)")
-    parser.add_argument("--experiment", help="experiment to file runs under (created if "
-                                             "missing; default: litedet)")
-    parser.add_argument("--param", dest="params", action="append", default=[],
-                        metavar="NAME=VALUE", help="run-time parameter, e.g. "
-                        "input_base=gs://bucket/data (repeatable)")
-    parser.add_argument("--pipeline-root", help=f"where this run's artifacts go (default: "
-                        f"${PIPELINE_ROOT_ENV}, else the namespace's kfp-launcher setting)")
-    parser.add_argument("--service-account", help="Kubernetes service account of the step pods "
-                                                  "(e.g. litedet-pipeline-runner)")
+    parser.add_argument(
+        "--experiment", help="experiment to file runs under (created if missing; default: litedet)"
+    )
+    parser.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="run-time parameter, e.g. input_base=gs://bucket/data (repeatable)",
+    )
+    parser.add_argument(
+        "--pipeline-root",
+        help=f"where this run's artifacts go (default: "
+        f"${PIPELINE_ROOT_ENV}, else the namespace's kfp-launcher setting)",
+    )
+    parser.add_argument(
+        "--service-account",
+        help="Kubernetes service account of the step pods (e.g. litedet-pipeline-runner)",
+    )
 
 
 def add_verbs(subparsers) -> None:
     """Adds `compile` and `kfp` to the `litedet` parser's verbs."""
     compile_ = _verb(subparsers, "compile", "compile the pipeline for Kubeflow Pipelines (KFP v2)")
     compile_.add_argument("--config", help="YAML file of settings (see `litedet config`)")
-    compile_.add_argument("--set", dest="overrides", action="append", default=[],
-                          metavar="KEY=VALUE", help="override one setting (repeatable)")
-    compile_.add_argument("--image", default=os.environ.get(IMAGE_ENV),
-                          help=f"container image of every step (default: ${IMAGE_ENV})")
-    compile_.add_argument("--pipeline-root", default=os.environ.get(PIPELINE_ROOT_ENV),
-                          help=f"gs:// folder for artifacts (default: ${PIPELINE_ROOT_ENV})")
-    compile_.add_argument("--output", default="litedet-kfp.yaml",
-                          help=".yaml: the PipelineSpec to upload (default litedet-kfp.yaml); "
-                               ".json: TFX's PipelineJob")
+    compile_.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting (repeatable)",
+    )
+    compile_.add_argument(
+        "--image",
+        default=os.environ.get(IMAGE_ENV),
+        help=f"container image of every step (default: ${IMAGE_ENV})",
+    )
+    compile_.add_argument(
+        "--pipeline-root",
+        default=os.environ.get(PIPELINE_ROOT_ENV),
+        help=f"gs:// folder for artifacts (default: ${PIPELINE_ROOT_ENV})",
+    )
+    compile_.add_argument(
+        "--output",
+        default="litedet-kfp.yaml",
+        help=".yaml: the PipelineSpec to upload (default litedet-kfp.yaml); "
+        ".json: TFX's PipelineJob",
+    )
 
     kfp = _verb(subparsers, "kfp", "talk to Kubeflow Pipelines: upload, run, schedule, runs")
     actions = kfp.add_subparsers(dest="kfp_verb", metavar="ACTION", required=True)
-    upload = actions.add_parser("upload", help="upload a compiled pipeline (a new version when "
-                                               "the name exists)")
+    upload = actions.add_parser(
+        "upload", help="upload a compiled pipeline (a new version when the name exists)"
+    )
     _connection_flags(upload)
-    upload.add_argument("--package", default="litedet-kfp.yaml",
-                        help="file from `litedet compile` (default litedet-kfp.yaml)")
+    upload.add_argument(
+        "--package",
+        default="litedet-kfp.yaml",
+        help="file from `litedet compile` (default litedet-kfp.yaml)",
+    )
     upload.add_argument("--name", default="litedet", help="pipeline name (default litedet)")
     upload.add_argument("--version", help="version name (default: UTC time + content hash)")
     upload.add_argument("--description")
@@ -98,19 +135,26 @@ def add_verbs(subparsers) -> None:
     _run_flags(run)
     run.add_argument("--run-name", help="display name (default: pipeline name and time)")
 
-    schedule = actions.add_parser("schedule", help="create a recurring run from a cron "
-                                                   "expression")
+    schedule = actions.add_parser("schedule", help="create a recurring run from a cron expression")
     _connection_flags(schedule)
     _run_flags(schedule)
-    schedule.add_argument("--cron", help="5 fields (minute hour day month weekday), 6 with "
-                                         "seconds first, or @daily")
+    schedule.add_argument(
+        "--cron", help="5 fields (minute hour day month weekday), 6 with seconds first, or @daily"
+    )
     schedule.add_argument("--name", help="recurring run's display name")
     schedule.add_argument("--max-concurrency", type=int, help="runs at once, 1-10 (default 1)")
-    schedule.add_argument("--catchup", action="store_true", default=None,
-                          help="after a pause, start every missed run (default: only the last)")
-    schedule.add_argument("--from-file", help="YAML with any of: name, pipeline, version, cron, "
-                          "experiment, max_concurrency, catchup, parameters, pipeline_root, "
-                          "service_account (flags override it)")
+    schedule.add_argument(
+        "--catchup",
+        action="store_true",
+        default=None,
+        help="after a pause, start every missed run (default: only the last)",
+    )
+    schedule.add_argument(
+        "--from-file",
+        help="YAML with any of: name, pipeline, version, cron, "
+        "experiment, max_concurrency, catchup, parameters, pipeline_root, "
+        "service_account (flags override it)",
+    )
 
     runs = actions.add_parser("runs", help="list runs with their state, newest first")
     _connection_flags(runs)
@@ -120,8 +164,8 @@ def add_verbs(subparsers) -> None:
 
 def parse_parameters(items: List[str]) -> Dict[str, Any]:
     """NAME=VALUE flags -> typed values, by the types the compiled pipeline declares."""
-    from pipeline.kubeflow_v2_runner import RUNTIME_PARAMETERS
-    from pipeline.kfp_client import KfpError
+    from litedet.kfp.client import KfpError
+    from litedet.pipeline.kubeflow_v2_runner import RUNTIME_PARAMETERS
 
     values: Dict[str, Any] = {}
     for item in items:
@@ -130,29 +174,35 @@ def parse_parameters(items: List[str]) -> Dict[str, Any]:
             raise KfpError(f"--param {item!r}: expected NAME=VALUE")
         declared = RUNTIME_PARAMETERS.get(name)
         if declared is None:
-            raise KfpError(f"--param {name}: not a run-time parameter of the pipeline; known: "
-                           f"{', '.join(sorted(RUNTIME_PARAMETERS))}")
+            raise KfpError(
+                f"--param {name}: not a run-time parameter of the pipeline; known: "
+                f"{', '.join(sorted(RUNTIME_PARAMETERS))}"
+            )
         try:
             values[name] = declared.ptype(raw)
         except ValueError:
-            raise KfpError(f"--param {name}={raw!r}: expected a {declared.ptype.__name__}"
-                           ) from None
+            raise KfpError(
+                f"--param {name}={raw!r}: expected a {declared.ptype.__name__}"
+            ) from None
     return values
 
 
 def _compile(args) -> int:
-    from pipeline import configs, kubeflow_v2_runner
+    from litedet.pipeline import configs, kubeflow_v2_runner
 
     if not args.image:
-        raise configs.ConfigError(f"--image (or ${IMAGE_ENV}): the container image every step "
-                                  "runs in; build it from the Dockerfile (docs/kubeflow.md)")
+        raise configs.ConfigError(
+            f"--image (or ${IMAGE_ENV}): the container image every step "
+            "runs in; build it from the Dockerfile (docs/kubeflow.md)"
+        )
     if not args.pipeline_root:
-        raise configs.ConfigError(f"--pipeline-root (or ${PIPELINE_ROOT_ENV}): a gs:// folder "
-                                  "for the pipeline's artifacts")
+        raise configs.ConfigError(
+            f"--pipeline-root (or ${PIPELINE_ROOT_ENV}): a gs:// folder "
+            "for the pipeline's artifacts"
+        )
     config = configs.load_config(args.config, args.overrides)
     print("Compiling (imports TFX, ~20 s) ...", flush=True)
-    path = kubeflow_v2_runner.compile_pipeline(config, args.output, args.image,
-                                               args.pipeline_root)
+    path = kubeflow_v2_runner.compile_pipeline(config, args.output, args.image, args.pipeline_root)
     spec = kubeflow_v2_runner.load_pipeline_spec(path)
     steps = list(spec["root"]["dag"]["tasks"])
     params = spec["root"].get("inputDefinitions", {}).get("parameters", {})
@@ -169,26 +219,45 @@ def _schedule_settings(args) -> Dict[str, Any]:
     if args.from_file:
         import yaml
 
-        from pipeline.kfp_client import KfpError
+        from litedet.kfp.client import KfpError
 
         try:
             with open(args.from_file) as f:
                 settings = yaml.safe_load(f) or {}
         except (OSError, yaml.YAMLError) as e:
             raise KfpError(f"{args.from_file}: cannot read ({e})") from None
-        known = {"name", "pipeline", "version", "cron", "experiment", "max_concurrency",
-                 "catchup", "parameters", "pipeline_root", "service_account"}
+        known = {
+            "name",
+            "pipeline",
+            "version",
+            "cron",
+            "experiment",
+            "max_concurrency",
+            "catchup",
+            "parameters",
+            "pipeline_root",
+            "service_account",
+        }
         unknown = sorted(set(settings) - known)
         if unknown:
-            raise KfpError(f"{args.from_file}: unknown key(s) {', '.join(unknown)}; known: "
-                           f"{', '.join(sorted(known))}")
+            raise KfpError(
+                f"{args.from_file}: unknown key(s) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(known))}"
+            )
         settings["parameters"] = parse_parameters(
-            [f"{k}={v}" for k, v in (settings.get("parameters") or {}).items()])
-    flags = {"pipeline": args.pipeline, "name": args.name, "version": args.version,
-             "cron": args.cron,
-             "experiment": args.experiment, "max_concurrency": args.max_concurrency,
-             "catchup": args.catchup, "pipeline_root": args.pipeline_root,
-             "service_account": args.service_account}
+            [f"{k}={v}" for k, v in (settings.get("parameters") or {}).items()]
+        )
+    flags = {
+        "pipeline": args.pipeline,
+        "name": args.name,
+        "version": args.version,
+        "cron": args.cron,
+        "experiment": args.experiment,
+        "max_concurrency": args.max_concurrency,
+        "catchup": args.catchup,
+        "pipeline_root": args.pipeline_root,
+        "service_account": args.service_account,
+    }
     settings.update({k: v for k, v in flags.items() if v is not None})
     settings.setdefault("pipeline", DEFAULT_PIPELINE)
     settings["parameters"] = {**settings.get("parameters", {}), **parse_parameters(args.params)}
@@ -196,25 +265,34 @@ def _schedule_settings(args) -> Dict[str, Any]:
 
 
 def _kfp(args) -> int:
-    from pipeline import kfp_client
+    from litedet.kfp import client as kfp_client
 
-    conn = kfp_client.Connection.resolve(endpoint=args.endpoint, namespace=args.namespace,
-                                         timeout_s=args.timeout)
+    conn = kfp_client.Connection.resolve(
+        endpoint=args.endpoint, namespace=args.namespace, timeout_s=args.timeout
+    )
     if args.kfp_verb == "upload":
-        result = kfp_client.upload(conn, args.package, args.name, version=args.version,
-                                   description=args.description)
+        result = kfp_client.upload(
+            conn, args.package, args.name, version=args.version, description=args.description
+        )
         what = "new pipeline" if result.new_pipeline else "new version"
-        print(f"Uploaded {args.package} as {what} {args.name!r} version "
-              f"{result.version_name!r} (pipeline {result.pipeline_id}, version "
-              f"{result.version_id})")
+        print(
+            f"Uploaded {args.package} as {what} {args.name!r} version "
+            f"{result.version_name!r} (pipeline {result.pipeline_id}, version "
+            f"{result.version_id})"
+        )
         return 0
     if args.kfp_verb == "run":
         root = args.pipeline_root or os.environ.get(PIPELINE_ROOT_ENV)
         run_id = kfp_client.start_run(
-            conn, args.pipeline or DEFAULT_PIPELINE, parse_parameters(args.params),
+            conn,
+            args.pipeline or DEFAULT_PIPELINE,
+            parse_parameters(args.params),
             version=args.version,
             experiment=args.experiment or kfp_client.DEFAULT_EXPERIMENT,
-            run_name=args.run_name, pipeline_root=root, service_account=args.service_account)
+            run_name=args.run_name,
+            pipeline_root=root,
+            service_account=args.service_account,
+        )
         print(f"Started run {run_id} of {args.pipeline or DEFAULT_PIPELINE!r}")
         return 0
     if args.kfp_verb == "schedule":
@@ -223,14 +301,22 @@ def _kfp(args) -> int:
             raise kfp_client.KfpError("schedule needs --cron and --name (or both in --from-file)")
         cron = kfp_client.normalize_cron(s["cron"])
         job_id = kfp_client.schedule(
-            conn, s["pipeline"], cron, s["parameters"], name=s["name"],
+            conn,
+            s["pipeline"],
+            cron,
+            s["parameters"],
+            name=s["name"],
             version=s.get("version"),
             experiment=s.get("experiment") or kfp_client.DEFAULT_EXPERIMENT,
             max_concurrency=int(s.get("max_concurrency") or 1),
             pipeline_root=s.get("pipeline_root") or os.environ.get(PIPELINE_ROOT_ENV),
-            service_account=s.get("service_account"), catchup=bool(s.get("catchup")))
-        print(f"Scheduled {s['name']!r} ({s['pipeline']}) on cron '{cron}' "
-              f"(seconds first; the KFP scheduler's time zone): recurring run {job_id}")
+            service_account=s.get("service_account"),
+            catchup=bool(s.get("catchup")),
+        )
+        print(
+            f"Scheduled {s['name']!r} ({s['pipeline']}) on cron '{cron}' "
+            f"(seconds first; the KFP scheduler's time zone): recurring run {job_id}"
+        )
         return 0
     rows = kfp_client.list_runs(conn, experiment=args.experiment, limit=args.limit)
     if not rows:
@@ -245,8 +331,8 @@ def _kfp(args) -> int:
 
 def main(args) -> int:
     """Runs `compile` or `kfp ...`; errors print one line and return non-zero."""
-    from pipeline.configs import ConfigError
-    from pipeline.kfp_client import KfpError
+    from litedet.kfp.client import KfpError
+    from litedet.pipeline.configs import ConfigError
 
     try:
         return _compile(args) if args.verb == "compile" else _kfp(args)

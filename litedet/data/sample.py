@@ -14,6 +14,7 @@ Layout written by :func:`generate`::
     <root>/images/train_000000.jpg ...
     <root>/README.txt
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -141,15 +142,33 @@ def _cross(radius, angle):
     a = CROSS_ARM_RATIO * radius
     arm = math.sqrt(radius**2 - a**2)  # so the arm corners lie on the circumscribed circle
     local = np.array(
-        [(a, arm), (a, a), (arm, a), (arm, -a), (a, -a), (a, -arm),
-         (-a, -arm), (-a, -a), (-arm, -a), (-arm, a), (-a, a), (-a, arm)]
+        [
+            (a, arm),
+            (a, a),
+            (arm, a),
+            (arm, -a),
+            (a, -a),
+            (a, -arm),
+            (-a, -arm),
+            (-a, -a),
+            (-arm, -a),
+            (-arm, a),
+            (-a, a),
+            (-a, arm),
+        ]
     )
     c, s = math.cos(angle), math.sin(angle)
     return local @ np.array([[c, s], [-s, c]])
 
 
 # Shape outlines centred on the origin, each fitting inside a circle of the given radius.
-_SHAPES = {"circle": _circle, "square": _square, "triangle": _triangle, "star": _star, "cross": _cross}
+_SHAPES = {
+    "circle": _circle,
+    "square": _square,
+    "triangle": _triangle,
+    "star": _star,
+    "cross": _cross,
+}
 
 
 def _bounds(vertices):
@@ -209,7 +228,9 @@ def _background(rng, width, height):
     t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
     pixels = start + t[..., None] * (end - start)
     # Upsampled coarse noise gives soft light/dark patches, so the background is never flat.
-    grid = rng.integers(0, 256, size=(int(rng.integers(3, 9)), int(rng.integers(3, 9))), dtype=np.uint8)
+    grid = rng.integers(
+        0, 256, size=(int(rng.integers(3, 9)), int(rng.integers(3, 9))), dtype=np.uint8
+    )
     mottle = np.asarray(Image.fromarray(grid).resize((width, height), Image.BICUBIC), np.float32)
     pixels += (mottle[..., None] / 255.0 - 0.5) * rng.uniform(20, 60)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
@@ -218,8 +239,12 @@ def _background(rng, width, height):
 def _draw_lines(rng, draw, width, height):
     """Thin straight or bent lines, like twigs, cables or scratches."""
     for _ in range(int(rng.integers(4, 21))):
-        points = rng.uniform([-20, -20], [width + 20, height + 20], size=(int(rng.integers(2, 5)), 2))
-        draw.line(points.ravel().tolist(), fill=_as_rgb(_muted_colour(rng)), width=int(rng.integers(1, 3)))
+        points = rng.uniform(
+            [-20, -20], [width + 20, height + 20], size=(int(rng.integers(2, 5)), 2)
+        )
+        draw.line(
+            points.ravel().tolist(), fill=_as_rgb(_muted_colour(rng)), width=int(rng.integers(1, 3))
+        )
 
 
 def _draw_blobs(rng, draw, width, height):
@@ -234,7 +259,9 @@ def _draw_blobs(rng, draw, width, height):
         amplitudes = rng.uniform([0.2, 0.05], [0.4, 0.2])
         phases = rng.uniform(0, 2 * math.pi, size=2)
         radii = rng.uniform(8, 60) * (
-            1 + amplitudes[0] * np.cos(2 * theta + phases[0]) + amplitudes[1] * np.cos(3 * theta + phases[1])
+            1
+            + amplitudes[0] * np.cos(2 * theta + phases[0])
+            + amplitudes[1] * np.cos(3 * theta + phases[1])
         )
         vertices = _polar(radii, 0.0) + rng.uniform([0, 0], [width, height])
         draw.polygon(vertices.ravel().tolist(), fill=_as_rgb(_muted_colour(rng, (0.2, 0.9))))
@@ -418,12 +445,19 @@ def generate(root, num_train=400, num_eval=100, seed=0):
     for split_code, (split, count) in enumerate((("train", num_train), ("eval", num_eval))):
         images, annotations = [], []
         for index in range(count):
-            image, image_annotations = _render_image(np.random.default_rng([seed, split_code, index]))
+            image, image_annotations = _render_image(
+                np.random.default_rng([seed, split_code, index])
+            )
             image_id = first_image_id + index
             file_name = f"{split}_{index:06d}.jpg"
             image.save(root / "images" / file_name, format="JPEG", quality=JPEG_QUALITY)
             images.append(
-                {"id": image_id, "file_name": file_name, "width": image.width, "height": image.height}
+                {
+                    "id": image_id,
+                    "file_name": file_name,
+                    "width": image.width,
+                    "height": image.height,
+                }
             )
             for annotation in image_annotations:
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, **annotation})
@@ -437,22 +471,21 @@ def generate(root, num_train=400, num_eval=100, seed=0):
         _write_json(
             root / "annotations" / f"instances_{split}.json",
             {
-                "info": {"description": f"litedet shapes dataset {VERSION}", "split": split, "seed": seed},
+                "info": {
+                    "description": f"litedet shapes dataset {VERSION}",
+                    "split": split,
+                    "seed": seed,
+                },
                 "images": images,
                 "annotations": annotations,
                 "categories": [
-                    {"id": coco_id, "name": name, "supercategory": "shape"} for coco_id, name in CLASSES
+                    {"id": coco_id, "name": name, "supercategory": "shape"}
+                    for coco_id, name in CLASSES
                 ],
             },
         )
     (root / "README.txt").write_text(_readme(num_train, num_eval, seed, summary), encoding="utf-8")
     return summary
-
-
-def default_cache_dir():
-    """``$LITEDET_CACHE`` if set, else ``~/.cache/litedet``."""
-    configured = os.environ.get("LITEDET_CACHE")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "litedet"
 
 
 COMPLETE_MARKER = ".complete"
@@ -464,7 +497,9 @@ def ensure_sample_dataset(num_train=400, num_eval=100, seed=0, cache_dir=None):
     The dataset is generated into a temporary sibling folder and renamed into place only once
     complete, so the final path never holds a partial dataset, even after a crash.
     """
-    datasets = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "datasets"
+    from litedet import paths
+
+    datasets = Path(cache_dir if cache_dir is not None else paths.cache_dir()) / "datasets"
     name = f"shapes-{VERSION}-n{num_train}-{num_eval}-s{seed}"
     final = datasets / name
     if (final / COMPLETE_MARKER).is_file():
@@ -474,7 +509,9 @@ def ensure_sample_dataset(num_train=400, num_eval=100, seed=0, cache_dir=None):
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=datasets))
     try:
         summary = generate(staging, num_train=num_train, num_eval=num_eval, seed=seed)
-        (staging / COMPLETE_MARKER).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (staging / COMPLETE_MARKER).write_text(
+            json.dumps(summary, indent=2) + "\n", encoding="utf-8"
+        )
         if final.exists() and not (final / COMPLETE_MARKER).is_file():
             shutil.rmtree(final)  # not written by us (we only rename complete folders); replace it
         try:

@@ -55,16 +55,23 @@ class Connection:
         return "no credentials"
 
     @classmethod
-    def resolve(cls, endpoint: Optional[str] = None, namespace: Optional[str] = None,
-                token: Optional[str] = None, environ: Mapping[str, str] = os.environ,
-                timeout_s: float = 30.0) -> "Connection":
+    def resolve(
+        cls,
+        endpoint: Optional[str] = None,
+        namespace: Optional[str] = None,
+        token: Optional[str] = None,
+        environ: Mapping[str, str] = os.environ,
+        timeout_s: float = 30.0,
+    ) -> Connection:
         endpoint = endpoint or environ.get("KFP_ENDPOINT")
         if not endpoint and environ.get("KUBERNETES_SERVICE_HOST"):
             endpoint = IN_CLUSTER_ENDPOINT
         if not endpoint:
-            raise KfpError("no Kubeflow Pipelines endpoint: set KFP_ENDPOINT or --endpoint, "
-                           "e.g. https://kubeflow.example.com/pipeline or http://localhost:8888 "
-                           "after `kubectl port-forward -n kubeflow svc/ml-pipeline 8888`")
+            raise KfpError(
+                "no Kubeflow Pipelines endpoint: set KFP_ENDPOINT or --endpoint, "
+                "e.g. https://kubeflow.example.com/pipeline or http://localhost:8888 "
+                "after `kubectl port-forward -n kubeflow svc/ml-pipeline 8888`"
+            )
         if not endpoint.startswith(("http://", "https://")):
             raise KfpError(f"endpoint {endpoint!r}: give the scheme, http:// or https://")
         token = token or environ.get("KFP_BEARER_TOKEN") or None
@@ -72,9 +79,13 @@ class Connection:
         if not token:
             candidate = environ.get("KF_PIPELINES_SA_TOKEN_PATH") or SA_TOKEN_PATH
             token_path = candidate if os.path.isfile(candidate) else None
-        return cls(endpoint=endpoint.rstrip("/"),
-                   namespace=namespace or environ.get("KFP_NAMESPACE") or None,
-                   token=token, token_path=token_path, timeout_s=timeout_s)
+        return cls(
+            endpoint=endpoint.rstrip("/"),
+            namespace=namespace or environ.get("KFP_NAMESPACE") or None,
+            token=token,
+            token_path=token_path,
+            timeout_s=timeout_s,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +106,7 @@ class RunRow:
 
 
 # --- connecting ----------------------------------------------------------------------------
+
 
 def _kfp_client_class():
     import kfp
@@ -125,8 +137,12 @@ def connect(conn: Connection):
         warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0-beta.2+"
         # An explicit host keeps kfp.Client from falling back to kubeconfig or port-forwards.
         client = _kfp_client_class()(
-            timeout_s=conn.timeout_s, host=conn.endpoint, existing_token=conn.token,
-            credentials=credentials, namespace=conn.namespace or "kubeflow")
+            timeout_s=conn.timeout_s,
+            host=conn.endpoint,
+            existing_token=conn.token,
+            credentials=credentials,
+            namespace=conn.namespace or "kubeflow",
+        )
     _guard_requests(client, conn)
     return client
 
@@ -146,7 +162,8 @@ def _guard_requests(client, conn: Connection) -> None:
                 f"{conn.endpoint} answered with a web page, not the KFP API (a login redirect?): "
                 f"the request carried {conn.auth}; give a token that the gateway accepts "
                 "(KFP_BEARER_TOKEN) and check KFP_ENDPOINT ends where the API is "
-                "(…/pipeline behind a Kubeflow gateway)")
+                "(…/pipeline behind a Kubeflow gateway)"
+            )
         return response
 
     rest.request = guarded
@@ -168,24 +185,32 @@ def _api_errors(conn: Connection, doing: str) -> Iterator[None]:
         if status == 401:
             raise KfpError(
                 f"{doing}: {conn.endpoint} refused {conn.auth} (HTTP 401): set "
-                "KFP_BEARER_TOKEN to a current token that this endpoint accepts") from None
+                "KFP_BEARER_TOKEN to a current token that this endpoint accepts"
+            ) from None
         if status == 403:
             raise KfpError(
                 f"{doing}: {conn.endpoint} denied access{where} (HTTP 403) to {conn.auth}: "
-                "check KFP_NAMESPACE is a profile this account may use") from None
+                "check KFP_NAMESPACE is a profile this account may use"
+            ) from None
         if status == 0:  # TLS failures come back as status 0
-            raise KfpError(f"{doing}: cannot talk to {conn.endpoint}: {e.reason}; check the "
-                           "endpoint's scheme and certificate") from None
-        raise KfpError(f"{doing}: {conn.endpoint} answered HTTP {status}: "
-                       f"{_server_message(e)}") from None
+            raise KfpError(
+                f"{doing}: cannot talk to {conn.endpoint}: {e.reason}; check the "
+                "endpoint's scheme and certificate"
+            ) from None
+        raise KfpError(
+            f"{doing}: {conn.endpoint} answered HTTP {status}: {_server_message(e)}"
+        ) from None
     except (urllib3.exceptions.HTTPError, OSError) as e:
         if isinstance(e, OSError) and conn.token_path and e.filename == conn.token_path:
-            raise KfpError(f"{doing}: cannot read the service-account token at "
-                           f"{conn.token_path} ({e.strerror})") from None
+            raise KfpError(
+                f"{doing}: cannot read the service-account token at "
+                f"{conn.token_path} ({e.strerror})"
+            ) from None
         raise KfpError(
             f"{doing}: cannot reach Kubeflow Pipelines at {conn.endpoint} "
             f"({type(e).__name__}): check KFP_ENDPOINT, that the KFP API is up, and any "
-            "port-forward or VPN") from None
+            "port-forward or VPN"
+        ) from None
 
 
 def _server_message(error) -> str:
@@ -198,14 +223,20 @@ def _server_message(error) -> str:
 
 # --- lookups -------------------------------------------------------------------------------
 
+
 def _name_filter(name: str) -> str:
-    return json.dumps({"predicates": [
-        {"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
+    return json.dumps(
+        {"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]}
+    )
 
 
 def _find_pipeline_id(client, conn: Connection, name: str) -> Optional[str]:
-    found = client.list_pipelines(filter=_name_filter(name), namespace=conn.namespace,
-                                  page_size=2).pipelines or []
+    found = (
+        client.list_pipelines(
+            filter=_name_filter(name), namespace=conn.namespace, page_size=2
+        ).pipelines
+        or []
+    )
     return found[0].pipeline_id if found else None
 
 
@@ -213,34 +244,53 @@ def _pipeline_id(client, conn: Connection, name: str) -> str:
     pipeline_id = _find_pipeline_id(client, conn, name)
     if pipeline_id is None:
         where = f" in namespace {conn.namespace}" if conn.namespace else ""
-        raise KfpError(f"no pipeline named {name!r} at {conn.endpoint}{where}: upload it first "
-                       "(`litedet kfp upload`) or check the name in the KFP UI")
+        raise KfpError(
+            f"no pipeline named {name!r} at {conn.endpoint}{where}: upload it first "
+            "(`litedet kfp upload`) or check the name in the KFP UI"
+        )
     return pipeline_id
 
 
-def _version_id(client, conn: Connection, pipeline_id: str, pipeline: str,
-                version: Optional[str]) -> str:
+def _version_id(
+    client, conn: Connection, pipeline_id: str, pipeline: str, version: Optional[str]
+) -> str:
     """The named version, or the newest one."""
     if version:
-        found = client.list_pipeline_versions(pipeline_id, filter=_name_filter(version),
-                                              page_size=2).pipeline_versions or []
+        found = (
+            client.list_pipeline_versions(
+                pipeline_id, filter=_name_filter(version), page_size=2
+            ).pipeline_versions
+            or []
+        )
         if not found:
-            raise KfpError(f"pipeline {pipeline!r} at {conn.endpoint} has no version named "
-                           f"{version!r}: list its versions in the KFP UI")
+            raise KfpError(
+                f"pipeline {pipeline!r} at {conn.endpoint} has no version named "
+                f"{version!r}: list its versions in the KFP UI"
+            )
     else:
-        found = client.list_pipeline_versions(pipeline_id, sort_by="created_at desc",
-                                              page_size=1).pipeline_versions or []
+        found = (
+            client.list_pipeline_versions(
+                pipeline_id, sort_by="created_at desc", page_size=1
+            ).pipeline_versions
+            or []
+        )
         if not found:
-            raise KfpError(f"pipeline {pipeline!r} at {conn.endpoint} has no versions: "
-                           "upload one (`litedet kfp upload`)")
+            raise KfpError(
+                f"pipeline {pipeline!r} at {conn.endpoint} has no versions: "
+                "upload one (`litedet kfp upload`)"
+            )
     return found[0].pipeline_version_id
 
 
 def _experiment_id(client, conn: Connection, name: str, create: bool) -> str:
     if create:  # kfp.Client.create_experiment returns the existing one of that name
         return client.create_experiment(name, namespace=conn.namespace).experiment_id
-    found = client.list_experiments(filter=_name_filter(name), namespace=conn.namespace,
-                                    page_size=2).experiments or []
+    found = (
+        client.list_experiments(
+            filter=_name_filter(name), namespace=conn.namespace, page_size=2
+        ).experiments
+        or []
+    )
     if not found:
         raise KfpError(f"no experiment named {name!r} at {conn.endpoint}")
     return found[0].experiment_id
@@ -248,18 +298,21 @@ def _experiment_id(client, conn: Connection, name: str, create: bool) -> str:
 
 # --- the verbs -----------------------------------------------------------------------------
 
+
 def _as_pipeline_spec_yaml(package_path: str, workdir: str) -> str:
     """The KFP API server accepts a PipelineSpec document; a compiled .json is TFX's PipelineJob
     wrapper, so its `pipelineSpec` is written out on its own."""
-    from pipeline.kubeflow_v2_runner import load_pipeline_spec
+    from litedet.pipeline.kubeflow_v2_runner import load_pipeline_spec
 
     try:
         spec = load_pipeline_spec(package_path)
     except (OSError, ValueError) as e:
         raise KfpError(f"{package_path}: cannot read the compiled pipeline ({e})") from None
     if not isinstance(spec, dict) or "root" not in spec or "pipelineInfo" not in spec:
-        raise KfpError(f"{package_path}: not a compiled pipeline (no pipelineInfo/root); "
-                       "make one with `litedet compile`")
+        raise KfpError(
+            f"{package_path}: not a compiled pipeline (no pipelineInfo/root); "
+            "make one with `litedet compile`"
+        )
     if package_path.endswith((".yaml", ".yml")):
         return package_path
     import yaml
@@ -277,8 +330,13 @@ def default_version_name(package_path: str) -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-") + digest
 
 
-def upload(conn: Connection, package_path: str, name: str, version: Optional[str] = None,
-           description: Optional[str] = None) -> Uploaded:
+def upload(
+    conn: Connection,
+    package_path: str,
+    name: str,
+    version: Optional[str] = None,
+    description: Optional[str] = None,
+) -> Uploaded:
     """Uploads a compiled pipeline as `name`, or as a new version when `name` exists."""
     version = version or default_version_name(package_path)
     with tempfile.TemporaryDirectory() as workdir:
@@ -287,27 +345,44 @@ def upload(conn: Connection, package_path: str, name: str, version: Optional[str
         with _api_errors(conn, f"uploading {name!r}"):
             pipeline_id = _find_pipeline_id(client, conn, name)
             if pipeline_id is None:
-                pipeline_id = client.upload_pipeline(spec_path, pipeline_name=name,
-                                                     description=description,
-                                                     namespace=conn.namespace).pipeline_id
+                pipeline_id = client.upload_pipeline(
+                    spec_path, pipeline_name=name, description=description, namespace=conn.namespace
+                ).pipeline_id
                 # The server makes the first version itself, named after the pipeline.
-                newest = client.list_pipeline_versions(pipeline_id, sort_by="created_at desc",
-                                                       page_size=1).pipeline_versions or []
+                newest = (
+                    client.list_pipeline_versions(
+                        pipeline_id, sort_by="created_at desc", page_size=1
+                    ).pipeline_versions
+                    or []
+                )
                 if not newest:
-                    raise KfpError(f"uploading {name!r}: {conn.endpoint} created the pipeline "
-                                   "but lists no version of it")
-                return Uploaded(pipeline_id, newest[0].pipeline_version_id,
-                                newest[0].display_name, new_pipeline=True)
-            created = client.upload_pipeline_version(spec_path, version, pipeline_id=pipeline_id,
-                                                     description=description)
-            return Uploaded(pipeline_id, created.pipeline_version_id, version,
-                            new_pipeline=False)
+                    raise KfpError(
+                        f"uploading {name!r}: {conn.endpoint} created the pipeline "
+                        "but lists no version of it"
+                    )
+                return Uploaded(
+                    pipeline_id,
+                    newest[0].pipeline_version_id,
+                    newest[0].display_name,
+                    new_pipeline=True,
+                )
+            created = client.upload_pipeline_version(
+                spec_path, version, pipeline_id=pipeline_id, description=description
+            )
+            return Uploaded(pipeline_id, created.pipeline_version_id, version, new_pipeline=False)
 
 
-def start_run(conn: Connection, pipeline: str, parameters: Dict[str, Any], *,
-              version: Optional[str] = None, experiment: str = DEFAULT_EXPERIMENT,
-              run_name: Optional[str] = None, pipeline_root: Optional[str] = None,
-              service_account: Optional[str] = None) -> str:
+def start_run(
+    conn: Connection,
+    pipeline: str,
+    parameters: Dict[str, Any],
+    *,
+    version: Optional[str] = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    run_name: Optional[str] = None,
+    pipeline_root: Optional[str] = None,
+    service_account: Optional[str] = None,
+) -> str:
     """Starts one run of an uploaded pipeline; returns the run id."""
     client = connect(conn)
     with _api_errors(conn, f"starting a run of {pipeline!r}"):
@@ -315,9 +390,15 @@ def start_run(conn: Connection, pipeline: str, parameters: Dict[str, Any], *,
         version_id = _version_id(client, conn, pipeline_id, pipeline, version)
         experiment_id = _experiment_id(client, conn, experiment, create=True)
         run_name = run_name or f"{pipeline} {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
-        run = client.run_pipeline(experiment_id, run_name, params=parameters,
-                                  pipeline_id=pipeline_id, version_id=version_id,
-                                  pipeline_root=pipeline_root, service_account=service_account)
+        run = client.run_pipeline(
+            experiment_id,
+            run_name,
+            params=parameters,
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+            pipeline_root=pipeline_root,
+            service_account=service_account,
+        )
         return run.run_id
 
 
@@ -334,14 +415,26 @@ def normalize_cron(expression: str) -> str:
         return "0 " + expression
     if len(fields) == 6:
         return expression
-    raise KfpError(f"cron {expression!r}: give 5 fields (minute hour day month weekday), "
-                   "6 with seconds first, or @daily/@hourly/@every 6h")
+    raise KfpError(
+        f"cron {expression!r}: give 5 fields (minute hour day month weekday), "
+        "6 with seconds first, or @daily/@hourly/@every 6h"
+    )
 
 
-def schedule(conn: Connection, pipeline: str, cron: str, parameters: Dict[str, Any], *,
-             name: str, version: Optional[str] = None, experiment: str = DEFAULT_EXPERIMENT,
-             max_concurrency: int = 1, pipeline_root: Optional[str] = None,
-             service_account: Optional[str] = None, catchup: bool = False) -> str:
+def schedule(
+    conn: Connection,
+    pipeline: str,
+    cron: str,
+    parameters: Dict[str, Any],
+    *,
+    name: str,
+    version: Optional[str] = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    max_concurrency: int = 1,
+    pipeline_root: Optional[str] = None,
+    service_account: Optional[str] = None,
+    catchup: bool = False,
+) -> str:
     """Creates a recurring run; returns its id."""
     cron = normalize_cron(cron)
     if not 1 <= max_concurrency <= 10:  # the KFP API server's limits
@@ -352,21 +445,40 @@ def schedule(conn: Connection, pipeline: str, cron: str, parameters: Dict[str, A
         version_id = _version_id(client, conn, pipeline_id, pipeline, version)
         experiment_id = _experiment_id(client, conn, experiment, create=True)
         recurring = client.create_recurring_run(
-            experiment_id, name, cron_expression=cron, max_concurrency=max_concurrency,
-            no_catchup=not catchup, params=parameters, pipeline_id=pipeline_id,
-            version_id=version_id, pipeline_root=pipeline_root,
-            service_account=service_account)
+            experiment_id,
+            name,
+            cron_expression=cron,
+            max_concurrency=max_concurrency,
+            no_catchup=not catchup,
+            params=parameters,
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+            pipeline_root=pipeline_root,
+            service_account=service_account,
+        )
         return recurring.recurring_run_id
 
 
-def list_runs(conn: Connection, experiment: Optional[str] = None, limit: int = 20
-              ) -> List[RunRow]:
+def list_runs(conn: Connection, experiment: Optional[str] = None, limit: int = 20) -> List[RunRow]:
     """The newest runs first, with their state (PENDING, RUNNING, SUCCEEDED, FAILED, ...)."""
     client = connect(conn)
     with _api_errors(conn, "listing runs"):
-        experiment_id = (_experiment_id(client, conn, experiment, create=False)
-                         if experiment else None)
-        runs = client.list_runs(page_size=limit, sort_by="created_at desc",
-                                experiment_id=experiment_id, namespace=conn.namespace).runs
-        return [RunRow(r.run_id, r.display_name or "", r.state or "RUNTIME_STATE_UNSPECIFIED",
-                       r.created_at, r.finished_at) for r in runs or []]
+        experiment_id = (
+            _experiment_id(client, conn, experiment, create=False) if experiment else None
+        )
+        runs = client.list_runs(
+            page_size=limit,
+            sort_by="created_at desc",
+            experiment_id=experiment_id,
+            namespace=conn.namespace,
+        ).runs
+        return [
+            RunRow(
+                r.run_id,
+                r.display_name or "",
+                r.state or "RUNTIME_STATE_UNSPECIFIED",
+                r.created_at,
+                r.finished_at,
+            )
+            for r in runs or []
+        ]

@@ -37,8 +37,10 @@ class Detector:
             fmt = tflite_format or manifest.get("ship_format") or "float32"
             model_path = os.path.join(model_path, f"model_{fmt}.tflite")
             if not os.path.exists(model_path):
-                raise FileNotFoundError(f"{self.path}: this version has no {fmt} model "
-                                        f"(files: {', '.join(sorted(manifest.get('files', {})))})")
+                raise FileNotFoundError(
+                    f"{self.path}: this version has no {fmt} model "
+                    f"(files: {', '.join(sorted(manifest.get('files', {})))})"
+                )
         if model_path.endswith(".tflite"):
             self._load_tflite(model_path)
         elif os.path.isfile(os.path.join(model_path, "saved_model.pb")):
@@ -46,13 +48,14 @@ class Detector:
         elif os.path.isfile(os.path.join(model_path, "Format-Serving", "saved_model.pb")):
             self._load_saved_model(os.path.join(model_path, "Format-Serving"))
         else:
-            raise FileNotFoundError(f"{model_path}: not a .tflite file, a SavedModel or a pushed "
-                                    "version folder")
+            raise FileNotFoundError(
+                f"{model_path}: not a .tflite file, a SavedModel or a pushed version folder"
+            )
         self.path = model_path
 
     def _load_tflite(self, path: str) -> None:
-        from components.tflite import converter
-        from components.tflite.interpreter import TFLiteDetector
+        from litedet.components.tflite import converter
+        from litedet.components.tflite.interpreter import TFLiteDetector
 
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such model file")
@@ -61,16 +64,19 @@ class Detector:
         if os.path.exists(conversion):
             with open(conversion) as f:
                 resize_mode = json.load(f).get("resize_mode", resize_mode)
-        self._tflite = TFLiteDetector(path, num_threads=os.cpu_count() or 1,
-                                      resize_mode=resize_mode)
+        self._tflite = TFLiteDetector(
+            path, num_threads=os.cpu_count() or 1, resize_mode=resize_mode
+        )
         self.labels = converter.read_metadata(path).get("labels") or []
 
     def _load_saved_model(self, path: str) -> None:
         import tensorflow as tf
 
         self._serve = tf.saved_model.load(path).signatures["serving_default"]
-        for candidate in (os.path.join(path, "labels.txt"),
-                          os.path.join(os.path.dirname(path.rstrip("/")), "labels.txt")):
+        for candidate in (
+            os.path.join(path, "labels.txt"),
+            os.path.join(os.path.dirname(path.rstrip("/")), "labels.txt"),
+        ):
             if os.path.exists(candidate):
                 with open(candidate) as f:
                     self.labels = f.read().splitlines()
@@ -83,15 +89,20 @@ class Detector:
         if self._tflite is not None:
             out = self._tflite.detect(rgb)
             count = out["count"]
-            return {"boxes": out["boxes"][:count], "classes": out["classes"][:count],
-                    "scores": out["scores"][:count]}
+            return {
+                "boxes": out["boxes"][:count],
+                "classes": out["classes"][:count],
+                "scores": out["scores"][:count],
+            }
         import tensorflow as tf
 
         out = self._serve(image_bytes=tf.constant([encoded]))
         count = int(out["num_detections"][0])
-        return {"boxes": out["detection_boxes"][0, :count].numpy(),
-                "classes": out["detection_classes"][0, :count].numpy(),
-                "scores": out["detection_scores"][0, :count].numpy()}
+        return {
+            "boxes": out["detection_boxes"][0, :count].numpy(),
+            "classes": out["detection_classes"][0, :count].numpy(),
+            "scores": out["detection_scores"][0, :count].numpy(),
+        }
 
 
 def image_files(sources: Sequence[str]) -> List[str]:
@@ -99,21 +110,33 @@ def image_files(sources: Sequence[str]) -> List[str]:
     files = []
     for source in sources:
         if os.path.isdir(source):
-            files += sorted(os.path.join(source, n) for n in os.listdir(source)
-                            if n.lower().endswith(IMAGE_SUFFIXES))
+            files += sorted(
+                os.path.join(source, n)
+                for n in os.listdir(source)
+                if n.lower().endswith(IMAGE_SUFFIXES)
+            )
         elif os.path.isfile(source):
             files.append(source)
         else:
             raise FileNotFoundError(f"{source}: no such image or folder")
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in "
-                                f"{', '.join(sources)}")
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(sources)}")
     return files
 
 
 def _colour(label: int):
-    palette = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-               (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40)]
+    palette = [
+        (230, 25, 75),
+        (60, 180, 75),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+        (210, 245, 60),
+        (0, 128, 128),
+        (170, 110, 40),
+    ]
     return palette[(label - 1) % len(palette)]
 
 
@@ -150,18 +173,37 @@ def predict_image(detector: Detector, path: str, threshold: float) -> dict:
         if score < threshold or int(label) < 1:
             continue
         ymin, xmin, ymax, xmax = (float(v) for v in box)
-        detections.append({
-            "label": int(label), "name": detector.label_name(int(label)),
-            "score": round(float(score), 4),
-            "box": [round(v, 5) for v in (ymin, xmin, ymax, xmax)],
-            "box_px": [round(xmin * width, 1), round(ymin * height, 1),
-                       round(xmax * width, 1), round(ymax * height, 1)]})
-    return {"image": path, "width": width, "height": height, "detections": detections,
-            "_image": image}
+        detections.append(
+            {
+                "label": int(label),
+                "name": detector.label_name(int(label)),
+                "score": round(float(score), 4),
+                "box": [round(v, 5) for v in (ymin, xmin, ymax, xmax)],
+                "box_px": [
+                    round(xmin * width, 1),
+                    round(ymin * height, 1),
+                    round(xmax * width, 1),
+                    round(ymax * height, 1),
+                ],
+            }
+        )
+    return {
+        "image": path,
+        "width": width,
+        "height": height,
+        "detections": detections,
+        "_image": image,
+    }
 
 
-def run(model: str, sources: Sequence[str], out_dir: str, threshold: float = 0.3,
-        tflite_format: Optional[str] = None, draw_images: bool = True) -> List[dict]:
+def run(
+    model: str,
+    sources: Sequence[str],
+    out_dir: str,
+    threshold: float = 0.3,
+    tflite_format: Optional[str] = None,
+    draw_images: bool = True,
+) -> List[dict]:
     """Detects on every image; writes `<out_dir>/predictions.json` and, with `draw_images`,
     `<out_dir>/<image name>.jpg` with the boxes drawn. Returns the per-image results."""
     detector = Detector(model, tflite_format)
@@ -176,6 +218,5 @@ def run(model: str, sources: Sequence[str], out_dir: str, threshold: float = 0.3
             draw(image, result["detections"]).save(result["drawn"], quality=92)
         results.append(result)
     with open(os.path.join(out_dir, PREDICTIONS_FILE), "w") as f:
-        json.dump({"model": detector.path, "threshold": threshold, "images": results}, f,
-                  indent=2)
+        json.dump({"model": detector.path, "threshold": threshold, "images": results}, f, indent=2)
     return results

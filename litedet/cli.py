@@ -1,0 +1,377 @@
+"""`litedet`: the one entry point. Verbs read like the job: demo, run, predict, sweep, config,
+data, compile, kfp.
+
+`litedet --help` and `litedet <verb> --help` import neither TFX nor TensorFlow, so they answer
+at once; the heavy imports happen inside the verbs that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import List, Optional
+
+from litedet import console
+from litedet.components.tflite import FORMATS
+from litedet.kfp import cli as kfp_cli
+
+# Exit codes: 0 done (and, for run/demo, the model blessed); 1 a step or a server failed;
+# 2 bad configuration or input; 3 the run finished but no model was blessed (run, demo) or no
+# sweep point fits the budgets (sweep). Scripts and CI can tell these apart without parsing.
+EXIT_NOT_BLESSED = 3
+
+EXAMPLES = {
+    "demo": """examples:
+  litedet demo                          # sample data, whole local pipeline, summary
+  litedet demo --num-train 1000         # a larger sample dataset
+  litedet demo --set transform.image_size=320""",
+    "run": """examples:
+  litedet run --config my_dataset.yaml
+  litedet run --config voc.yaml --set transform.resize_mode=letterbox
+  litedet run --set 'beam_pipeline_args=["--runner=FlinkRunner","--flink_master=host:8081"]'""",
+    "config": """examples:
+  litedet config                        # every setting with its default
+  litedet config --config my.yaml --set transform.max_boxes=50""",
+    "predict": """examples:
+  litedet predict outputs/models/3 photo.jpg           # a pushed version (its shipped format)
+  litedet predict outputs/models/3 images/ --format int8 --threshold 0.5
+  litedet predict model_float16.tflite images/ --out predictions/
+  litedet predict outputs/pipeline_root/litedet/Trainer/model/7 a.jpg   # the SavedModel""",
+    "sweep": """examples:
+  litedet sweep                                   # alphas 0.35, 0.5, 0.75 at the configured size
+  litedet sweep --alphas 0.35,0.5,0.75,1.0 --sizes 192,256 --max-latency-ms 15
+  litedet sweep --max-size-mb 1.5 --set training.train_steps=1200""",
+    "data": """examples:
+  litedet data synth --out data/shapes --num-train 2000
+  litedet data inspect --config my_dataset.yaml
+  litedet data convert --config voc.yaml --out data/voc-tfrecords""",
+}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file of settings (see `litedet config`)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. transform.image_size=320 (repeatable)",
+    )
+    parser.add_argument(
+        "--output-dir", help="where runs keep artifacts and ML Metadata (default: outputs/)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show every log line instead of progress only"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="litedet",
+        description="Train a compact MobileNetV2 object detector in a TFX pipeline and ship it "
+        "as TFLite.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `litedet <verb> --help` for a verb's options and examples.\n\nExit codes: 0 "
+        "done; 1 a step or a server failed; 2 bad configuration or input; 3 the run "
+        "finished but the model was not blessed (run, demo), or no sweep point fits the "
+        "budgets (sweep).",
+    )
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(name, help_text):
+        return verbs.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXAMPLES.get(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    demo = verb("demo", "generate the sample data if missing and run the whole local pipeline")
+    _add_config_flags(demo)
+    demo.add_argument("--num-train", type=int, help="sample training images (default 400)")
+    demo.add_argument("--num-eval", type=int, help="sample evaluation images (default 100)")
+
+    run = verb("run", "run the local pipeline on your data and configuration")
+    _add_config_flags(run)
+
+    predict = verb(
+        "predict",
+        "detect objects in images with a trained model: JSON results and "
+        "pictures with the boxes drawn",
+    )
+    predict.add_argument("model", help="a pushed version folder, a .tflite file or a SavedModel")
+    predict.add_argument("sources", nargs="+", help="images and/or folders of images")
+    predict.add_argument(
+        "--out", default="predictions", help="output folder (default: predictions/)"
+    )
+    predict.add_argument(
+        "--threshold", type=float, default=0.3, help="lowest score kept (default 0.3)"
+    )
+    predict.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="which TFLite file of a pushed version (default: its shipped one)",
+    )
+
+    sweep = verb(
+        "sweep",
+        "train several alphas (and input sizes), compare mAP, size and TFLite "
+        "latency, and recommend the best that fits a budget",
+    )
+    _add_config_flags(sweep)
+    sweep.add_argument(
+        "--alphas",
+        default="0.35,0.5,0.75",
+        help="comma-separated MobileNetV2 alphas (default 0.35,0.5,0.75)",
+    )
+    sweep.add_argument(
+        "--sizes", help="comma-separated input sizes (default: the configured transform.image_size)"
+    )
+    sweep.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=0.0,
+        help="latency budget per image, 1 thread (default: none)",
+    )
+    sweep.add_argument(
+        "--max-size-mb", type=float, default=0.0, help="model file size budget (default: none)"
+    )
+    sweep.add_argument(
+        "--sweep-dir",
+        help="where points, table and plot go (default: "
+        "<output_dir>/sweep); finished points are kept",
+    )
+
+    config = verb("config", "print the resolved configuration (defaults, file, overrides)")
+    _add_config_flags(config)
+
+    data = verb("data", "dataset tools: generate the sample set, inspect a dataset")
+    data_verbs = data.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
+    synth = data_verbs.add_parser("synth", help="write the synthetic shapes dataset (COCO form)")
+    synth.add_argument("--out", required=True, help="folder to write")
+    synth.add_argument("--num-train", type=int, default=400)
+    synth.add_argument("--num-eval", type=int, default=100)
+    synth.add_argument("--seed", type=int, default=0)
+    inspect = data_verbs.add_parser(
+        "inspect",
+        help="read a dataset's annotations and report classes and counts (no pipeline run)",
+    )
+    _add_config_flags(inspect)
+    convert = data_verbs.add_parser(
+        "convert",
+        help="write the dataset as TF OD API TFRecords, checked as the pipeline checks it",
+    )
+    _add_config_flags(convert)
+    convert.add_argument("--out", required=True, help="folder to write")
+    kfp_cli.add_verbs(verbs)
+    return parser
+
+
+def _load(args, extra: Optional[List[str]] = None):
+    from litedet.pipeline import configs
+
+    overrides = list(extra or []) + list(args.overrides)
+    if getattr(args, "output_dir", None):
+        overrides.append(f"output_dir={args.output_dir}")
+    return configs.load_config(args.config, overrides)
+
+
+def _run_pipeline(config, verbose: bool) -> int:
+    from litedet import run_summary
+    from litedet.pipeline import local_runner
+
+    started = time.time()
+    if config.uses_sample_data:
+        s = config.sample_data
+        print(
+            f"Sample data: {s.num_train} training and {s.num_eval} evaluation images "
+            f"(generated once, then cached)",
+            flush=True,
+        )
+    dataset = local_runner.resolve_dataset(config)
+    print(f"Dataset: {dataset.format} at {dataset.root}", flush=True)
+    run_dir = console.start_run_folder(config)
+    log_path = console.setup_logging(run_dir, verbose)
+    definition = local_runner.build(config, dataset)
+    progress = console.Progress(total=len(definition.components))
+    logging.getLogger().addHandler(progress)
+    print(f"Running pipeline '{config.pipeline_name}' (log: {log_path})", flush=True)
+    # TFX's Beam executors parse sys.argv with absl flags: our own flags (-v would be read as
+    # absl's --verbosity, eating the next argument) must not reach them. They are parsed already.
+    sys.argv = sys.argv[:1]
+    try:
+        local_runner.execute(definition)
+    finally:
+        logging.getLogger().removeHandler(progress)
+    summary = run_summary.latest_run(os.path.abspath(config.metadata_path))
+    console.print_summary(summary, time.time() - started, config, run_dir)
+    if "ModelGate" in summary.components and not summary.gate_report()["blessed"]:
+        return EXIT_NOT_BLESSED
+    return 0
+
+
+def _number_list(text: str, kind, flag: str) -> list:
+    from litedet.pipeline.configs import ConfigError
+
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r} is not a comma-separated list of numbers") from None
+
+
+def _sweep(args, config) -> int:
+    from litedet import sweep
+    from litedet.components.detection import check_alpha, check_image_size
+    from litedet.pipeline.configs import ConfigError
+
+    alphas = _number_list(args.alphas, float, "--alphas")
+    sizes = (
+        _number_list(args.sizes, int, "--sizes") if args.sizes else [config.transform.image_size]
+    )
+    for alpha in alphas:
+        try:
+            check_alpha(alpha)
+        except ValueError as e:
+            raise ConfigError(f"--alphas: {e}") from None
+    for size in sizes:
+        try:
+            check_image_size(size)
+        except ValueError as e:
+            raise ConfigError(f"--sizes: {e}") from None
+    sweep_dir = args.sweep_dir or os.path.join(config.output_dir, "sweep")
+    log_path = console.setup_logging(console.start_run_folder(config), args.verbose)
+    sys.argv = sys.argv[:1]  # see _run_pipeline
+    print(
+        f"Sweep over alpha {', '.join(f'{a:g}' for a in alphas)} and input "
+        f"{', '.join(map(str, sizes))} px into {sweep_dir} (log: {log_path})",
+        flush=True,
+    )
+    started = time.time()
+    outcome = sweep.run(
+        config,
+        alphas,
+        sizes,
+        sweep_dir,
+        args.max_latency_ms,
+        args.max_size_mb,
+        progress=lambda m: print("  " + m, flush=True),
+    )
+    print(f"\nDone in {time.time() - started:.0f} s.\n")
+    print(outcome["table"])
+    print(
+        f"\n  table: {os.path.join(sweep_dir, sweep.TABLE_FILE)}\n  plot:  "
+        f"{os.path.join(sweep_dir, sweep.PLOT_FILE)}"
+    )
+    return 0 if outcome["best"] else EXIT_NOT_BLESSED
+
+
+def _predict(args) -> int:
+    from litedet import predict
+
+    started = time.time()
+    results = predict.run(args.model, args.sources, args.out, args.threshold, args.format)
+    for result in results:
+        found = ", ".join(f"{d['name']} {d['score']:.2f}" for d in result["detections"])
+        print(
+            f"  {result['image']}: {len(result['detections'])} objects"
+            + (f" ({found})" if found else "")
+        )
+    print(
+        f"{len(results)} images in {time.time() - started:.1f} s -> "
+        f"{os.path.join(args.out, predict.PREDICTIONS_FILE)} and the drawn images in "
+        f"{args.out}/"
+    )
+    return 0
+
+
+def _data(args) -> int:
+    if args.data_verb == "synth":
+        from litedet.data import sample as sample_data
+
+        started = time.time()
+        counts = sample_data.generate(
+            args.out, num_train=args.num_train, num_eval=args.num_eval, seed=args.seed
+        )
+        print(f"Wrote {args.out} in {time.time() - started:.1f} s: {counts}")
+        return 0
+    config = _load(args)
+    from litedet.components.example_gen import annotations
+    from litedet.pipeline import local_runner
+
+    dataset = local_runner.resolve_dataset(config)
+    if args.data_verb == "convert":
+        from litedet.data import convert
+
+        started = time.time()
+        summary = convert.convert(dataset, args.out, config.beam_pipeline_args)
+        print(
+            f"Wrote {os.path.join(args.out, 'examples')} in {time.time() - started:.0f} s: "
+            f"{summary['examples']} examples; quarantined "
+            f"{summary.get('quarantined') or 0} ({os.path.join(args.out, 'quarantine')}); "
+            f"label map in {os.path.join(args.out, 'label_map')}"
+        )
+        return 0
+    if dataset.format == "tfrecord":
+        print(
+            "inspect reads COCO and VOC annotations; for TFRecords run the pipeline: "
+            "its quarantine summary counts every record"
+        )
+        return 2
+    reader = annotations.read_coco if dataset.format == "coco" else annotations.read_voc
+    records, label_map = reader(dataset)
+    print(f"{dataset.format} dataset at {dataset.root}")
+    for split in dataset.sources:
+        split_records = [r for r in records if r.split == split]
+        objects = sum(len(r.objects) for r in split_records)
+        print(f"  {split}: {len(split_records)} images, {objects} objects")
+    print(f"  classes ({len(label_map.names)}): {', '.join(label_map.names)}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    console.quiet_environment(getattr(args, "verbose", False))
+    if args.verb in kfp_cli.VERBS:
+        return kfp_cli.main(args)
+    from litedet.components.example_gen.annotations import AnnotationError
+    from litedet.pipeline.configs import ConfigError
+
+    try:
+        if args.verb == "data":
+            return _data(args)
+        if args.verb == "predict":
+            return _predict(args)
+        extra = []
+        if args.verb == "demo":
+            extra = [
+                f"sample_data.{k}={v}"
+                for k, v in (("num_train", args.num_train), ("num_eval", args.num_eval))
+                if v
+            ]
+        config = _load(args, extra)
+        if args.verb == "config":
+            import yaml
+
+            print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+            return 0
+        if args.verb == "sweep":
+            return _sweep(args, config)
+        if args.verb == "demo" and not config.uses_sample_data:
+            print(
+                "litedet demo runs on the sample data; use `litedet run` for a dataset",
+                file=sys.stderr,
+            )
+            return 2
+        return _run_pipeline(config, args.verbose)
+    except (ConfigError, AnnotationError, FileNotFoundError) as e:
+        print(f"litedet: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
