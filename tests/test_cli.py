@@ -11,7 +11,7 @@ VERBS = ["demo", "run", "predict", "sweep", "config", "data", "compile", "kfp"]
 
 def test_help_imports_neither_tfx_nor_tensorflow():
     code = (
-        "import sys; from pipeline import cli; p = cli.build_parser(); p.format_help(); "
+        "import sys; from litedet import cli; p = cli.build_parser(); p.format_help(); "
         "[a.choices[v].format_help() for a in p._subparsers._group_actions "
         f"for v in {VERBS!r}]; "
         "bad = [m for m in ('tfx', 'tensorflow', 'kfp') if m in sys.modules]; "

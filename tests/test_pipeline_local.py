@@ -28,6 +28,8 @@ from litedet.components.example_gen.fingerprint import dataset_fingerprint
 from litedet.pipeline import configs, local_runner
 from tests import coco_check, datasets
 
+pytestmark = pytest.mark.slow
+
 NUM_TRAIN, NUM_EVAL = 32, 8
 COMPONENTS = {
     "DetectionExampleGen",

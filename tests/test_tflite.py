@@ -30,6 +30,8 @@ from litedet.components.detection import model as model_lib
 from litedet.components.tflite import converter, interpreter
 from tests import client_venvs, datasets
 
+pytestmark = pytest.mark.slow
+
 CLASSES = ["square", "circle", "star"]
 SIZE = 128
 K = converter.DEFAULT_MAX_DETECTIONS
@@ -347,7 +349,7 @@ def converted(tmp_path_factory):
     from tfx.types import artifact_utils, standard_artifacts
 
     from litedet.components import artifacts
-    from litedet.components.tflite import artifacts as tflite_artifacts
+    from litedet.components import artifacts as tflite_artifacts
     from litedet.components.tflite import component
 
     root = tmp_path_factory.mktemp("converter")
@@ -386,6 +388,8 @@ def converted(tmp_path_factory):
     exec_properties = {
         component.FORMATS_KEY: json.dumps(list(converter.FORMATS)),
         component.NUM_CALIBRATION_IMAGES_KEY: NUM_CALIBRATION,
+        component.CALIBRATION_SPLIT_KEY: "train",
+        component.USE_REGULAR_NMS_KEY: 1,
         component.MAX_DETECTIONS_KEY: K,
         component.SCORE_THRESHOLD_KEY: 0.05,
         component.IOU_THRESHOLD_KEY: 0.5,
@@ -532,7 +536,7 @@ def test_the_component_declares_its_channels_and_checks_formats():
 
     from litedet.components import artifacts
     from litedet.components.tflite import component
-    from litedet.components.tflite.artifacts import TFLiteModels
+    from litedet.components.artifacts import TFLiteModels
 
     channels = dict(
         model=tfx_types.Channel(type=standard_artifacts.Model),
