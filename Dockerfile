@@ -1,40 +1,74 @@
-# The image every litedet Kubeflow pipeline step runs in (see docs/kubeflow.md, "Image").
-#   docker build -t REGISTRY/litedet:0.1.0 .
+# The image every litedet Kubeflow pipeline step runs in (docs/cluster.md, "Image").
+#   docker build --build-arg TFX_IMAGE_DIGEST=sha256:... -t REGISTRY/litedet:0.2.0 .
 # The base is the TFX image of the TFX version in requirements.lock (tests/test_kubeflow.py
 # checks that they match): TFX's Kubeflow V2 entrypoint and its heavy dependencies come with it.
-FROM tensorflow/tfx:1.16.0
+#
+# Pin the base by digest: a tag can be moved, a digest cannot. No digest of tensorflow/tfx:1.16.0
+# could be verified where this file was written (no registry access), so none is filled in here.
+# Look it up once, then pass it on every build or write it in as the default below:
+#   docker buildx imagetools inspect tensorflow/tfx:1.16.0     # "Digest: sha256:..."
+# Empty: the build uses the tag, and the image's org.opencontainers.image.base.digest label says
+# so (empty).
+ARG TFX_IMAGE_DIGEST=""
+
+FROM tensorflow/tfx:1.16.0${TFX_IMAGE_DIGEST:+@}${TFX_IMAGE_DIGEST} AS tfx
 
 # TFX 1.16, tf.Transform and TFMA are built on Keras 2 (tf-keras): every process, Beam's worker
-# processes included, must see this before TensorFlow is imported.
+# processes included, must see this before TensorFlow is imported. Nothing secret is set in this
+# file: object-store credentials reach the steps at run time from Kubernetes Secrets.
 ENV TF_USE_LEGACY_KERAS=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The compiled pipeline names files here (pipeline/kubeflow_v2_runner.py, IMAGE_PROJECT_DIR).
-WORKDIR /opt/litedet
-
 # Fail the build early, with a clear message, if the base image is not the stack the lock pins.
 RUN python -c "import sys, tfx; \
 assert sys.version_info[:2] == (3, 10), 'requirements.lock is resolved for Python 3.10, base has ' + sys.version; \
 assert tfx.__version__ == '1.16.0', 'base image has TFX ' + tfx.__version__"
 
-# Dependencies first, so this layer is rebuilt only when the lock changes. pip keeps every
-# package the base already has at the pinned version and installs or replaces the rest, so the
-# image runs the same set the tests ran.
-COPY requirements.lock ./
-RUN python -m pip install --requirement requirements.lock
-
-COPY setup.py README.md requirements.in ./
-COPY components ./components
-COPY pipeline ./pipeline
-COPY schemas ./schemas
+# The litedet wheel, built apart: no source tree, build folder or egg-info reaches the image.
+FROM tfx AS wheel
+WORKDIR /src
+COPY setup.py pyproject.toml README.md requirements.in ./
 COPY litedet ./litedet
-# Editable: the code stays at /opt/litedet (where the compiled pipeline expects the schema), and
-# the `litedet` command exists for in-cluster submission (k8s/examples/submit-run-job.yaml).
-RUN python -m pip install --no-deps --editable . \
- && python -c "import litedet.components.example_gen.executor, litedet.kfp.client"
+COPY pipeline ./pipeline
+COPY components ./components
+COPY schemas ./schemas
+RUN python -m pip wheel --no-deps --wheel-dir /wheels .
+
+FROM tfx
+ARG TFX_IMAGE_DIGEST
+LABEL org.opencontainers.image.base.name="docker.io/tensorflow/tfx:1.16.0" \
+      org.opencontainers.image.base.digest="${TFX_IMAGE_DIGEST}"
+
+# The compiled pipeline names files here (pipeline/kubeflow_v2_runner.py, IMAGE_PROJECT_DIR). The
+# steps start here too (`python -m` puts this folder first on sys.path): it holds no Python
+# package, so `litedet` is always the installed one.
+WORKDIR /opt/litedet
+
+# Runtime dependencies: requirements.lock without what only the tests and the linter use (the
+# pattern below: setup.py's `test` extra and the packages nothing else requires, per
+# `pip show NAME`; tests/test_kubeflow.py checks it against the lock). pip keeps every package the
+# base already has at the pinned version and installs or replaces the rest; test-only packages
+# the base itself brings are removed.
+COPY requirements.lock /tmp/requirements.lock
+RUN test_only='^(blinker|flask|flask-cors|hypothesis|importlib[-_]resources|iniconfig|itsdangerous|kubernetes-validate|moto|py-partiql-parser|pytest|responses|ruff|sortedcontainers|xmltodict)==' \
+ && grep -v -i -E "$test_only" /tmp/requirements.lock > /tmp/requirements-runtime.txt \
+ && grep -i -E "$test_only" /tmp/requirements.lock > /tmp/requirements-test-only.txt \
+ && python -m pip install --requirement /tmp/requirements-runtime.txt \
+ && python -m pip uninstall --yes --requirement /tmp/requirements-test-only.txt \
+ && rm /tmp/requirements.lock /tmp/requirements-runtime.txt /tmp/requirements-test-only.txt \
+ && python -c "import importlib.util as u; need = ('tensorflow_io', 'boto3', 'apache_beam.io.aws.s3filesystem'); missing = [m for m in need if u.find_spec(m) is None]; assert not missing, f'missing {missing}'"
+
+# litedet itself, not editable; then the curated schema at the path the compiled pipeline names.
+COPY --from=wheel /wheels /tmp/wheels
+RUN python -m pip install --no-deps /tmp/wheels/*.whl \
+ && rm -rf /tmp/wheels
+COPY schemas/detection_raw.pbtxt ./schemas/
+RUN python -c "import filecmp, litedet.pipeline.kfp_entrypoint, litedet.components.example_gen.executor, litedet.kfp.client, litedet.schemas as s; \
+assert filecmp.cmp(s.RAW_SCHEMA, 'schemas/detection_raw.pbtxt', shallow=False), 'schema differs'" \
+ && command -v litedet
 
 # A numeric non-root user, so Kubernetes can verify runAsNonRoot without a securityContext.
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin litedet

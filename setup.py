@@ -32,7 +32,7 @@ def _requirements(path: str):
     return [line for line in lines if line and not line.startswith("#")]
 
 
-TEST_ONLY = ("pytest", "hypothesis", "kubernetes-validate", "ruff", "moto")
+TEST_ONLY = ("pytest", "hypothesis", "kubernetes-validate", "ruff", "moto", "flask")
 
 setup(
     name="litedet",

@@ -49,13 +49,13 @@ class DataSteps:
     def __init__(self, config, output_dir: str):
         from litedet import schemas
         from litedet.data import convert
-        from litedet.pipeline import local_runner
+        from litedet.pipeline import configs, local_runner
 
         self.examples_uri = os.path.join(output_dir, "examples")
         self.schema_uri = os.path.join(output_dir, "schema")
         if not os.path.exists(os.path.join(output_dir, "quarantine", "summary.json")):
             convert.convert(
-                local_runner.resolve_dataset(config), output_dir, config.beam_pipeline_args
+                local_runner.resolve_dataset(config), output_dir, configs.beam_args_for(config)
             )
         os.makedirs(self.schema_uri, exist_ok=True)
         shutil.copy(schemas.RAW_SCHEMA, os.path.join(self.schema_uri, "schema.pbtxt"))
@@ -71,6 +71,7 @@ def run_transform(config, data: DataSteps, materialize: bool, workdir: str) -> s
     from tfx.components.transform.executor import Executor
     from tfx.types import artifact_utils, standard_artifacts
 
+    from litedet.pipeline import configs
     from litedet.pipeline import pipeline as pipeline_def
 
     examples = standard_artifacts.Examples()
@@ -91,7 +92,7 @@ def run_transform(config, data: DataSteps, materialize: bool, workdir: str) -> s
         "force_tf_compat_v1": 0,
     }
     context = Executor.Context(
-        beam_pipeline_args=config.beam_pipeline_args, tmp_dir=os.path.join(workdir, "tmp")
+        beam_pipeline_args=configs.beam_args_for(config), tmp_dir=os.path.join(workdir, "tmp")
     )
     Executor(context).Do({"examples": [examples], "schema": [schema]}, outputs, properties)
     return outputs["transform_graph"][0].uri

@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
 from benchmarks.common import DataSteps, PeakMemory, run_transform  # noqa: E402
+from litedet.pipeline import configs  # noqa: E402
 
 
 def run_graph_in_tf_data(data: DataSteps, graph_dir: str) -> None:
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
         "images": n,
         "image_size": config.transform.image_size,
         "repeats": args.repeats,
-        "beam_pipeline_args": config.beam_pipeline_args,
+        "beam_pipeline_args": configs.beam_args_for(config),
         "images_per_s_median": {k: round(v, 2) for k, v in per_s.items()},
         "ratio_to_bare_tf_loop": {k: round(v / bare, 3) for k, v in per_s.items()},
         "seconds": {k: [round(x, 2) for x in v] for k, v in seconds.items()},
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
         json.dump(result, f, indent=2)
     print(
         f"\n{n} images at {config.transform.image_size} px, median of {args.repeats} "
-        f"(Beam: {' '.join(config.beam_pipeline_args)}):"
+        f"(Beam: {' '.join(configs.beam_args_for(config))}):"
     )
     for name in VARIANTS:
         print(

@@ -1,9 +1,12 @@
 """Artifact types this project adds to the TFX standard ones.
 
-Each lives in a folder (`uri`); the files inside are the contract with later steps.
+Each lives in a folder (`uri`), except the report, which is one file; the files are the contract
+with later steps. Type names are `<namespace>.<Name>` as TFX's Kubeflow compiler requires; the
+two `system.*` ones are the types the Kubeflow UI renders.
 """
 
 from tfx.types.artifact import Artifact
+from tfx.types.value_artifact import ValueArtifact
 
 
 class LabelMap(Artifact):
@@ -33,3 +36,34 @@ class KfpMetrics(Artifact):
     an ordinary ML Metadata artifact with a `metrics.json` beside it."""
 
     TYPE_NAME = "system.Metrics"
+
+
+class TFLiteModels(Artifact):
+    """On-device detectors converted from one Trainer model, one file per format.
+
+    Files: `model_<format>.tflite` (format: float32, float16, int8; each carries ObjectDetector
+    metadata with its labels), `labels.txt` (line i = label i + 1) and `conversion.json`
+    (formats, files, sizes in bytes, input size and dtype per format, resize mode, labels, and the
+    post-process settings: max_detections, score_threshold, iou_threshold, use_regular_nms).
+    """
+
+    TYPE_NAME = "litedet.TFLiteModels"
+
+
+class RunReport(ValueArtifact):
+    """The run report as one self-contained HTML file (pictures embedded): the file *is* the
+    artifact's URI, so the Kubeflow UI, which renders a `system.HTML` artifact by reading the
+    object at its URI, shows it on the run page; locally the CLI copies it into the run folder."""
+
+    TYPE_NAME = "system.HTML"
+
+    def encode(self, value: str) -> bytes:
+        return value.encode("utf-8")
+
+    def decode(self, serialized_value: bytes) -> str:
+        return serialized_value.decode("utf-8")
+
+
+# Every type above: the Kubeflow entrypoint rebuilds artifacts from these (pipeline/
+# kfp_entrypoint.py).
+PROJECT_TYPES = (LabelMap, QuarantinedRecords, KfpMetrics, TFLiteModels, RunReport)

@@ -9,6 +9,7 @@ The same node runs locally, with the configured values: one graph for both runne
 """
 
 import json
+import math
 import os
 
 from tfx.dsl.component.experimental.annotations import OutputArtifact, Parameter
@@ -28,8 +29,13 @@ def RunParameters(
     alpha: Parameter[float],
     train_steps: Parameter[int],
 ) -> None:
+    # Run-time parameters are checked where they are used: a Kubeflow run can set anything.
+    if not (isinstance(alpha, float) and math.isfinite(alpha)):
+        raise ValueError(f"alpha: {alpha!r} must be a number")
     check_alpha(alpha)
     if train_steps < 1:
         raise ValueError(f"train_steps: {train_steps} must be >= 1")
-    with open(os.path.join(hyperparameters.uri, HYPERPARAMETERS_FILE), "w") as f:
+    import tensorflow as tf  # tf.io.gfile: the artifact may be on an object store
+
+    with tf.io.gfile.GFile(os.path.join(hyperparameters.uri, HYPERPARAMETERS_FILE), "w") as f:
         json.dump({"values": {"alpha": alpha, "train_steps": train_steps}}, f)

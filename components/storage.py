@@ -48,8 +48,10 @@ def _tensorflow_io_environment() -> None:
     if endpoint:
         parsed = urlparse(endpoint)
         if not parsed.scheme or not parsed.netloc:
-            raise StorageError(f"{ENDPOINT_ENV}={endpoint!r}: give a URL such as "
-                               "http://minio-service.kubeflow:9000")
+            raise StorageError(
+                f"{ENDPOINT_ENV}={endpoint!r}: give a URL such as "
+                "http://minio-service.kubeflow:9000"
+            )
         os.environ.setdefault("S3_ENDPOINT", endpoint)
         os.environ.setdefault("S3_USE_HTTPS", "1" if parsed.scheme == "https" else "0")
         os.environ.setdefault("S3_VERIFY_SSL", "1" if parsed.scheme == "https" else "0")
@@ -71,6 +73,25 @@ def configure() -> None:
     _configured = True
 
 
+def is_configured() -> bool:
+    return _configured
+
+
+def exit_process(code: int) -> None:
+    """Ends the process without running C++ static destructors when tensorflow-io's S3 file
+    system is loaded: its AWS SDK aborts the interpreter's exit ("pure virtual method called",
+    SIGABRT) after all work is done, which a step's exit code would report as a failure."""
+    import logging
+    import sys
+
+    if not _configured:
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def beam_args(*uris: str) -> List[str]:
     """Extra Beam pipeline arguments for steps that touch these URIs: Beam's worker processes
     import this module first, so TensorFlow inside them knows s3:// too."""
@@ -81,10 +102,13 @@ def beam_args(*uris: str) -> List[str]:
 
 def check_credentials(uri: str) -> None:
     """Fails early, naming the variables, when an s3:// location has no credentials here."""
-    if uri.startswith("s3://") and not (os.environ.get("AWS_ACCESS_KEY_ID")
-                                        and os.environ.get("AWS_SECRET_ACCESS_KEY")):
-        raise StorageError(f"{uri}: s3:// needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in "
-                           f"the environment (and {ENDPOINT_ENV} for MinIO)")
+    if uri.startswith("s3://") and not (
+        os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY")
+    ):
+        raise StorageError(
+            f"{uri}: s3:// needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in "
+            f"the environment (and {ENDPOINT_ENV} for MinIO)"
+        )
 
 
 if os.environ.get(ENDPOINT_ENV) or os.environ.get("AWS_ACCESS_KEY_ID"):

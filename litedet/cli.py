@@ -301,14 +301,14 @@ def _data(args) -> int:
         return 0
     config = _load(args)
     from litedet.components.example_gen import annotations
-    from litedet.pipeline import local_runner
+    from litedet.pipeline import configs, local_runner
 
     dataset = local_runner.resolve_dataset(config)
     if args.data_verb == "convert":
         from litedet.data import convert
 
         started = time.time()
-        summary = convert.convert(dataset, args.out, config.beam_pipeline_args)
+        summary = convert.convert(dataset, args.out, configs.beam_args_for(config))
         print(
             f"Wrote {os.path.join(args.out, 'examples')} in {time.time() - started:.0f} s: "
             f"{summary['examples']} examples; quarantined "
@@ -334,11 +334,20 @@ def _data(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    code = _main(argv)
+    storage = sys.modules.get("litedet.components.storage")
+    if storage is not None and storage.is_configured() and argv is None:
+        storage.exit_process(code)  # as a command: skip the S3 plugin's aborting teardown
+    return code
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     console.quiet_environment(getattr(args, "verbose", False))
     if args.verb in kfp_cli.VERBS:
         return kfp_cli.main(args)
     from litedet.components.example_gen.annotations import AnnotationError
+    from litedet.components.pusher.store import StoreError
     from litedet.pipeline.configs import ConfigError
 
     try:
@@ -368,7 +377,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             )
             return 2
         return _run_pipeline(config, args.verbose)
-    except (ConfigError, AnnotationError, FileNotFoundError) as e:
+    except (ConfigError, AnnotationError, FileNotFoundError, StoreError) as e:
         print(f"litedet: error: {e}", file=sys.stderr)
         return 2
 

@@ -140,9 +140,8 @@ def print_summary(summary, seconds: float, config, run_dir: str) -> None:
         print(f"  TFLite models:     {folder} ({sizes})")
     if "ModelGate" in summary.components:
         print_verdict(summary)
-        from litedet import report
-
-        print(f"  report:            {report.write(summary, config, run_dir)}")
+    if "RunReport" in summary.components:
+        print(f"  report:            {copy_report(summary, run_dir)}")
     print(f"  configuration:     {os.path.join(run_dir, CONFIG_FILE)}")
     print(f"  ML Metadata:       {config.metadata_path}")
 
@@ -150,14 +149,18 @@ def print_summary(summary, seconds: float, config, run_dir: str) -> None:
 def print_verdict(summary) -> None:
     gate = summary.gate_report()
     baseline = gate.get("baseline_map50")
+    version = (gate.get("baseline") or {}).get("version")
     print(
         f"  mAP@0.5 (eval):    {gate['map50']:.3f}   mAP@[.5:.95] {gate['map']:.3f}"
-        + (f"   (last blessed: {baseline:.3f})" if baseline is not None else "")
+        + (f"   (pushed version {version}: {baseline:.3f})" if baseline is not None else "")
         + f"   on {gate['num_eval_images']} images"
     )
     per_class = gate.get("ap50_per_class") or {}
     if per_class:
         print("  AP@0.5 per class:  " + ", ".join(f"{k} {v:.2f}" for k, v in per_class.items()))
+    sizes = {k: v for k, v in (gate.get("ap_by_size") or {}).items() if v is not None}
+    if sizes:
+        print("  AP by object size: " + ", ".join(f"{k} {v:.3f}" for k, v in sizes.items()))
     for fmt, scores in gate["formats"].items():
         if fmt != "saved_model":
             print(
@@ -184,3 +187,12 @@ def print_verdict(summary) -> None:
         )
     else:
         print(f"  pushed:            nothing ({push['push_reason']})")
+
+
+def copy_report(summary, run_dir: str) -> str:
+    """The RunReport step's page, copied into the run folder; returns the copy's path."""
+    import shutil
+
+    target = os.path.join(run_dir, "report.html")
+    shutil.copyfile(summary.components["RunReport"].uri("report"), target)
+    return target

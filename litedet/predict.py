@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from litedet.components.report.render import draw
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 PREDICTIONS_FILE = "predictions.json"
 
@@ -31,16 +33,9 @@ class Detector:
         self.labels: List[str] = []
         self._tflite = None
         self._serve = None
-        if os.path.isfile(os.path.join(model_path, "manifest.json")):
-            with open(os.path.join(model_path, "manifest.json")) as f:
-                manifest = json.load(f)
-            fmt = tflite_format or manifest.get("ship_format") or "float32"
-            model_path = os.path.join(model_path, f"model_{fmt}.tflite")
-            if not os.path.exists(model_path):
-                raise FileNotFoundError(
-                    f"{self.path}: this version has no {fmt} model "
-                    f"(files: {', '.join(sorted(manifest.get('files', {})))})"
-                )
+        self._workdir = None
+        if "://" in model_path or os.path.isfile(os.path.join(model_path, "manifest.json")):
+            model_path = self._from_store(model_path, tflite_format)
         if model_path.endswith(".tflite"):
             self._load_tflite(model_path)
         elif os.path.isfile(os.path.join(model_path, "saved_model.pb")):
@@ -52,6 +47,30 @@ class Detector:
                 f"{model_path}: not a .tflite file, a SavedModel or a pushed version folder"
             )
         self.path = model_path
+
+    def _from_store(self, uri: str, tflite_format: Optional[str]) -> str:
+        """A pushed version (a folder, s3:// or gs://): the chosen format's files, checked
+        against the manifest's sha256s (copied here first from an object store)."""
+        import tempfile
+
+        from litedet.components import storage
+        from litedet.components.pusher import store
+
+        if storage.uses_s3(uri):
+            storage.configure()
+        if not store.is_version(uri):
+            raise FileNotFoundError(f"{uri}: no manifest.json, so not a pushed version")
+        manifest = store.read_manifest(uri)
+        fmt = tflite_format or manifest.get("ship_format") or "float32"
+        name = f"model_{fmt}.tflite"
+        if name not in manifest.get("files", {}):
+            raise FileNotFoundError(
+                f"{uri}: this version has no {fmt} model "
+                f"(files: {', '.join(sorted(manifest.get('files', {})))})"
+            )
+        self._workdir = tempfile.mkdtemp(prefix="litedet-predict-")
+        names = [name] + [n for n in ("conversion.json",) if n in manifest["files"]]
+        return store.verified_files(uri, names, self._workdir)[name]
 
     def _load_tflite(self, path: str) -> None:
         from litedet.components.tflite import converter
@@ -122,41 +141,6 @@ def image_files(sources: Sequence[str]) -> List[str]:
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(sources)}")
     return files
-
-
-def _colour(label: int):
-    palette = [
-        (230, 25, 75),
-        (60, 180, 75),
-        (0, 130, 200),
-        (245, 130, 48),
-        (145, 30, 180),
-        (70, 240, 240),
-        (240, 50, 230),
-        (210, 245, 60),
-        (0, 128, 128),
-        (170, 110, 40),
-    ]
-    return palette[(label - 1) % len(palette)]
-
-
-def draw(image, detections: List[dict]):
-    """A copy of the PIL image with each detection's box, label and score drawn."""
-    from PIL import ImageDraw
-
-    canvas = image.convert("RGB")
-    pen = ImageDraw.Draw(canvas)
-    width = max(2, round(min(canvas.size) / 200))
-    for d in detections:
-        x0, y0, x1, y1 = d["box_px"]
-        colour = _colour(d["label"])
-        pen.rectangle([x0, y0, x1, y1], outline=colour, width=width)
-        text = f"{d['name']} {d['score']:.2f}"
-        left, top, right, bottom = pen.textbbox((x0, y0), text)
-        lift = bottom - top + 2
-        pen.rectangle([x0, y0 - lift, x0 + right - left + 4, y0], fill=colour)
-        pen.text((x0 + 2, y0 - lift), text, fill=(255, 255, 255))
-    return canvas
 
 
 def predict_image(detector: Detector, path: str, threshold: float) -> dict:

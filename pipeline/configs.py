@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Any, Dict, List, Optional
 
 from litedet.components.detection import check_image_size
@@ -88,7 +89,27 @@ class PushConfig:
     # "server_address": ..., "port": ...}; secrets come from the environment, never from here.
     registry: Dict[str, Any] = dataclasses.field(default_factory=lambda: {"kind": "none"})
     model_name: str = PIPELINE_NAME
-    push_savedmodel: bool = True
+
+
+@dataclasses.dataclass
+class KubeflowConfig:
+    """How the compiled pipeline's steps run on a cluster (pipeline/kubeflow_v2_runner.py).
+
+    Everything here is written into the compiled pipeline: no secret values, only the names of
+    the Kubernetes Secrets that hold them."""
+
+    # Plain environment of every step, e.g. {"AWS_ENDPOINT_URL": "http://minio-service.kubeflow:
+    # 9000"} for artifacts in MinIO (components/storage.py).
+    env: Dict[str, str] = dataclasses.field(default_factory=dict)
+    # Environment from Secrets, {VARIABLE: "secret-name/key"}, e.g. {"AWS_ACCESS_KEY_ID":
+    # "litedet-s3/AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "litedet-s3/AWS_SECRET_ACCESS_KEY"}.
+    secret_env: Dict[str, str] = dataclasses.field(default_factory=dict)
+    # Where the Trainer runs: an accelerator (a Kubernetes resource name, e.g. nvidia.com/gpu)
+    # and how many, node selector labels, tolerations. Empty: anywhere, CPU only.
+    trainer_accelerator: str = ""
+    trainer_accelerator_count: int = 1
+    trainer_node_selector: Dict[str, str] = dataclasses.field(default_factory=dict)
+    trainer_tolerations: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -112,13 +133,12 @@ class PipelineConfig:
     tflite: TFLiteConfig = dataclasses.field(default_factory=TFLiteConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     push: PushConfig = dataclasses.field(default_factory=PushConfig)
+    kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
     schema_path: str = ""  # empty: the curated schemas/detection_raw.pbtxt
     enable_cache: bool = True
-    # Passed unchanged to every Beam step. Locally: the DirectRunner on all cores in separate
-    # processes. For Dataflow, Flink or Spark give e.g. ["--runner=DataflowRunner", ...].
-    beam_pipeline_args: List[str] = dataclasses.field(
-        default_factory=lambda: ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
-    )
+    # Passed unchanged to every Beam step, e.g. ["--runner=DataflowRunner", ...] or Flink/Spark
+    # for data that outgrows one machine. Empty: chosen for the data (beam_args_for below).
+    beam_pipeline_args: List[str] = dataclasses.field(default_factory=list)
 
     @property
     def pipeline_root(self) -> str:
@@ -154,7 +174,34 @@ class PipelineConfig:
 
 
 # Settings whose value is a free-form mapping rather than a section of fixed fields.
-MAPPING_SETTINGS = ("dataset", "push.registry")
+MAPPING_SETTINGS = (
+    "dataset",
+    "push.registry",
+    "kubeflow.env",
+    "kubeflow.secret_env",
+    "kubeflow.trainer_node_selector",
+)
+# Names of environment variables that carry secrets: refused in kubeflow.env, which is written
+# into the compiled pipeline in the clear.
+SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|ACCESS_KEY|CREDENTIAL", re.IGNORECASE)
+
+
+# Below this much data the DirectRunner runs in this process: starting its worker processes
+# (each imports TensorFlow) costs more than they save (benchmarks/run_overhead.py).
+IN_MEMORY_BEAM_BYTES = 256 * 2**20
+
+
+def beam_args_for(
+    config: PipelineConfig, dataset_bytes: Optional[int] = None, cpus: Optional[int] = None
+) -> List[str]:
+    """The Beam arguments of a run: the configured ones when given; otherwise the DirectRunner,
+    in this process for a dataset under IN_MEMORY_BEAM_BYTES, else in one worker process per
+    core (`cpus`, default: all this process sees)."""
+    if config.beam_pipeline_args:
+        return list(config.beam_pipeline_args)
+    if dataset_bytes is not None and dataset_bytes < IN_MEMORY_BEAM_BYTES:
+        return ["--direct_running_mode=in_memory"]
+    return ["--direct_running_mode=multi_processing", f"--direct_num_workers={cpus or 0}"]
 
 
 def _merge(target, values: dict, path: str = "") -> None:
@@ -205,7 +252,8 @@ def _apply_override(config: PipelineConfig, item: str) -> None:
     (`--set dataset.root=gs://b/d` changes only the root). JSON values are allowed."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. transform.image_size=320")
-    key, raw = (part.strip() for part in item.split("=", 1))
+    key, raw = item.split("=", 1)
+    key = key.strip()
     try:
         value = json.loads(raw)
     except ValueError:
@@ -307,5 +355,42 @@ def validate(config: PipelineConfig) -> None:
         TrainingConfig(**dataclasses.asdict(config.training))
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    if not config.uses_sample_data:
-        config.dataset_config()
+    _validate_kubeflow(config.kubeflow)
+    # The sample set's folder is only known once generated; its description is checked anyway.
+    config.dataset_config(sample_root="/sample" if config.uses_sample_data else None)
+
+
+def _validate_kubeflow(k: KubeflowConfig) -> None:
+    for name, value in k.env.items():
+        if SECRET_NAME.search(name):
+            raise ConfigError(
+                f"kubeflow.env.{name}: looks like a secret, and kubeflow.env is written into the "
+                f"compiled pipeline in the clear; give it as kubeflow.secret_env.{name}="
+                "SECRET_NAME/KEY (a Kubernetes Secret) instead"
+            )
+        if not isinstance(value, str):
+            raise ConfigError(f"kubeflow.env.{name}: {value!r} must be a string")
+    for name, reference in k.secret_env.items():
+        if not (
+            isinstance(reference, str) and re.fullmatch(r"[a-z0-9.-]+/[-._a-zA-Z0-9]+", reference)
+        ):
+            raise ConfigError(
+                f"kubeflow.secret_env.{name}: {reference!r} must be SECRET_NAME/KEY, e.g. "
+                "litedet-s3/AWS_SECRET_ACCESS_KEY"
+            )
+    if k.trainer_accelerator and not re.fullmatch(
+        r"[a-z0-9.-]+/[a-z0-9.-]+", k.trainer_accelerator
+    ):
+        raise ConfigError(
+            f"kubeflow.trainer_accelerator: {k.trainer_accelerator!r} must be a Kubernetes "
+            "resource name such as nvidia.com/gpu"
+        )
+    if k.trainer_accelerator_count < 1:
+        raise ConfigError("kubeflow.trainer_accelerator_count: must be >= 1")
+    for toleration in k.trainer_tolerations:
+        unknown = set(toleration) - {"key", "operator", "value", "effect", "tolerationSeconds"}
+        if not isinstance(toleration, dict) or unknown:
+            raise ConfigError(
+                f"kubeflow.trainer_tolerations: {toleration!r}: give Kubernetes tolerations "
+                "(key, operator, value, effect, tolerationSeconds)"
+            )

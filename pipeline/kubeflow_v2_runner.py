@@ -72,6 +72,7 @@ class Resources(NamedTuple):
 # Per component id. Unlisted components (a new one before it is sized) get DEFAULT_RESOURCES.
 # The Trainer is the heaviest step; Evaluator runs the model over the eval split.
 COMPONENT_RESOURCES: Dict[str, Resources] = {
+    "DatasetFingerprint": Resources(cpu=0.5, memory_gb=1),
     "DetectionExampleGen": Resources(cpu=2, memory_gb=4),
     "StatisticsGen": Resources(cpu=2, memory_gb=4),
     "SchemaImporter": Resources(cpu=0.5, memory_gb=1),
@@ -83,6 +84,7 @@ COMPONENT_RESOURCES: Dict[str, Resources] = {
     "Evaluator": Resources(cpu=2, memory_gb=8),
     "ModelGate": Resources(cpu=2, memory_gb=4),
     "LitedetPusher": Resources(cpu=0.5, memory_gb=2),
+    "RunReport": Resources(cpu=1, memory_gb=4),
 }
 DEFAULT_RESOURCES = Resources(cpu=1, memory_gb=4)
 
@@ -90,15 +92,15 @@ DEFAULT_RESOURCES = Resources(cpu=1, memory_gb=4)
 # such as the curated schema, are addressed there: this machine's paths mean nothing in a pod.
 IMAGE_PROJECT_DIR = "/opt/litedet"
 
-# The KFP v2 launcher keeps a pipeline root only in an object store (gs://, s3://, minio://), and
-# TFX steps read and write artifacts at those URIs themselves, through TensorFlow's file system
-# layer: in this stack (TF 2.16 without tensorflow-io) that knows gs:// but not s3:// or
-# minio://. See docs/kubeflow.md, "Storage".
-PIPELINE_ROOT_SCHEMES = ("gs://",)
-DATASET_SCHEMES = ("gs://",)
-_NO_S3 = (
-    "s3:// and minio:// are not readable by this image's TensorFlow (no tensorflow-io); "
-    "see docs/kubeflow.md, Storage"
+# The KFP v2 launcher keeps a pipeline root only in an object store; TFX steps then read and
+# write their artifacts at those URIs themselves: gs:// through TensorFlow, s3:// (AWS, MinIO)
+# through tensorflow-io and Beam's S3 file system (components/storage.py). KFP's own minio://
+# scheme is known to neither: give the same bucket as s3:// with the MinIO endpoint.
+OBJECT_STORE_SCHEMES = ("gs://", "s3://")
+_MINIO = (
+    "minio:// is KFP's name for its MinIO, which TensorFlow and Beam cannot open; use "
+    "s3://BUCKET/... and kubeflow.env.AWS_ENDPOINT_URL=http://minio-service.kubeflow:9000 "
+    "(docs/kubeflow.md)"
 )
 
 
@@ -111,30 +113,30 @@ def check_dataset_root(root: str) -> None:
     if root == configs.SAMPLE_DATASET:
         raise KubeflowConfigError(
             "dataset.root is 'sample', which exists only on this machine; on Kubeflow give a "
-            "location every step can read: gs://bucket/path, or an absolute path on a volume "
-            "mounted in every step (e.g. /mnt/datasets/coco, k8s/overlays/local-pvc), via "
-            "--config or --set"
+            "location every step can read: gs://bucket/path, s3://bucket/path, or an absolute "
+            "path on a volume mounted in every step (e.g. /mnt/datasets/coco, "
+            "k8s/overlays/local-pvc), via --config or --set"
         )
-    if root.startswith(("s3://", "minio://")):
-        raise KubeflowConfigError(f"dataset.root {root!r}: {_NO_S3}")
-    if not (root.startswith(DATASET_SCHEMES) or os.path.isabs(root)):
+    if root.startswith("minio://"):
+        raise KubeflowConfigError(f"dataset.root {root!r}: {_MINIO}")
+    if not (root.startswith(OBJECT_STORE_SCHEMES) or os.path.isabs(root)):
         raise KubeflowConfigError(
-            f"dataset.root {root!r} is a path on this machine; on Kubeflow use gs://... or an "
-            "absolute path on a volume mounted in every step"
+            f"dataset.root {root!r} is a path on this machine; on Kubeflow use gs://..., "
+            "s3://... or an absolute path on a volume mounted in every step"
         )
 
 
 def check_pipeline_root(root: str) -> None:
-    if root.startswith(("s3://", "minio://")):
-        raise KubeflowConfigError(f"pipeline root {root!r}: {_NO_S3}")
-    if not root.startswith(PIPELINE_ROOT_SCHEMES):
+    if root.startswith("minio://"):
+        raise KubeflowConfigError(f"pipeline root {root!r}: {_MINIO}")
+    if not root.startswith(OBJECT_STORE_SCHEMES):
         raise KubeflowConfigError(
             f"pipeline root {root!r}: the KFP v2 launcher keeps artifacts only in an object "
-            "store, not on a volume; use gs://bucket/path"
+            "store, not on a volume; use gs://bucket/path or s3://bucket/path"
         )
 
 
-def _schema_in_image(config: configs.PipelineConfig) -> str:
+def _schema_in_image(config: configs.PipelineConfig, project_dir: str) -> str:
     """The schema file as a step sees it: the curated one inside the image, or a given one that
     must be gs:// or an absolute path mounted in the step."""
     from litedet import schemas
@@ -143,8 +145,10 @@ def _schema_in_image(config: configs.PipelineConfig) -> str:
         relative = os.path.relpath(
             schemas.RAW_SCHEMA, os.path.dirname(os.path.dirname(os.path.abspath(schemas.__file__)))
         )
-        return f"{IMAGE_PROJECT_DIR}/{relative}"
-    if not (config.schema_path.startswith("gs://") or os.path.isabs(config.schema_path)):
+        return f"{project_dir}/{relative}"
+    if not (
+        config.schema_path.startswith(OBJECT_STORE_SCHEMES) or os.path.isabs(config.schema_path)
+    ):
         raise KubeflowConfigError(
             f"schema_path {config.schema_path!r}: on Kubeflow use gs://... "
             "or an absolute path inside the image or a mounted volume"
@@ -158,12 +162,12 @@ def _push_destination(config: configs.PipelineConfig, pipeline_root: str) -> str
     destination = config.push.destination
     if not destination:
         return pipeline_root.rstrip("/") + "/models"
-    if destination.startswith(("s3://", "minio://")):
-        raise KubeflowConfigError(f"push.destination {destination!r}: {_NO_S3}")
-    if not (destination.startswith("gs://") or os.path.isabs(destination)):
+    if destination.startswith("minio://"):
+        raise KubeflowConfigError(f"push.destination {destination!r}: {_MINIO}")
+    if not (destination.startswith(OBJECT_STORE_SCHEMES) or os.path.isabs(destination)):
         raise KubeflowConfigError(
             f"push.destination {destination!r} is a path on this machine; "
-            "on Kubeflow use gs://... or an absolute path on a volume"
+            "on Kubeflow use gs://..., s3://... or an absolute path on a volume"
         )
     return destination
 
@@ -230,10 +234,17 @@ def _with_parameter_defaults(job: dict, defaults: Dict[str, Any]) -> dict:
 
 
 def compile_pipeline(
-    config: configs.PipelineConfig, output_path: str, image: str, pipeline_root: str
+    config: configs.PipelineConfig,
+    output_path: str,
+    image: str,
+    pipeline_root: str,
+    image_project_dir: str = IMAGE_PROJECT_DIR,
 ) -> str:
-    """Writes the compiled pipeline to `output_path` (.yaml: PipelineSpec for KFP;
-    .json: PipelineJob) and returns that path. Reads nothing over the network.
+    """Writes the compiled pipeline to `output_path` (.yaml: PipelineSpec for KFP, with the
+    PlatformSpec as a second document when there is one; .json: PipelineJob) and returns that
+    path. Reads nothing over the network. `image_project_dir`: where the project lives inside
+    the image (the Dockerfile's WORKDIR); the tests that run the steps outside an image give
+    the repository.
 
     `config.dataset["root"]` becomes the default of the input_base run-time parameter."""
     if not re.fullmatch(r"[a-z0-9][A-Za-z0-9._/:-]*(@sha256:[0-9a-f]{64})?", image or ""):
@@ -252,7 +263,7 @@ def compile_pipeline(
 
     config = dataclasses.replace(
         config,
-        schema_path=_schema_in_image(config),
+        schema_path=_schema_in_image(config, image_project_dir),
         push=dataclasses.replace(config.push, destination=_push_destination(config, pipeline_root)),
     )
     num_classes = _num_classes(config)
@@ -263,16 +274,22 @@ def compile_pipeline(
         )
         for name, p in RUNTIME_PARAMETERS.items()
     }
+    from litedet.components import storage
+
+    # Beam's worker processes need s3:// too when anything lives there.
+    beam_args = configs.beam_args_for(config) + storage.beam_args(
+        pipeline_root, config.push.destination, defaults["input_base"]
+    )
     definition = pipeline_def.create_pipeline(
         config,
         config.dataset_config(),
         pipeline_root=pipeline_root,
         num_classes=num_classes,
+        beam_pipeline_args=beam_args,
         **runtime_parameters,
     )
     for component in definition.components:
-        if hasattr(component, "with_platform_config"):  # not the resolver: it runs no container
-            _sized(component, definition.beam_pipeline_args)
+        _sized(component, definition.beam_pipeline_args)
 
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         # Schema 2.1 (`parameterType`, `constant` values): the KFP v2 backend reads only these;
@@ -288,6 +305,7 @@ def compile_pipeline(
     job = _with_parameter_defaults(
         runner.run(definition, parameter_values=defaults, write_out=False), defaults
     )
+    job["pipelineSpec"], platform = _for_open_source_kfp(job["pipelineSpec"], config)
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
     with open(output_path, "w") as f:
         if output_path.endswith(".json"):
@@ -297,15 +315,54 @@ def compile_pipeline(
 
             f.write("# litedet for Kubeflow Pipelines: upload with `litedet kfp upload`\n")
             yaml.safe_dump(job["pipelineSpec"], f, sort_keys=True)
+            if platform:
+                # KFP's second document: Kubernetes settings (Secrets as env, node placement).
+                f.write("---\n")
+                yaml.safe_dump(platform, f, sort_keys=True)
     return output_path
+
+
+def _for_open_source_kfp(spec: dict, config: configs.PipelineConfig):
+    """TFX's spec adapted for the open-source backend (pipeline/kfp_spec.py), checked."""
+    from litedet.pipeline import kfp_spec
+    from litedet.pipeline.pipeline import STATEFUL_STEPS
+
+    k = config.kubeflow
+    placement = {}
+    if k.trainer_accelerator or k.trainer_node_selector or k.trainer_tolerations:
+        placement["Trainer"] = {
+            "accelerator": k.trainer_accelerator,
+            "accelerator_count": k.trainer_accelerator_count,
+            "node_selector": k.trainer_node_selector,
+            "tolerations": k.trainer_tolerations,
+        }
+    spec, platform = kfp_spec.adapt(
+        spec, not_cached=STATEFUL_STEPS, env=k.env, secret_env=k.secret_env, placement=placement
+    )
+    found = kfp_spec.problems(spec, platform)
+    if found:
+        raise KubeflowConfigError(
+            "the compiled pipeline would not run on the open-source KFP backend:\n  - "
+            + "\n  - ".join(found)
+        )
+    return spec, platform
 
 
 def load_pipeline_spec(path: str) -> dict:
     """The PipelineSpec inside a compiled file, whichever of the two formats it is."""
+    return load_package(path)[0]
+
+
+def load_package(path: str):
+    """(PipelineSpec, PlatformSpec or None) of a compiled file."""
     with open(path) as f:
         if path.endswith(".json"):
             document = json.load(f)
-            return document.get("pipelineSpec", document)
+            return document.get("pipelineSpec", document), None
         import yaml
 
-        return yaml.safe_load(f)
+        documents = [d for d in yaml.safe_load_all(f) if d]
+    dicts = [d for d in documents if isinstance(d, dict)]
+    spec = next((d for d in dicts if "root" in d), documents[0] if documents else None)
+    platform = next((d for d in dicts if "platforms" in d), None)
+    return spec, platform

@@ -22,20 +22,35 @@ def resolve_dataset(config: configs.PipelineConfig) -> DatasetConfig:
 
 
 def build(config: configs.PipelineConfig, dataset: DatasetConfig):
-    """The pipeline definition with this machine's settings: paths under `output_dir`."""
+    """The pipeline definition with this machine's settings: paths under `output_dir`, and the
+    state the cache keys need that only exists right before the run: the dataset's fingerprint
+    and the model store's latest version."""
     from tfx import v1 as tfx
 
+    from litedet.components import storage
+    from litedet.components.evaluation.baseline import store_state
+    from litedet.components.example_gen.fingerprint import scan
     from litedet.pipeline import pipeline as pipeline_def
 
+    pipeline_root = config.pipeline_root
+    if not storage.is_remote(pipeline_root):
+        pipeline_root = os.path.abspath(pipeline_root)
+    if storage.uses_s3(pipeline_root, config.push_destination, dataset.root):
+        storage.configure()
     metadata_path = os.path.abspath(config.metadata_path)
     os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
+    fingerprint, _, dataset_bytes = scan(dataset, dataset.root)
     return pipeline_def.create_pipeline(
         config,
         dataset,
-        pipeline_root=os.path.abspath(config.pipeline_root),
+        pipeline_root=pipeline_root,
+        dataset_fingerprint=fingerprint,
+        model_store_state=store_state(config.push_destination),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             metadata_path
         ),
+        beam_pipeline_args=configs.beam_args_for(config, dataset_bytes)
+        + storage.beam_args(pipeline_root, config.push_destination, dataset.root),
     )
 
 

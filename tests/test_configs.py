@@ -113,17 +113,25 @@ def test_one_key_of_a_mapping_setting_can_be_set_alone():
     dataset = config.dataset_config()
     assert dataset.root == "gs://bucket/data" and dataset.format == "coco"
     assert dataset.sources["train"] == "annotations/instances_train.json"
-    config = configs.load_config(None, ['push.registry={"kind": "mlflow", "tracking_uri": "u"}',
-                                        "push.registry.tracking_uri=http://mlflow:5000"])
+    config = configs.load_config(
+        None,
+        [
+            'push.registry={"kind": "mlflow", "tracking_uri": "u"}',
+            "push.registry.tracking_uri=http://mlflow:5000",
+        ],
+    )
     assert config.push.registry == {"kind": "mlflow", "tracking_uri": "http://mlflow:5000"}
 
 
-@pytest.mark.parametrize("override, message", [
-    ("dataset.colour=red", "dataset: unknown field"),
-    ("training.alpha.x=1", "training.alpha: is a single value"),
-    ('dataset={"root": "/d"}', "dataset: missing format, sources"),
-    ("training..alpha=1", "is not a setting name"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("dataset.colour=red", "dataset: unknown field"),
+        ("training.alpha.x=1", "training.alpha: is a single value"),
+        ('dataset={"root": "/d"}', "dataset: missing format, sources"),
+        ("training..alpha=1", "is not a setting name"),
+    ],
+)
 def test_every_key_is_either_used_or_refused_with_its_name(override, message):
     with pytest.raises(ConfigError, match=message):
         configs.load_config(None, [override])

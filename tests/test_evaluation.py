@@ -30,12 +30,22 @@ def _found(*rows):
 A, B = [0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.8]
 
 
+def _subset(scores, **expected):
+    return {k: scores[k] for k in expected} == pytest.approx(expected)
+
+
 def test_perfect_detections_score_one_and_nothing_scores_zero():
     truth = [_truth((A, 1), (B, 2))]
-    assert coco.coco_map(truth, [_found((A, 1, 0.9), (B, 2, 0.8))], 2) == pytest.approx(
-        {"map": 1.0, "map50": 1.0, "ap50/1": 1.0, "ap50/2": 1.0}
+    scores = coco.coco_map(truth, [_found((A, 1, 0.9), (B, 2, 0.8))], 2)
+    assert _subset(
+        scores,
+        map=1.0,
+        map50=1.0,
+        map75=1.0,
+        **{"ap50/1": 1.0, "ap50/2": 1.0, "map/1": 1.0, "map/2": 1.0},
     )
-    assert coco.coco_map(truth, [_found()], 2) == {"map": 0.0, "map50": 0.0}
+    empty = coco.coco_map(truth, [_found()], 2)
+    assert _subset(empty, map=0.0, map50=0.0) and "ap50/1" not in empty
 
 
 def test_a_wrong_class_or_a_poor_box_is_a_miss():
@@ -52,7 +62,44 @@ def test_a_wrong_class_or_a_poor_box_is_a_miss():
 def test_padding_rows_and_classes_without_truth_are_left_out():
     truth = [_truth((A, 1), ([0, 0, 0, 0], 0))]  # a class-0 row: padding / ignored object
     scores = coco.coco_map(truth, [_found((A, 1, 0.9), ([0, 0, 0, 0], 0, 0.0))], 3)
-    assert scores == pytest.approx({"map": 1.0, "map50": 1.0, "ap50/1": 1.0})
+    assert _subset(scores, map=1.0, map50=1.0, **{"ap50/1": 1.0})
+    assert not [k for k in scores if k.endswith(("/2", "/3"))]
+
+
+def test_object_sizes_are_counted_in_each_images_own_pixels():
+    """COCO's buckets: small < 32^2, medium < 96^2, large above. The same normalized box is
+    small in a 100 px image and large in a 1000 px one."""
+    box = [0.1, 0.1, 0.3, 0.3]  # 0.2 x 0.2 of the image
+    truth = [_truth((box, 1)), _truth((box, 1))]
+    found = [_found((box, 1, 0.9)), _found()]  # found in the small image only
+    scores = coco.coco_map(truth, found, 1, image_sizes=[(100, 100), (1000, 1000)])
+    assert scores["ap_small"] == pytest.approx(1.0)  # 20 x 20 px
+    assert scores["ap_large"] == 0.0  # 200 x 200 px, missed
+    assert scores["ap_medium"] is None  # no object of that size: no figure, not a zero
+    assert "ap_small" not in coco.coco_map(truth, found, 1)  # no sizes, no buckets
+    with pytest.raises(ValueError, match="1 image sizes for 2 images"):
+        coco.coco_map(truth, found, 1, image_sizes=[(100, 100)])
+
+
+def test_the_confusion_matrix_counts_right_wrong_missed_and_background():
+    C_BOX = [0.1, 0.6, 0.3, 0.9]
+    truth = [_truth((A, 1), (B, 2), (C_BOX, 2))]
+    found = [
+        _found(
+            (A, 1, 0.9),  # right
+            (B, 1, 0.8),  # the right place, the wrong class
+            ([0.7, 0.0, 0.9, 0.2], 2, 0.7),  # nothing there: background
+            ([0.7, 0.0, 0.9, 0.2], 1, 0.1),  # below the score threshold: not counted
+        )
+    ]  # C_BOX is found by nothing: missed
+    matrix = coco.confusion_matrix(truth, found, 2)
+    assert matrix == [
+        [1, 0, 0],  # true 1: predicted 1, predicted 2, missed
+        [1, 0, 1],  # true 2
+        [0, 1, 0],  # background
+    ]
+    total_truth = sum(sum(row) for row in matrix[:2])
+    assert total_truth == 3  # every true object is counted once
 
 
 def test_images_must_line_up():
@@ -91,41 +138,56 @@ def test_the_gate_names_every_failed_check():
         "ship_format 'float32' was not converted (converted: float16, int8)"
     ]
     assert _decide(baseline_map50=0.71) == [
-        "regression against the last blessed model: mAP@0.5 0.7000 < 0.7100 (allowed drop 0.0000)"
+        "regression against the latest pushed model: mAP@0.5 0.7000 < 0.7100 (allowed drop 0.0000)"
     ]
     assert len(_decide(baseline_map50=0.9, map50=0.1, max_latency_ms=1)) == 3
 
 
-def test_the_eval_config_scores_coco_map_of_the_candidate():
+def test_a_metric_that_is_not_a_number_fails_the_gate_closed():
+    # NaN compares false with every bound: without the check it would pass them all.
+    assert _decide(map50=float("nan")) == ["not a finite number: mAP@0.5 (TFMA)"]
+    assert _decide(baseline_map50=float("inf"))[0].startswith("not a finite number")
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("min_map50", 1.5),
+        ("min_map50", float("nan")),
+        ("min_map50", -0.1),
+        ("max_map_drop", float("inf")),
+    ],
+)
+def test_run_time_gate_parameters_are_checked_where_they_are_used(name, value):
+    settings = dict(min_map50=0.5, max_map_drop=0.0, max_tflite_map_drop=0.015, ship_format="int8")
+    settings[name] = value
+    with pytest.raises(ValueError, match=f"{name}: .* must be a number in \\[0, 1\\]"):
+        gate.check_parameters(**settings)
+    with pytest.raises(ValueError, match="ship_format: 'bfloat16'"):
+        gate.check_parameters(0.5, 0.0, 0.015, "bfloat16")
+
+
+def test_the_eval_config_scores_coco_map50_of_the_candidate():
     config = metrics.eval_config(num_classes=3)
     (spec,) = config.model_specs
     assert spec.signature_name == "detect_examples"
     assert list(spec.preprocessing_function_names) == ["eval_labels"]
     (metric_spec,) = config.metrics_specs
-    names = [json.loads(m.config)["name"] for m in metric_spec.metrics]
-    assert names == ["map", "map50", "ap50/1", "ap50/2", "ap50/3"]
-    for m in metric_spec.metrics:
-        settings = json.loads(m.config)
-        assert m.class_name == "COCOMeanAveragePrecision"
-        assert settings["labels_to_stack"] == [
-            "gt_xmin",
-            "gt_ymin",
-            "gt_xmax",
-            "gt_ymax",
-            "gt_class",
-        ]
-        assert settings["predictions_to_stack"] == [
-            "xmin",
-            "ymin",
-            "xmax",
-            "ymax",
-            "class_id",
-            "scores",
-        ]
-        assert not m.HasField("threshold")  # the gate decides (see metrics.py)
-    assert json.loads(metric_spec.metrics[0].config)["class_ids"] == [1, 2, 3]
-    assert json.loads(metric_spec.metrics[1].config)["iou_thresholds"] == [0.5]
-    assert json.loads(metric_spec.metrics[2].config)["class_ids"] == [1]
+    (metric,) = metric_spec.metrics  # the rest is the gate's pycocotools pass
+    settings = json.loads(metric.config)
+    assert metric.class_name == "COCOMeanAveragePrecision"
+    assert settings["name"] == "map50" and settings["iou_thresholds"] == [0.5]
+    assert settings["class_ids"] == [1, 2, 3]
+    assert settings["labels_to_stack"] == ["gt_xmin", "gt_ymin", "gt_xmax", "gt_ymax", "gt_class"]
+    assert settings["predictions_to_stack"] == [
+        "xmin",
+        "ymin",
+        "xmax",
+        "ymax",
+        "class_id",
+        "scores",
+    ]
+    assert not metric.HasField("threshold")  # the gate decides (see metrics.py)
     with pytest.raises(ValueError, match="num_classes: 0"):
         metrics.eval_config(num_classes=0)
 

@@ -29,11 +29,6 @@ DATASET = {
         "eval": "annotations/instances_eval.json",
     },
 }
-TFX_ENTRYPOINT = [
-    "python",
-    "-m",
-    "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor",
-]
 
 
 def _config(**dataset):
@@ -88,35 +83,56 @@ def test_the_output_is_a_pipeline_job_whose_spec_parses_strictly(compiled):
 def test_the_dag_has_every_component_under_its_tfx_name_with_its_edges(compiled):
     job, _, definition = compiled
     tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
-    resolver = "latest_blessed_model_resolver"
-    # The resolver becomes two KFP resolver tasks: the latest blessing, then its model.
-    task_of = {resolver: f"{resolver}-model-resolver"}
-    ids = [c.id for c in definition.components if c.id != resolver]
-    # Task names are the TFX component ids: the KFP UI's graph shows these names.
-    assert sorted(tasks) == sorted(
-        ids + [f"{resolver}-model-blessing-resolver", f"{resolver}-model-resolver"]
-    )
+    # Task names are the TFX component ids (the KFP UI's graph shows these names), plus the
+    # step that fingerprints the dataset at the start of every run.
+    ids = [c.id for c in definition.components]
+    assert sorted(tasks) == sorted(ids) and "DatasetFingerprint" in ids
     for component in definition.components:
-        if component.id == resolver:
-            continue
         assert tasks[component.id]["taskInfo"]["name"] == component.id
-        assert sorted(tasks[component.id].get("dependentTasks", [])) == sorted(
-            task_of.get(n.id, n.id) for n in component.upstream_nodes
-        )
-    # The data half as it stands today (later components only add to this).
+        expected = {n.id for n in component.upstream_nodes}
+        assert set(tasks[component.id].get("dependentTasks", [])) == expected
+    # The local runner computes the fingerprint when it builds the pipeline: no such step.
+    from litedet.pipeline import pipeline as pipeline_def
+
+    local = pipeline_def.create_pipeline(
+        _config(),
+        _config().dataset_config(),
+        pipeline_root="/tmp/root",
+        dataset_fingerprint="0" * 64,
+    )
+    assert "DatasetFingerprint" not in [c.id for c in local.components]
     edges = {(up, name) for name, t in tasks.items() for up in t.get("dependentTasks", [])}
     assert {
+        ("DatasetFingerprint", "DetectionExampleGen"),
         ("DetectionExampleGen", "StatisticsGen"),
         ("StatisticsGen", "ExampleValidator"),
         ("SchemaImporter", "ExampleValidator"),
         ("DetectionExampleGen", "Transform"),
         ("SchemaImporter", "Transform"),
+        ("LitedetPusher", "RunReport"),
     } <= edges
     consumed = tasks["Transform"]["inputs"]["artifacts"]
     assert consumed["examples"]["taskOutputArtifact"] == {
         "producerTask": "DetectionExampleGen",
         "outputArtifactKey": "examples",
     }
+    # The ExampleGen's cache key holds the fingerprint as a parameter from that step.
+    assert tasks["DetectionExampleGen"]["inputs"]["parameters"]["input_fingerprint"] == {
+        "taskOutputParameter": {
+            "producerTask": "DatasetFingerprint",
+            "outputParameterKey": "fingerprint",
+        }
+    }
+
+
+def test_only_steps_that_depend_on_nothing_outside_their_inputs_are_cached(compiled):
+    from litedet.pipeline.pipeline import STATEFUL_STEPS
+
+    job, _, _ = compiled
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    for name, task in tasks.items():
+        cached = task.get("cachingOptions", {}).get("enableCache", False)
+        assert cached == (name not in STATEFUL_STEPS), name
 
 
 def test_run_time_parameters_exist_with_their_defaults(compiled):
@@ -131,23 +147,25 @@ def test_run_time_parameters_exist_with_their_defaults(compiled):
         assert declared[name]["defaultValue"] == default and declared[name]["isOptional"]
         assert job["runtimeConfig"]["parameterValues"][name] == default
     assert declared["input_base"]["defaultValue"] == DATASET["root"]
-    example_gen = job["pipelineSpec"]["root"]["dag"]["tasks"]["DetectionExampleGen"]
-    assert example_gen["inputs"]["parameters"]["input_base"] == {
-        "componentInputParameter": "input_base"
-    }
-    run_parameters = job["pipelineSpec"]["root"]["dag"]["tasks"]["RunParameters"]
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    for task in ("DatasetFingerprint", "DetectionExampleGen"):
+        assert tasks[task]["inputs"]["parameters"]["input_base"] == {
+            "componentInputParameter": "input_base"
+        }
     for name in ("alpha", "train_steps"):
-        assert run_parameters["inputs"]["parameters"][name] == {"componentInputParameter": name}
-    trainer_inputs = job["pipelineSpec"]["root"]["dag"]["tasks"]["Trainer"]["inputs"]["artifacts"]
+        assert tasks["RunParameters"]["inputs"]["parameters"][name] == {
+            "componentInputParameter": name
+        }
+    trainer_inputs = tasks["Trainer"]["inputs"]["artifacts"]
     assert (
         trainer_inputs["hyperparameters"]["taskOutputArtifact"]["producerTask"] == "RunParameters"
     )
     assert job["runtimeConfig"]["gcsOutputDirectory"] == PIPELINE_ROOT
-    gate = job["pipelineSpec"]["root"]["dag"]["tasks"]["ModelGate"]
+    gate = tasks["ModelGate"]
     assert gate["inputs"]["parameters"]["min_map50"] == {"componentInputParameter": "min_map50"}
 
 
-def test_evaluation_gates_the_push_and_its_figures_reach_the_run_page(compiled):
+def test_the_gate_compares_with_the_store_the_pusher_pushes_to(compiled):
     job, _, _ = compiled
     tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
     edges = {(up, name) for name, t in tasks.items() for up in t.get("dependentTasks", [])}
@@ -164,30 +182,44 @@ def test_evaluation_gates_the_push_and_its_figures_reach_the_run_page(compiled):
     }
     destination = pusher["parameters"]["destination"]["runtimeValue"]["constant"]
     assert destination == PIPELINE_ROOT + "/models"
-    # The gate's `metrics` output has the artifact type system.Metrics (TFX writes the type as
-    # an instance schema titled so; KFP records that title as the ML Metadata type), whose
-    # custom properties (mAP, blessed, per-format size and latency) the run page lists as
-    # scalar metrics. Not seen rendered: there is no KFP server here.
-    component = job["pipelineSpec"]["components"][tasks["ModelGate"]["componentRef"]["name"]]
-    metrics = component["outputDefinitions"]["artifacts"]["metrics"]["artifactType"]
-    assert yaml.safe_load(metrics["instanceSchema"])["title"] == "system.Metrics"
+    store = tasks["ModelGate"]["inputs"]["parameters"]["model_store"]["runtimeValue"]
+    assert store["constant"] == destination
+    executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
+    assert not [label for label, e in executors.items() if "resolver" in e]
 
 
-def test_every_executor_runs_the_configured_image_with_its_resources(compiled):
+def test_the_run_page_gets_the_metrics_and_the_report(compiled):
+    """The gate's `metrics` output is a system.Metrics artifact (its float custom properties:
+    the run's scalar metrics) and the report a system.HTML one (the UI reads the object at its
+    URI and renders it). TFX writes the types as instance schemas with these titles, which the
+    KFP launcher records as the ML Metadata type names the UI matches on."""
+    job, _, _ = compiled
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    components = job["pipelineSpec"]["components"]
+
+    def title(task, key):
+        component = components[tasks[task]["componentRef"]["name"]]
+        artifact_type = component["outputDefinitions"]["artifacts"][key]["artifactType"]
+        return yaml.safe_load(artifact_type["instanceSchema"])["title"]
+
+    assert title("ModelGate", "metrics") == "system.Metrics"
+    assert title("RunReport", "report") == "system.HTML"
+    assert title("Trainer", "model_run") == "tfx.ModelRun"  # the TensorBoard logs
+
+
+def test_every_executor_runs_the_configured_image_and_entrypoint_with_its_resources(compiled):
     from tfx.dsl.components.base.base_beam_component import BaseBeamComponent
+
+    from litedet.pipeline import kfp_spec
 
     job, _, definition = compiled
     beam_steps = {c.id for c in definition.components if isinstance(c, BaseBeamComponent)}
     executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
     assert len(executors) == len(job["pipelineSpec"]["root"]["dag"]["tasks"])
-    resolvers = {k for k, e in executors.items() if "resolver" in e}
-    assert len(resolvers) == 2  # ML Metadata queries, no container
     for label, executor in executors.items():
-        if label in resolvers:
-            continue
         container = executor["container"]
         assert container["image"] == IMAGE
-        assert container["command"] == TFX_ENTRYPOINT
+        assert container["command"] == kfp_spec.ENTRYPOINT
         size = kv2.COMPONENT_RESOURCES.get(label.replace("_executor", ""), kv2.DEFAULT_RESOURCES)
         assert container["resources"] == {
             "cpuLimit": size.cpu,
@@ -215,7 +247,7 @@ def test_files_the_steps_read_are_named_by_their_path_in_the_image(compiled):
     [
         ("sample", "exists only on this machine"),
         ("data/shapes", "path on this machine"),
-        ("s3://bucket/shapes", "no tensorflow-io"),
+        ("minio://mlpipeline/shapes", "use s3://BUCKET"),
     ],
 )
 def test_dataset_roots_a_step_cannot_read_are_refused_up_front(root, message, tmp_path):
@@ -225,7 +257,7 @@ def test_dataset_roots_a_step_cannot_read_are_refused_up_front(root, message, tm
 
 
 @pytest.mark.parametrize("root", ["/mnt/pipeline-root", "minio://mlpipeline/v2", "outputs"])
-def test_pipeline_roots_other_than_gcs_are_refused(root, tmp_path):
+def test_pipeline_roots_outside_an_object_store_tf_can_open_are_refused(root, tmp_path):
     with pytest.raises(KubeflowConfigError, match="pipeline root"):
         kv2.compile_pipeline(_config(), str(tmp_path / "p.yaml"), IMAGE, root)
 
@@ -237,12 +269,13 @@ def test_custom_artifact_types_have_kfp_schema_titles():
 
     from litedet.components import artifacts
 
-    custom = [
+    custom = list(artifacts.PROJECT_TYPES)
+    defined = [
         c
         for c in vars(artifacts).values()
-        if isinstance(c, type) and issubclass(c, Artifact) and c is not Artifact
+        if isinstance(c, type) and issubclass(c, Artifact) and c.__module__ == artifacts.__name__
     ]
-    assert custom
+    assert sorted(c.__name__ for c in defined) == sorted(c.__name__ for c in custom)
     for artifact_type in custom:
         assert re.fullmatch(
             r"[a-z][a-z0-9-_]{2,20}[.][A-Z][a-zA-Z0-9-_]{2,49}", artifact_type.TYPE_NAME
@@ -285,7 +318,7 @@ def test_the_compile_verb_writes_the_spec_and_names_its_parameters(compiled, tmp
 
 def test_building_the_parser_imports_neither_tfx_nor_kfp():
     code = (
-        "import argparse, sys; from pipeline import kfp_cli; "
+        "import argparse, sys; from litedet.kfp import cli as kfp_cli; "
         "p = argparse.ArgumentParser(); kfp_cli.add_verbs(p.add_subparsers(dest='verb')); "
         "p.format_help(); bad = [m for m in ('tfx', 'kfp', 'tensorflow') if m in sys.modules]; "
         "assert not bad, bad"
@@ -310,11 +343,88 @@ def _dockerfile():
     return lines
 
 
+def _final_stage():
+    instructions = _dockerfile()
+    last_from = max(i for i, (instruction, _) in enumerate(instructions) if instruction == "FROM")
+    return instructions[last_from:]
+
+
+def _lock_names():
+    from packaging.utils import canonicalize_name
+
+    return {
+        canonicalize_name(re.match(r"([A-Za-z0-9._-]+)==", line).group(1)): line
+        for line in (REPO / "requirements.lock").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def _runtime_closure():
+    """Every package the runtime requirements need, from the installed distributions' metadata:
+    requirements.in less setup.py's test-only entries (its `test` extra), with their extras."""
+    import ast
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    setup_py = (REPO / "setup.py").read_text()
+    test_only = ast.literal_eval(
+        re.search(r"^TEST_ONLY = (\(.*?\))\s*$", setup_py, re.M | re.S).group(1)
+    )
+    wanted = [
+        Requirement(line)
+        for line in (REPO / "requirements.in").read_text().splitlines()
+        if line and not line.startswith("#") and not line.startswith(test_only)
+    ]
+    seen, stack = set(), [(canonicalize_name(r.name), frozenset(r.extras)) for r in wanted]
+    while stack:
+        name, extras = stack.pop()
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        try:
+            requires = metadata.distribution(name).requires or []
+        except metadata.PackageNotFoundError:
+            pytest.fail(f"{name} is in the runtime requirements but not installed here")
+        for text in requires:
+            requirement = Requirement(text)
+            if requirement.marker is None or any(
+                requirement.marker.evaluate({"extra": extra}) for extra in ("", *extras)
+            ):
+                stack.append((canonicalize_name(requirement.name), frozenset(requirement.extras)))
+    return {name for name, _ in seen}
+
+
 def test_the_image_is_built_on_the_tfx_version_the_lock_pins():
     pinned = re.search(r"^tfx==(\S+)$", (REPO / "requirements.lock").read_text(), re.M).group(1)
-    [base] = [rest for instruction, rest in _dockerfile() if instruction == "FROM"]
-    assert base == f"tensorflow/tfx:{pinned}"
+    froms = [rest for instruction, rest in _dockerfile() if instruction == "FROM"]
+    base, _, stage = froms[0].partition(" AS ")
+    assert base == f"tensorflow/tfx:{pinned}${{TFX_IMAGE_DIGEST:+@}}${{TFX_IMAGE_DIGEST}}"
+    stages = {stage}
+    for later in froms[1:]:  # every later stage starts from an earlier one, not another image
+        image, _, name = later.partition(" AS ")
+        assert image in stages, later
+        stages.add(name)
     assert f"tfx.__version__ == '{pinned}'" in (REPO / "Dockerfile").read_text()
+
+
+def test_the_image_base_digest_is_a_build_argument_recorded_in_a_label():
+    """No digest of the TFX image could be verified offline: the build takes it as an argument
+    (docs/cluster.md, "Image"); a default written in later must be a full sha256 digest."""
+    instructions = _dockerfile()
+    first_from = [instruction for instruction, _ in instructions].index("FROM")
+    [argument] = [
+        rest
+        for instruction, rest in instructions[:first_from]
+        if instruction == "ARG" and rest.split("=")[0] == "TFX_IMAGE_DIGEST"
+    ]
+    default = argument.partition("=")[2].strip('"')
+    assert default == "" or re.fullmatch(r"sha256:[0-9a-f]{64}", default), default
+    final = _final_stage()
+    assert ("ARG", "TFX_IMAGE_DIGEST") in final  # visible in the final stage
+    labels = " ".join(rest for instruction, rest in final if instruction == "LABEL")
+    assert 'org.opencontainers.image.base.digest="${TFX_IMAGE_DIGEST}"' in labels
 
 
 def test_the_image_sets_legacy_keras_and_runs_as_a_numeric_non_root_user():
@@ -324,27 +434,131 @@ def test_the_image_sets_legacy_keras_and_runs_as_a_numeric_non_root_user():
     user = [rest for instruction, rest in instructions if instruction == "USER"][-1]
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) != 0  # numeric: lets Kubernetes verify runAsNonRoot
-    workdirs = [rest for instruction, rest in instructions if instruction == "WORKDIR"]
+    workdirs = [rest for instruction, rest in _final_stage() if instruction == "WORKDIR"]
     assert workdirs[-1] == kv2.IMAGE_PROJECT_DIR
 
 
 def test_every_copied_path_exists_and_is_in_the_build_context():
-    allowed = [
-        line[1:].rstrip("/")
-        for line in (REPO / ".dockerignore").read_text().splitlines()
-        if line.startswith("!")
-    ]
     ignore = (REPO / ".dockerignore").read_text().splitlines()
+    allowed = [line[1:].rstrip("/") for line in ignore if line.startswith("!")]
     assert "*" in ignore  # an allow-list: nothing else reaches the build context
     copied = []
     for instruction, rest in _dockerfile():
-        if instruction == "COPY":
-            sources = [p for p in rest.split()[:-1] if not p.startswith("--")]
-            copied += sources
-    assert {"requirements.lock", "components", "pipeline", "schemas", "setup.py"} <= set(copied)
+        words = rest.split()
+        if instruction == "COPY" and not any(w.startswith("--from=") for w in words):
+            copied += [p for p in words[:-1] if not p.startswith("--")]
+    assert {"requirements.lock", "litedet", "components", "pipeline", "schemas"} <= set(copied)
+    # What setup.py and the build backend read at build time.
+    assert {"setup.py", "pyproject.toml", "README.md", "requirements.in"} <= set(copied)
     for source in copied:
         assert (REPO / source).exists(), source
-        assert source.rstrip("/") in allowed, f"{source} is excluded by .dockerignore"
-    # setup.py reads these at install time.
-    assert {"README.md", "requirements.in"} <= set(copied)
+        assert source.split("/")[0] in allowed, f"{source} is excluded by .dockerignore"
     assert os.path.exists(REPO / "schemas" / "detection_raw.pbtxt")
+
+
+def test_the_image_installs_only_runtime_packages_from_the_lock():
+    """The lock minus exactly the packages only the tests and the linter use: setup.py's test
+    extra and whatever nothing else requires (what `pip show NAME` reports as Required-by)."""
+    from packaging.utils import canonicalize_name
+
+    text = (REPO / "Dockerfile").read_text()
+    match = re.search(r"test_only='([^']+)'", text)
+    assert match, "the Dockerfile filters the lock through a test_only pattern"
+    pattern = re.compile(match.group(1), re.IGNORECASE)
+    lock = _lock_names()
+    removed = {name for name, line in lock.items() if pattern.search(line)}
+    assert removed == set(lock) - _runtime_closure()
+    kept = set(lock) - removed
+    assert {"tensorflow-io", "apache-beam", "boto3", "tfx", "kfp"} <= kept  # s3:// in TF and Beam
+    assert {canonicalize_name(n) for n in ("pytest", "ruff", "moto", "Flask")} <= removed
+    runs = " ".join(rest for instruction, rest in _final_stage() if instruction == "RUN")
+    assert (
+        'grep -v -i -E "$test_only" /tmp/requirements.lock > /tmp/requirements-runtime.txt' in runs
+    )
+    assert "pip install --requirement /tmp/requirements-runtime.txt" in runs
+    assert "pip uninstall --yes --requirement /tmp/requirements-test-only.txt" in runs
+    assert "--requirement /tmp/requirements.lock" not in runs  # never the whole lock
+
+
+def test_the_image_installs_litedet_as_a_package_not_its_source_tree():
+    from litedet import schemas
+    from litedet.pipeline import kfp_spec
+
+    final = _final_stage()
+    runs = " ".join(rest for instruction, rest in final if instruction == "RUN")
+    assert "--editable" not in runs and " -e " not in runs
+    assert "pip install --no-deps /tmp/wheels/*.whl" in runs
+    # Only the lock, the wheel and the schema file reach the final stage: no package folder
+    # under the working directory could shadow the installed `litedet` (`python -m` puts the
+    # working directory first on sys.path).
+    copies = [rest.split() for instruction, rest in final if instruction == "COPY"]
+    local = [words[:-1] for words in copies if not any(w.startswith("--from=") for w in words)]
+    schema = pathlib.Path(schemas.RAW_SCHEMA).relative_to(pathlib.Path(schemas.__file__).parents[1])
+    assert sorted(local) == sorted([["requirements.lock"], [str(schema)]])
+    [schema_copy] = [words for words in copies if words[0] == str(schema)]
+    assert os.path.normpath(schema_copy[-1]) == str(schema.parent)  # relative to WORKDIR
+    # The build imports the module every step runs, and checks the schema against the package's.
+    assert f"import filecmp, {kfp_spec.ENTRYPOINT[-1]}" in runs
+    assert "command -v litedet" in runs
+
+
+def test_the_image_wheel_holds_every_module_of_the_package(tmp_path):
+    """Builds the wheel the image installs from a copy of the build context (the .dockerignore
+    allow-list) and checks that every module of the four folders setup.py maps is in it."""
+    import ast
+    import shutil
+    import zipfile
+
+    context = tmp_path / "context"
+    context.mkdir()
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        if line.startswith("!"):
+            source = REPO / line[1:].rstrip("/")
+            if source.is_dir():
+                shutil.copytree(
+                    source, context / source.name, ignore=shutil.ignore_patterns("__pycache__")
+                )
+            else:
+                shutil.copy(source, context / source.name)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path / "wheels"),
+            str(context),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    [wheel] = (tmp_path / "wheels").glob("litedet-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    setup_py = (REPO / "setup.py").read_text()
+    folders = ast.literal_eval(re.search(r"^FOLDERS = (\{.*?\})$", setup_py, re.M | re.S).group(1))
+    expected = [
+        f"{package.replace('.', '/')}/{path.relative_to(REPO / folder)}"
+        for package, folder in folders.items()
+        for path in (REPO / folder).rglob("*")
+        if path.suffix in (".py", ".pbtxt") and "__pycache__" not in path.parts
+    ]
+    missing = [name for name in expected if name not in names]
+    assert not missing, f"not in the wheel (a folder without __init__.py?): {missing}"
+
+
+def test_the_image_sets_no_secret():
+    names = []
+    for instruction, rest in _dockerfile():
+        if instruction in ("ENV", "ARG"):
+            names += [
+                word.split("=")[0] for word in rest.split() if "=" in word or instruction == "ARG"
+            ]
+    assert names
+    for name in names:
+        assert not configs.SECRET_NAME.search(name), name
+        assert not name.startswith(("AWS_", "GOOGLE_", "MLFLOW_", "KFP_")), name

@@ -41,12 +41,14 @@ COMPONENTS = {
     "Trainer",
     "TFLiteConverter",
     "Evaluator",
-    "latest_blessed_model_resolver",
     "ModelGate",
     "LitedetPusher",
+    "RunReport",
 }
-# The resolver queries ML Metadata on every run (it is never "cached").
-RERUN_WITH_BASELINE = {"latest_blessed_model_resolver", "ModelGate", "LitedetPusher"}
+# The gate's cache key holds the model store's state: the first run pushed version 1, so the
+# second run's gate runs again (and compares the model with its own pushed copy), and so do the
+# steps after it.
+RERUN_AFTER_A_PUSH = {"ModelGate", "LitedetPusher", "RunReport"}
 MODEL_NAME = "litedet-pipeline-test"
 
 
@@ -122,16 +124,15 @@ def test_every_step_runs_and_the_data_passes_validation(pipeline_runs):
 def test_a_second_run_on_unchanged_inputs_is_served_from_the_cache(pipeline_runs):
     first, second = pipeline_runs["first"], pipeline_runs["second"]
     assert second.run_id != first.run_id
-    # The first model is now the latest blessed one, so the gate has a baseline it did not
-    # have before: it runs again (comparing the model with itself), and so does the pusher,
-    # which pushes nothing new.
     assert {name: c.state for name, c in second.components.items()} == {
-        name: "ran" if name in RERUN_WITH_BASELINE else "cached" for name in COMPONENTS
+        name: "ran" if name in RERUN_AFTER_A_PUSH else "cached" for name in COMPONENTS
     }
     assert second.components["Trainer"].outputs == first.components["Trainer"].outputs
     gate = second.gate_report()
     assert gate["blessed"], gate["reasons"]
-    assert gate["baseline_map50"] == pytest.approx(first.gate_report()["map50"])
+    assert gate["baseline"]["version"] == 1
+    # The baseline is the pushed copy of the same model: the same score on the same images.
+    assert gate["baseline_map50"] == pytest.approx(gate["formats"]["saved_model"]["map50"])
     push = second.push_record()
     assert push["pushed"] == 0 and push["pushed_version"] == 1, push
     assert "already version 1" in push["push_reason"]
@@ -290,15 +291,23 @@ def test_tfma_map_agrees_with_pycocotools_on_the_same_predictions(pipeline_runs)
     with open(os.path.join(root, "annotations", "instances_train.json")) as handle:
         annotations = json.load(handle)["annotations"]
     assert sum(len(t["classes"]) for t in truth) == sum(not a["iscrowd"] for a in annotations)
-    ours = coco.coco_map(
-        truth,
-        device.saved_model_detections(model, examples),
-        num_classes=len(_label_to_category(first)),
-    )
+    found = device.saved_model_detections(model, examples)
+    sizes = device.image_sizes(examples)
+    ours = coco.coco_map(truth, found, len(_label_to_category(first)), image_sizes=sizes)
     print("TFMA:", tfma, "pycocotools:", ours)
     assert ours["map50"] > 0.5  # a model worth comparing on
-    for name, value in ours.items():
-        assert tfma[name] == pytest.approx(value, abs=0.005), name
+    assert tfma["map50"] == pytest.approx(ours["map50"], abs=0.005)
+    # The gate's report is this same pycocotools pass: mAP, by size, per class, in pixels.
+    gate = first.gate_report()
+    assert gate["map"] == pytest.approx(ours["map"], abs=1e-9)
+    for size in ("small", "medium", "large"):
+        assert gate["ap_by_size"][size] == ours[f"ap_{size}"]
+    names = {int(label): name for label, name in enumerate(gate["ap50_per_class"], start=1)}
+    for label, name in names.items():
+        assert gate["map_per_class"][name] == pytest.approx(ours[f"map/{label}"], abs=1e-9)
+    # Every ground-truth object is in exactly one cell of its row of the confusion matrix.
+    matrix = gate["confusion"]["matrix"]
+    assert sum(sum(row) for row in matrix[:-1]) == sum(len(t["classes"]) for t in truth)
 
 
 def test_the_first_model_is_blessed_pushed_and_registered(pipeline_runs):
@@ -309,6 +318,7 @@ def test_the_first_model_is_blessed_pushed_and_registered(pipeline_runs):
     gate = first.gate_report()
     assert gate["blessed"], gate["reasons"]
     assert gate["map50"] >= 0.8 and gate["baseline_map50"] is None  # first run: no baseline
+    assert gate["baseline"]["version"] == 0  # the store was empty
     assert set(gate["formats"]) == {"saved_model", "float32", "int8"}
     assert gate["formats"]["int8"]["latency_ms"] > 0
     push = first.push_record()
@@ -323,6 +333,12 @@ def test_the_first_model_is_blessed_pushed_and_registered(pipeline_runs):
     with open(os.path.join(first.components["ModelGate"].uri("metrics"), "metrics.json")) as handle:
         figures = json.load(handle)
     assert figures["blessed"] == 1.0 and figures["map50"] == pytest.approx(gate["map50"])
+    assert figures["map"] == pytest.approx(gate["map"])
+    # The run report: one self-contained page, the Kubeflow UI's system.HTML.
+    with open(first.components["RunReport"].uri("report")) as handle:
+        page = handle.read()
+    assert page.startswith("<!doctype html>") and "Confusion matrix" in page
+    assert page.count("data:image/png;base64,") == 3  # PR curves, samples, losses
 
 
 def test_a_worse_model_is_not_blessed_and_nothing_is_pushed(pipeline_runs):
@@ -333,10 +349,13 @@ def test_a_worse_model_is_not_blessed_and_nothing_is_pushed(pipeline_runs):
     assert third.components["Trainer"].state == "ran"
     gate = third.gate_report()
     assert not gate["blessed"]
-    assert gate["baseline_map50"] == pytest.approx(first.gate_report()["map50"])
-    assert gate["map50"] < gate["baseline_map50"]
+    assert gate["baseline"]["version"] == 1
+    assert gate["baseline_map50"] == pytest.approx(
+        first.gate_report()["formats"]["saved_model"]["map50"]
+    )
+    assert gate["formats"]["saved_model"]["map50"] < gate["baseline_map50"]
     assert any(
-        r.startswith("regression against the last blessed model") for r in gate["reasons"]
+        r.startswith("regression against the latest pushed model") for r in gate["reasons"]
     ), gate["reasons"]
     push = third.push_record()
     assert push["pushed"] == 0 and "not blessed" in push["push_reason"]
@@ -497,8 +516,8 @@ def test_two_workers_train_one_model(pipeline_runs, tmp_path):
         assert process.returncode == 0, output[-3000:]
     chief = tf.saved_model.load(str(tmp_path / "serving"))
     worker = tf.saved_model.load(str(tmp_path / "worker1" / "model_run" / "1" / "worker_export"))
-    chief_weights = {v.name: v.numpy() for v in chief.detector.variables}
-    worker_weights = {v.name: v.numpy() for v in worker.detector.variables}
+    chief_weights = {v.name: v.numpy() for v in chief.model_variables}
+    worker_weights = {v.name: v.numpy() for v in worker.model_variables}
     assert chief_weights.keys() == worker_weights.keys()
     for name, value in chief_weights.items():
         np.testing.assert_allclose(value, worker_weights[name], rtol=1e-5, atol=1e-6, err_msg=name)

@@ -566,7 +566,7 @@ def executor_inputs(tmp_path, blessed=1, with_models=False):
     from tfx.types import standard_artifacts
 
     from litedet.components import artifacts
-    from litedet.components.tflite.artifacts import TFLiteModels
+    from litedet.components.artifacts import TFLiteModels
 
     root = str(tmp_path / "artifacts")
     if with_models:
@@ -574,6 +574,10 @@ def executor_inputs(tmp_path, blessed=1, with_models=False):
     else:
         model_uri, tflite_uri = os.path.join(root, "model"), os.path.join(root, "tflite")
         os.makedirs(tflite_uri)
+        # The store takes the SavedModel's files as they are: stand-ins do for these tests.
+        os.makedirs(os.path.join(model_uri, "Format-Serving", "variables"))
+        with open(os.path.join(model_uri, "Format-Serving", "saved_model.pb"), "wb") as f:
+            f.write(os.urandom(200))
         with open(os.path.join(tflite_uri, "model_float32.tflite"), "wb") as f:
             f.write(b"TFL3" + os.urandom(1000))
     size = write_tflite_step_files(tflite_uri)
@@ -623,12 +627,11 @@ def pushed_output(tmp_path):
     return {"pushed_model": [pushed]}
 
 
-def exec_params(tmp_path, registry=None, push_savedmodel=0):
+def exec_params(tmp_path, registry=None):
     return {
         "destination": str(tmp_path / "store"),
         "model_name": MODEL_NAME,
         "registry": json.dumps(registry or {"kind": "none"}),
-        "push_savedmodel": push_savedmodel,
         "extra_manifest": "{}",
     }
 
@@ -681,8 +684,8 @@ def test_component_pushes_and_registers_in_mlflow(tmp_path, mlflow_server):
     from tfx.types import standard_artifacts
 
     from litedet.components import artifacts
+    from litedet.components.artifacts import TFLiteModels
     from litedet.components.pusher import component, executor
-    from litedet.components.tflite.artifacts import TFLiteModels
 
     pusher = component.LitedetPusher(
         model=types.Channel(type=standard_artifacts.Model),
@@ -693,11 +696,10 @@ def test_component_pushes_and_registers_in_mlflow(tmp_path, mlflow_server):
         destination=str(tmp_path / "store"),
         model_name=MODEL_NAME,
         registry={"kind": "mlflow", "tracking_uri": mlflow_server["url"]},
-        push_savedmodel=True,
         extra_manifest={"alpha": 0.35},
     )
     params = dict(pusher.exec_properties)
-    assert json.loads(params["registry"])["kind"] == "mlflow" and params["push_savedmodel"] == 1
+    assert json.loads(params["registry"])["kind"] == "mlflow"
 
     inputs, classes = executor_inputs(tmp_path, with_models=True)
     outputs = pushed_output(tmp_path)
@@ -814,13 +816,14 @@ def test_local_runner_records_the_run_and_metadata_ids(tmp_path):
     from tfx.types import standard_artifacts
 
     from litedet.components import artifacts
+    from litedet.components.artifacts import TFLiteModels
     from litedet.components.pusher import component
-    from litedet.components.tflite.artifacts import TFLiteModels
 
     root = tmp_path / "in"
     for sub in ["model/Format-Serving", "tflite", "blessing", "label_map"]:
         (root / sub).mkdir(parents=True)
     (root / "tflite" / "model.tflite").write_bytes(b"TFL3" + os.urandom(100))
+    (root / "model" / "Format-Serving" / "saved_model.pb").write_bytes(os.urandom(100))
     (root / "label_map" / "labels.txt").write_text("cat\n")
 
     def imported(name, sub, artifact_type, **props):

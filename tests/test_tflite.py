@@ -535,8 +535,8 @@ def test_the_component_declares_its_channels_and_checks_formats():
     from tfx.types import standard_artifacts
 
     from litedet.components import artifacts
-    from litedet.components.tflite import component
     from litedet.components.artifacts import TFLiteModels
+    from litedet.components.tflite import component
 
     channels = dict(
         model=tfx_types.Channel(type=standard_artifacts.Model),

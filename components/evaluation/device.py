@@ -5,7 +5,7 @@ single-thread latency on the stock TFLite interpreter."""
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -77,6 +77,18 @@ def saved_model_detections(model, examples: Sequence[bytes]) -> List[Dict[str, n
     return out
 
 
+def image_sizes(examples: Sequence[bytes]) -> List[Tuple[int, int]]:
+    """(height, width) in pixels of each raw example's image, as the ExampleGen recorded it."""
+    spec = {
+        f.IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64),
+        f.IMAGE_WIDTH: tf.io.FixedLenFeature([], tf.int64),
+    }
+    parsed = tf.io.parse_example(tf.constant(list(examples)), spec)
+    return list(
+        zip(parsed[f.IMAGE_HEIGHT].numpy().tolist(), parsed[f.IMAGE_WIDTH].numpy().tolist())
+    )
+
+
 def decode_images(examples: Sequence[bytes]) -> List[np.ndarray]:
     """RGB uint8 images of the raw examples, decoded as the Transform graph decodes them."""
     from litedet.components import preprocessing
@@ -109,10 +121,13 @@ def tflite_detections(
 def score_saved_model(
     saved_model_dir: str, examples: Sequence[bytes], num_classes: int
 ) -> Dict[str, float]:
-    """{"map", "map50", ...} of a SavedModel on the examples (e.g. the baseline model)."""
+    """coco.coco_map's figures of a SavedModel on the examples (e.g. the baseline model)."""
     model = tf.saved_model.load(saved_model_dir)
     return coco.coco_map(
-        ground_truth(model, examples), saved_model_detections(model, examples), num_classes
+        ground_truth(model, examples),
+        saved_model_detections(model, examples),
+        num_classes,
+        image_sizes=image_sizes(examples),
     )
 
 
@@ -124,18 +139,24 @@ def score_formats(
     resize_mode: str,
     latency_runs: int = 30,
 ) -> Dict[str, Dict[str, float]]:
-    """{"saved_model": {"map", "map50", ..., "pr50"}, "<format>": {"map", "map50", ...,
-    "size_bytes", "latency_ms"}} on the given evaluation examples."""
+    """{"saved_model": {coco.coco_map's figures, "pr50", "confusion"}, "<format>": {the same
+    figures, "size_bytes", "latency_ms"}} on the given evaluation examples, boxes scored in each
+    image's own pixels."""
     model = tf.saved_model.load(saved_model_dir)
     truth = ground_truth(model, examples)
+    sizes = image_sizes(examples)
+    found = saved_model_detections(model, examples)
     results = {
-        "saved_model": coco.coco_map(
-            truth, saved_model_detections(model, examples), num_classes, curves=True
-        )
+        "saved_model": {
+            **coco.coco_map(truth, found, num_classes, curves=True, image_sizes=sizes),
+            "confusion": coco.confusion_matrix(truth, found, num_classes),
+        }
     }
     images = decode_images(examples)
     for fmt, path in tflite_paths.items():
-        scores = coco.coco_map(truth, tflite_detections(path, images, resize_mode), num_classes)
+        scores = coco.coco_map(
+            truth, tflite_detections(path, images, resize_mode), num_classes, image_sizes=sizes
+        )
         scores["size_bytes"] = float(tf.io.gfile.stat(path).length)
         scores["latency_ms"] = tflite_interpreter.measure_latency(
             path, threads=1, runs=latency_runs

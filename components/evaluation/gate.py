@@ -1,25 +1,25 @@
 """ModelGate: the one place that decides whether a trained model may ship.
 
 Blessed only when all of these hold (each failure is written down as a reason):
-1. the SavedModel's mAP@0.5 (TFMA, the Evaluator) >= `min_map50`;
-2. no regression: against the latest blessed model (the Resolver's `baseline_model`, when there
-   is one), scored here on the same images with the same scorer, mAP@0.5 drops by at most
-   `max_map_drop` (TFMA 0.47 cannot score a baseline next to the candidate for detection
-   metrics: components/evaluation/metrics.py);
+1. the SavedModel's mAP@0.5 (TFMA, the Evaluator) >= `min_map50`, and every metric is finite;
+2. no regression against the baseline, the model store's latest version (baseline.py), scored
+   here on the same images with the same scorer: mAP@0.5 drops by at most `max_map_drop`. A
+   store that cannot be read fails the gate (fail closed); an empty store means a first model;
 3. every converted TFLite format scores within `max_tflite_map_drop` mAP@0.5 of the SavedModel
    on the same images and scorer (device.score_formats);
-4. optional device budgets for the shipped format (`ship_format`): median single-thread
-   latency <= `max_latency_ms`, file size <= `max_size_mb` (0 turns a budget off).
+4. optional device budgets for the shipped format (`ship_format`): median single-thread latency
+   <= `max_latency_ms`, file size <= `max_size_mb` (0 turns a budget off).
 
-Outputs: `blessing` (a ModelBlessing as TFX's Evaluator writes it: BLESSED / NOT_BLESSED file and
-the `blessed`, `current_model`, `current_model_id` properties that LatestBlessedModelStrategy and
-Pusher read; plus the figures as custom properties and `gate.json`) and `metrics` (the key figures
-as a KFP `system.Metrics` artifact, for the Kubeflow run page). `min_map50` and the budgets are
-plain parameters, so a Kubeflow run can set them without recompiling.
+Outputs: `blessing` (a ModelBlessing: a BLESSED or NOT_BLESSED file, `gate.json` with every
+figure, the reasons and the baseline version the decision was made against, which the pusher
+pushes only on top of; and the usual custom properties) and `metrics` (the key figures as a KFP
+`system.Metrics` artifact, for the Kubeflow run page). `min_map50` and the budgets are plain
+parameters, so a Kubeflow run can set them without recompiling.
 """
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -31,10 +31,10 @@ from tfx.types import standard_artifacts
 
 from litedet.components import artifacts
 from litedet.components.tflite import FORMATS
-from litedet.components.tflite.artifacts import TFLiteModels
 
 GATE_FILE = "gate.json"
 METRICS_FILE = "metrics.json"
+BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"
 
 
 def decide(
@@ -50,15 +50,23 @@ def decide(
     max_size_mb: float = 0.0,
 ) -> List[str]:
     """The reasons not to bless (empty: bless). `map50`: TFMA's; `scores`: device.score_formats'
-    result; `baseline_map50`: the latest blessed model by the same scorer as scores."""
+    result; `baseline_map50`: the baseline's by the same scorer as `scores`."""
     reasons = []
+    numbers = {"mAP@0.5 (TFMA)": map50}
+    numbers.update({f"{fmt} mAP@0.5": values["map50"] for fmt, values in scores.items()})
+    if baseline_map50 is not None:
+        numbers["baseline mAP@0.5"] = baseline_map50
+    broken = [name for name, value in numbers.items() if not math.isfinite(value)]
+    if broken:
+        # A NaN compares false with every bound: without this, it would pass them all.
+        return [f"not a finite number: {', '.join(broken)}"]
     if map50 < min_map50:
         reasons.append(f"mAP@0.5 {map50:.4f} is below the bound min_map50={min_map50:.4f}")
     current = scores["saved_model"]["map50"]
     # 1e-9: the same model scored twice is no regression, float noise aside.
     if baseline_map50 is not None and current < baseline_map50 - max_map_drop - 1e-9:
         reasons.append(
-            f"regression against the last blessed model: mAP@0.5 {current:.4f} < "
+            f"regression against the latest pushed model: mAP@0.5 {current:.4f} < "
             f"{baseline_map50:.4f} (allowed drop {max_map_drop:.4f})"
         )
     for fmt in sorted(k for k in scores if k != "saved_model"):
@@ -88,6 +96,46 @@ def decide(
     return reasons
 
 
+def check_parameters(
+    min_map50: float, max_map_drop: float, max_tflite_map_drop: float, ship_format: str
+) -> None:
+    """Run-time parameters are checked where they are used: a Kubeflow run can set them."""
+    for name, value in (
+        ("min_map50", min_map50),
+        ("max_map_drop", max_map_drop),
+        ("max_tflite_map_drop", max_tflite_map_drop),
+    ):
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise ValueError(f"{name}: {value} must be a number in [0, 1]")
+    if ship_format not in FORMATS:
+        raise ValueError(f"ship_format: {ship_format!r} is not one of {', '.join(FORMATS)}")
+
+
+def _read_candidate(evaluation_uri: str, tflite_uri: str, num_classes: int):
+    """(conversion.json of the TFLite step, the Evaluator's metrics), checked against each
+    other."""
+    import tensorflow as tf
+
+    from litedet.components.evaluation import metrics as metrics_lib
+
+    with tf.io.gfile.GFile(os.path.join(tflite_uri, "conversion.json")) as handle:
+        conversion = json.load(handle)
+    candidate = metrics_lib.read_metrics(evaluation_uri)
+    if metrics_lib.MAP50 not in candidate:
+        raise ValueError(
+            f"evaluation {evaluation_uri} has no {metrics_lib.MAP50!r} metric "
+            f"(found: {', '.join(sorted(candidate)) or 'none'})"
+        )
+    labels = conversion["labels"]
+    if num_classes != len(labels):
+        raise ValueError(
+            f"the Evaluator scored {num_classes} classes but the label map has "
+            f"{len(labels)} ({', '.join(labels)}): set evaluation.num_classes (or "
+            "dataset.class_names) to match the data and run again"
+        )
+    return conversion, candidate
+
+
 def _local_copy(uri: str, workdir: str) -> str:
     """The TFLite interpreter reads local files only; models on gs:// or s3:// are copied."""
     import tensorflow as tf
@@ -99,80 +147,186 @@ def _local_copy(uri: str, workdir: str) -> str:
     return local
 
 
+def _score(model_uri, tflite_uri, conversion, eval_examples, baseline, latency_runs):
+    """(scores per format, the baseline's mAP@0.5 or None)."""
+    from tfx.utils import path_utils
+
+    from litedet.components.evaluation import device
+
+    num_classes = len(conversion["labels"])
+    workdir = tempfile.mkdtemp(prefix="litedet-gate-")
+    try:
+        paths = {
+            fmt: _local_copy(os.path.join(tflite_uri, name), workdir)
+            for fmt, name in conversion["files"].items()
+        }
+        scores = device.score_formats(
+            path_utils.serving_model_path(model_uri),
+            paths,
+            eval_examples,
+            num_classes,
+            conversion["resize_mode"],
+            latency_runs,
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if baseline is None or baseline.version == 0:
+        return scores, None
+    if baseline.model_uri == model_uri:  # the pushed model itself, re-evaluated
+        return scores, scores["saved_model"]["map50"]
+    baseline_scores = device.score_saved_model(baseline.saved_model, eval_examples, num_classes)
+    return scores, baseline_scores["map50"]
+
+
+def _by_name(scores: dict, prefix: str, labels: List[str]) -> Dict[str, float]:
+    return {labels[int(k[len(prefix) :]) - 1]: v for k, v in scores.items() if k.startswith(prefix)}
+
+
+def _report(
+    blessed,
+    reasons,
+    map50,
+    scores,
+    conversion,
+    baseline,
+    baseline_map50,
+    budgets,
+    num_images,
+    model_store,
+):
+    from litedet.components.evaluation import baseline as baseline_lib
+    from litedet.components.evaluation import coco
+
+    labels = conversion["labels"]
+    saved = scores["saved_model"]
+    curves = saved.pop("pr50", {})
+    matrix = saved.pop("confusion", [])
+    return {
+        "blessed": blessed,
+        "reasons": reasons,
+        # TFMA's mAP@0.5 is the bound's figure; everything else is pycocotools' (coco.py).
+        "map50": map50,
+        "map": saved["map"],
+        "map75": saved.get("map75"),
+        "ap_by_size": {k[len("ap_") :]: saved.get(k) for k in coco.AREA_KEYS},
+        "baseline_map50": baseline_map50,
+        "baseline": baseline_lib.describe(baseline),
+        "model_store": model_store,
+        "ap50_per_class": _by_name(saved, "ap50/", labels),
+        "map_per_class": _by_name(saved, "map/", labels),
+        # Rows: the true class, then background; columns: the predicted class, then missed.
+        "confusion": {
+            "rows": labels + ["background"],
+            "columns": labels + ["missed"],
+            "matrix": matrix,
+            "score_threshold": coco.CONFUSION_SCORE,
+            "iou_threshold": coco.CONFUSION_IOU,
+        },
+        "num_eval_images": num_images,
+        "ship_format": budgets["ship_format"],
+        "formats": scores,
+        # Precision at 101 recall points, IoU 0.5, per class name (pycocotools, SavedModel).
+        "pr_curves": {
+            ("recall" if k == "recall" else labels[int(k) - 1]): v for k, v in curves.items()
+        },
+        "budgets": budgets,
+    }
+
+
+def key_figures(report: dict) -> Dict[str, float]:
+    """The scalars a run page lists (KFP system.Metrics): mAP, by object size and per class,
+    and per format mAP, latency and size. A size without any object is left out."""
+    figures = {"map50": report["map50"], "map": report["map"], "blessed": float(report["blessed"])}
+    for size, value in report["ap_by_size"].items():
+        if value is not None:
+            figures[f"ap_{size}"] = value
+    for name, value in report["map_per_class"].items():
+        figures[f"map_{name}"] = value
+    for fmt, values in report["formats"].items():
+        if fmt == "saved_model":
+            continue
+        figures[f"{fmt}_map50"] = values["map50"]
+        figures[f"{fmt}_latency_ms"] = values["latency_ms"]
+        figures[f"{fmt}_size_mb"] = values["size_bytes"] / 1e6
+    return {k: float(v) for k, v in figures.items()}
+
+
+def _write_outputs(blessing, metrics, report: dict, model) -> None:
+    import tensorflow as tf
+
+    blessed = report["blessed"]
+    with tf.io.gfile.GFile(
+        os.path.join(blessing.uri, BLESSED_FILE if blessed else NOT_BLESSED_FILE), "w"
+    ) as handle:
+        handle.write("")
+    with tf.io.gfile.GFile(os.path.join(blessing.uri, GATE_FILE), "w") as handle:
+        handle.write(json.dumps(report, indent=2))
+    blessing.set_int_custom_property("blessed", int(blessed))
+    blessing.set_string_custom_property("current_model", model.uri)
+    blessing.set_int_custom_property("current_model_id", model.id)
+    blessing.set_string_custom_property("reasons", "; ".join(report["reasons"]))
+    baseline_version = report["baseline"].get("version")
+    blessing.set_int_custom_property("baseline_version", int(baseline_version or 0))
+
+    figures = key_figures(report)
+    for name, value in figures.items():
+        metrics.set_float_custom_property(name, value)
+        if name != "blessed":  # an int on the blessing: TFX's readers take it as one
+            blessing.set_float_custom_property(name, value)
+    with tf.io.gfile.GFile(os.path.join(metrics.uri, METRICS_FILE), "w") as handle:
+        handle.write(json.dumps(figures, indent=2))
+
+
 @component
 def ModelGate(
     model: InputArtifact[standard_artifacts.Model],
     evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
-    tflite_models: InputArtifact[TFLiteModels],
+    tflite_models: InputArtifact[artifacts.TFLiteModels],
     examples: InputArtifact[standard_artifacts.Examples],
-    label_map: InputArtifact[artifacts.LabelMap],
     blessing: OutputArtifact[standard_artifacts.ModelBlessing],
     metrics: OutputArtifact[artifacts.KfpMetrics],
-    baseline_model: InputArtifact[standard_artifacts.Model] = None,
-    min_map50: Parameter[float] = 0.5,
-    max_map_drop: Parameter[float] = 0.0,
-    max_tflite_map_drop: Parameter[float] = 0.015,
-    ship_format: Parameter[str] = "int8",
-    max_latency_ms: Parameter[float] = 0.0,
-    max_size_mb: Parameter[float] = 0.0,
+    model_store: Parameter[str],
+    num_classes: Parameter[int],
+    min_map50: Parameter[float],
+    max_map_drop: Parameter[float],
+    max_tflite_map_drop: Parameter[float],
+    ship_format: Parameter[str],
+    max_latency_ms: Parameter[float],
+    max_size_mb: Parameter[float],
     latency_runs: Parameter[int] = 30,
-    code_fingerprint: Parameter[str] = "",  # not read: part of the cache key (pipeline.py)
+    # Not read: part of the cache key (pipeline.py). The store's state where it is known when
+    # the pipeline is built; the code's hash.
+    model_store_state: Parameter[str] = "",
+    code_fingerprint: Parameter[str] = "",
 ) -> None:
-    import tensorflow as tf
     from tfx.types import artifact_utils
-    from tfx.utils import path_utils
 
+    from litedet.components.evaluation import baseline as baseline_lib
     from litedet.components.evaluation import device
     from litedet.components.evaluation import metrics as metrics_lib
 
-    if ship_format not in FORMATS:
-        raise ValueError(f"ship_format: {ship_format!r} is not one of {', '.join(FORMATS)}")
-    with tf.io.gfile.GFile(os.path.join(tflite_models.uri, "conversion.json")) as handle:
-        conversion = json.load(handle)
-    labels = conversion["labels"]
-    candidate = metrics_lib.read_metrics(evaluation.uri)
-    if metrics_lib.MAP50 not in candidate:
-        raise ValueError(
-            f"evaluation {evaluation.uri} has no {metrics_lib.MAP50!r} metric "
-            f"(found: {', '.join(sorted(candidate)) or 'none'})"
-        )
-    per_class_keys = [k for k in candidate if k.startswith(metrics_lib.PER_CLASS_PREFIX)]
-    if len(per_class_keys) != len(labels):
-        raise ValueError(
-            f"the Evaluator scored {len(per_class_keys)} classes but the label map "
-            f"has {len(labels)} ({', '.join(labels)}): set evaluation.num_classes "
-            "(or dataset.class_names) to match the data and run again"
-        )
-
-    split_uri = artifact_utils.get_split_uri([examples], metrics_lib.EVAL_SPLIT)
-    eval_examples = device.read_examples(split_uri)
-    workdir = tempfile.mkdtemp(prefix="litedet-gate-")
+    check_parameters(min_map50, max_map_drop, max_tflite_map_drop, ship_format)
+    conversion, candidate = _read_candidate(evaluation.uri, tflite_models.uri, num_classes)
+    eval_examples = device.read_examples(
+        artifact_utils.get_split_uri([examples], metrics_lib.EVAL_SPLIT)
+    )
+    store_problem, baseline = None, None
     try:
-        paths = {
-            fmt: _local_copy(os.path.join(tflite_models.uri, name), workdir)
-            for fmt, name in conversion["files"].items()
-        }
-        scores = device.score_formats(
-            path_utils.serving_model_path(model.uri),
-            paths,
-            eval_examples,
-            len(labels),
-            conversion["resize_mode"],
-            latency_runs,
-        )
-        baseline_map50 = None
-        if baseline_model is not None:
-            baseline_map50 = (
-                scores["saved_model"]["map50"]
-                if baseline_model.id == model.id
-                else device.score_saved_model(
-                    path_utils.serving_model_path(baseline_model.uri), eval_examples, len(labels)
-                )["map50"]
-            )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
+        baseline = baseline_lib.latest_pushed(model_store)
+    except baseline_lib.BaselineError as error:
+        store_problem = f"no baseline: {error} (the gate fails closed)"
+    scores, baseline_map50 = _score(
+        model.uri, tflite_models.uri, conversion, eval_examples, baseline, latency_runs
+    )
     map50 = candidate[metrics_lib.MAP50]
+    budgets = {
+        "min_map50": min_map50,
+        "max_map_drop": max_map_drop,
+        "max_tflite_map_drop": max_tflite_map_drop,
+        "max_latency_ms": max_latency_ms,
+        "max_size_mb": max_size_mb,
+        "ship_format": ship_format,
+    }
     reasons = decide(
         map50,
         scores,
@@ -184,68 +338,25 @@ def ModelGate(
         max_latency_ms=max_latency_ms,
         max_size_mb=max_size_mb,
     )
-    blessed = not reasons
-    per_class = {
-        labels[int(k.split("/")[1]) - 1]: v
-        for k, v in candidate.items()
-        if k.startswith(metrics_lib.PER_CLASS_PREFIX)
-    }
-    curves = scores["saved_model"].pop("pr50", {})
-    report = {
-        "blessed": blessed,
-        "reasons": reasons,
-        "map50": map50,
-        "map": candidate.get(metrics_lib.MAP),
-        "baseline_map50": baseline_map50,
-        "baseline_model": baseline_model.uri if baseline_model is not None else None,
-        "ap50_per_class": per_class,
-        "num_eval_images": len(eval_examples),
-        "ship_format": ship_format,
-        "formats": scores,
-        # Precision at 101 recall points, IoU 0.5, per class name (pycocotools, SavedModel).
-        "pr_curves": {
-            ("recall" if k == "recall" else labels[int(k) - 1]): v for k, v in curves.items()
-        },
-        "budgets": {
-            "min_map50": min_map50,
-            "max_map_drop": max_map_drop,
-            "max_tflite_map_drop": max_tflite_map_drop,
-            "max_latency_ms": max_latency_ms,
-            "max_size_mb": max_size_mb,
-        },
-    }
-    logging.info(
-        "ModelGate: %s (mAP@0.5 %.4f)%s",
-        "BLESSED" if blessed else "NOT blessed",
+    if store_problem:
+        reasons.insert(0, store_problem)
+    report = _report(
+        not reasons,
+        reasons,
         map50,
+        scores,
+        conversion,
+        baseline,
+        baseline_map50,
+        budgets,
+        len(eval_examples),
+        model_store,
+    )
+    logging.info(
+        "ModelGate: %s (mAP@0.5 %.4f, baseline: version %s)%s",
+        "BLESSED" if not reasons else "NOT blessed",
+        map50,
+        report["baseline"].get("version"),
         "".join(f"\n  - {r}" for r in reasons),
     )
-
-    with tf.io.gfile.GFile(
-        os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w"
-    ) as handle:
-        handle.write("")
-    with tf.io.gfile.GFile(os.path.join(blessing.uri, GATE_FILE), "w") as handle:
-        handle.write(json.dumps(report, indent=2))
-    blessing.set_int_custom_property("blessed", int(blessed))
-    blessing.set_string_custom_property("current_model", model.uri)
-    blessing.set_int_custom_property("current_model_id", model.id)
-    blessing.set_string_custom_property("reasons", "; ".join(reasons))
-
-    key_figures = {
-        "map50": map50,
-        "map": candidate.get(metrics_lib.MAP, 0.0),
-        "blessed": float(blessed),
-    }
-    for fmt, values in scores.items():
-        if fmt == "saved_model":
-            continue
-        key_figures[f"{fmt}_map50"] = values["map50"]
-        key_figures[f"{fmt}_latency_ms"] = values["latency_ms"]
-        key_figures[f"{fmt}_size_mb"] = values["size_bytes"] / 1e6
-    for name, value in key_figures.items():
-        metrics.set_float_custom_property(name, float(value))
-        if name != "blessed":  # an int on the blessing: TFX's readers take it as one
-            blessing.set_float_custom_property(name, float(value))
-    with tf.io.gfile.GFile(os.path.join(metrics.uri, METRICS_FILE), "w") as handle:
-        handle.write(json.dumps(key_figures, indent=2))
+    _write_outputs(blessing, metrics, report, model)

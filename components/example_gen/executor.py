@@ -227,13 +227,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     )
                 )
 
-            (
+            # One file, written whole, even when nothing was quarantined: Beam's S3 sink cannot
+            # write an empty file (a multipart upload of zero parts is refused as MalformedXML).
+            _ = (
                 checked[QUARANTINE_KEY]
                 | "QuarantineJson" >> beam.Map(lambda q: json.dumps(q.to_dict(), sort_keys=True))
+                | "QuarantineList" >> beam.combiners.ToList()
                 | "WriteQuarantine"
-                >> beam.io.WriteToText(
-                    os.path.join(quarantine_uri, QUARANTINE_FILE), shard_name_template=""
-                )
+                >> beam.Map(_write_lines, path=os.path.join(quarantine_uri, QUARANTINE_FILE))
             )
 
             count_keys = (
@@ -261,6 +262,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         quarantine.set_int_custom_property("num_quarantined", sum(summary["quarantined"].values()))
         for split, count in summary["examples"].items():
             examples.set_int_custom_property(f"num_examples_{split}", count)
+
+
+def _write_lines(lines: List[str], path: str) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write("".join(f"{line}\n" for line in sorted(lines)))
 
 
 def _report(quarantine_uri: str) -> dict:

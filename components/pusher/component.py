@@ -10,7 +10,6 @@ version of a model store, with a manifest, and registers that version in a model
         destination="gs://bucket/models/litedet",              # or a local folder
         registry={"kind": "mlflow", "tracking_uri": "http://mlflow:5000"},
         model_name="litedet",
-        push_savedmodel=False,
     )
 
 See executor.py for what is pushed and recorded, store.py for the store's guarantees and
@@ -28,8 +27,8 @@ from tfx.orchestration import data_types
 from tfx.types import component_spec, standard_artifacts
 
 from litedet.components import artifacts
+from litedet.components.artifacts import TFLiteModels
 from litedet.components.pusher import executor
-from litedet.components.tflite.artifacts import TFLiteModels
 
 
 class LitedetPusherSpec(component_spec.ComponentSpec):
@@ -37,7 +36,6 @@ class LitedetPusherSpec(component_spec.ComponentSpec):
         executor.DESTINATION_KEY: component_spec.ExecutionParameter(type=str),
         executor.REGISTRY_KEY: component_spec.ExecutionParameter(type=str, optional=True),
         executor.MODEL_NAME_KEY: component_spec.ExecutionParameter(type=str),
-        executor.PUSH_SAVEDMODEL_KEY: component_spec.ExecutionParameter(type=int, optional=True),
         executor.EXTRA_MANIFEST_KEY: component_spec.ExecutionParameter(type=str, optional=True),
         executor.PIPELINE_RUN_ID_KEY: component_spec.ExecutionParameter(type=str, optional=True),
     }
@@ -75,7 +73,6 @@ class LitedetPusher(base_component.BaseComponent):
         tflite_models: Optional[types.BaseChannel] = None,
         evaluation: Optional[types.BaseChannel] = None,
         registry: Optional[Mapping[str, Any]] = None,
-        push_savedmodel: bool = False,
         extra_manifest: Optional[Mapping[str, Any]] = None,
         pipeline_run_id: Optional[str] = None,
     ):
@@ -94,7 +91,6 @@ class LitedetPusher(base_component.BaseComponent):
             destination=destination,
             registry=json.dumps(dict(registry or {"kind": "none"}), sort_keys=True),
             model_name=model_name,
-            push_savedmodel=int(bool(push_savedmodel)),
             extra_manifest=json.dumps(dict(extra_manifest or {}), sort_keys=True),
             pipeline_run_id=pipeline_run_id,
             pushed_model=types.Channel(type=standard_artifacts.PushedModel),

@@ -8,8 +8,8 @@ new either; the record names that version.
 Blessed:
 1. The files: every file of `tflite_models` (`model_<format>.tflite`, `labels.txt`,
    `conversion.json`, at the version's top level), the label map files (`label_map.json`,
-   `labels.txt`, `label_map.pbtxt`; a file both inputs carry must be byte-identical) and, with
-   push_savedmodel=1, the serving SavedModel under `saved_model/`.
+   `labels.txt`, `label_map.pbtxt`; a file both inputs carry must be byte-identical) and the
+   serving SavedModel under `saved_model/` (the next run's gate compares with it).
 2. The manifest: model name; alpha and input size (from `extra_manifest`, the TFLite step's
    conversion.json or custom properties, or the Model's custom properties); the label map;
    evaluation metrics (mAP ...; left out without an `evaluation`); the ModelGate's report
@@ -19,9 +19,11 @@ Blessed:
    `extra_manifest`); the TFLite step's conversion.json and custom properties; and where it came
    from: pipeline name, pipeline run id, execution id, node id and the ML Metadata id, type and
    URI of every input artifact. `extra_manifest` (JSON) is merged last.
-3. store.push_version (atomic, concurrency-safe; see store.py), then the registry. A registry
-   failure fails the step with RegistryError *after* the files are in the store (its message
-   names the version's URI): the step is not published, and a retry pushes a new version.
+3. store.push_version (atomic, concurrency-safe; see store.py) as the version right after the
+   baseline the gate compared against (gate.json's baseline version): if another run pushed
+   meanwhile, nothing is pushed and the record says why. Then the registry. A registry failure
+   fails the step with RegistryError *after* the files are in the store (its message names the
+   version's URI).
 
 Output `pushed_model` custom properties: pushed (0/1), push_reason, store_destination (the store
 root), pushed_destination (the version's URI, "" when not pushed), pushed_version (0 when not
@@ -56,14 +58,12 @@ PUSHED_MODEL_KEY = "pushed_model"
 DESTINATION_KEY = "destination"
 REGISTRY_KEY = "registry"
 MODEL_NAME_KEY = "model_name"
-PUSH_SAVEDMODEL_KEY = "push_savedmodel"
 EXTRA_MANIFEST_KEY = "extra_manifest"
 PIPELINE_RUN_ID_KEY = "pipeline_run_id"
 
 LABEL_MAP_FILES = ("label_map.json", "labels.txt", "label_map.pbtxt")
 CONVERSION_FILE = "conversion.json"  # the TFLite step's summary (components/tflite)
 GATE_FILE = "gate.json"  # ModelGate's report (components/evaluation/gate.py)
-SAVED_MODEL_DIR = "saved_model"
 PUSH_RECORD = "push.json"  # in pushed_model.uri: what happened, for people and later steps
 
 
@@ -97,6 +97,16 @@ def _read_json(uri: str, name: str) -> Optional[dict]:
         return json.load(f)
 
 
+def _is_blessed(blessing) -> bool:
+    """The gate's verdict, from its files: custom properties do not survive every orchestrator's
+    metadata round trip as typed values (on Kubeflow they come back as structs)."""
+    if tf.io.gfile.exists(os.path.join(blessing.uri, "BLESSED")):
+        return True
+    if tf.io.gfile.exists(os.path.join(blessing.uri, "NOT_BLESSED")):
+        return False
+    return model_utils.is_model_blessed(blessing)
+
+
 def _label_map(uri: str) -> Dict[str, str]:
     return {
         name: os.path.join(uri, name)
@@ -118,7 +128,7 @@ class Executor(base_executor.BaseExecutor):
         destination = exec_properties[DESTINATION_KEY]
         model_name = exec_properties.get(MODEL_NAME_KEY) or "litedet"
 
-        if blessing is None or not model_utils.is_model_blessed(blessing):
+        if blessing is None or not _is_blessed(blessing):
             reason = "model not blessed" + (
                 f" (ModelBlessing {blessing.id} at {blessing.uri})" if blessing is not None else ""
             )
@@ -138,7 +148,18 @@ class Executor(base_executor.BaseExecutor):
             return
 
         files, manifest = self._collect(input_dict, exec_properties, model_name)
-        version, uri = store.push_version(destination, files, manifest)
+        # The gate compared this model with the store's latest version: push only on top of it,
+        # so a concurrent run that pushed meanwhile is never overtaken by a model it never saw.
+        expected = (manifest.get("gate") or {}).get("baseline", {}).get("version")
+        try:
+            version, uri = store.push_version(
+                destination, files, manifest, expected_latest=expected
+            )
+        except store.StoreMoved as moved:
+            reason = f"not pushed, the store moved on: {moved}; a new run compares with it"
+            logging.warning("Not pushing: %s", reason)
+            self._record(pushed, pushed=0, reason=reason, destination=destination)
+            return
         logging.info("Pushed %s version %d to %s", model_name, version, uri)
         self._record(
             pushed, pushed=1, reason="blessed", destination=destination, version=version, uri=uri
@@ -188,10 +209,8 @@ class Executor(base_executor.BaseExecutor):
         for name, path in _label_map(label_map.uri).items():
             add(name, path)
         model = _single(input_dict, MODEL_KEY)
-        if int(exec_properties.get(PUSH_SAVEDMODEL_KEY) or 0):
-            add(SAVED_MODEL_DIR, path_utils.serving_model_path(model.uri))
-        if tflite is None and SAVED_MODEL_DIR not in files:
-            raise ValueError("nothing to push: no tflite_models input and push_savedmodel=0")
+        # Always: the next run's gate scores its candidate against it (evaluation/baseline.py).
+        add(store.SAVED_MODEL_DIR, path_utils.serving_model_path(model.uri))
 
         manifest: Dict[str, Any] = {"model_name": model_name}
         tflite_props = scalar_custom_properties(tflite) if tflite is not None else {}
@@ -229,6 +248,15 @@ class Executor(base_executor.BaseExecutor):
             manifest.setdefault("metrics", {}).update(
                 {f"{fmt}.map50": v["map50"] for fmt, v in formats.items()}
             )
+            # mAP@[.5:.95], by object size and per class: the gate's pycocotools figures.
+            for key in ("map", "map75"):
+                if gate.get(key) is not None:
+                    manifest["metrics"][key] = gate[key]
+            for size, value in (gate.get("ap_by_size") or {}).items():
+                if value is not None:
+                    manifest["metrics"][f"ap_{size}"] = value
+            for name, value in (gate.get("map_per_class") or {}).items():
+                manifest["metrics"][f"map/{name}"] = value
             gate_latency = {fmt: v["latency_ms"] for fmt, v in formats.items()}
         if tflite is not None:
             manifest["tflite"] = {"properties": tflite_props}

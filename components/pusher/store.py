@@ -55,6 +55,8 @@ import uuid
 from typing import Dict, List, Mapping, Optional, Tuple
 
 MANIFEST = "manifest.json"
+# Inside a version: the SavedModel a pushed model came from (the gate's baseline, `predict`).
+SAVED_MODEL_DIR = "saved_model"
 MANIFEST_FORMAT = "litedet.pushed_model/1"
 INCOMING_PREFIX = ".incoming-"
 CLAIMS_DIR = ".claims"
@@ -67,6 +69,11 @@ _MAX_CLAIM_ATTEMPTS = 10_000
 
 class StoreError(RuntimeError):
     """The store could not take the push (bad input, or the destination refused a write)."""
+
+
+class StoreMoved(StoreError):
+    """A push conditioned on the store's latest version found a newer one: another run pushed
+    after this one's model was compared with the latest version."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +285,50 @@ def verify(uri: str) -> None:
             )
 
 
+def verified_files(uri: str, names, workdir: Optional[str] = None) -> Dict[str, str]:
+    """Local paths of these files of the version at `uri`, each checked against the sha256 and
+    size its manifest records (StoreError on any difference, or a name the manifest lacks).
+    Files of a version on an object store are copied into `workdir` first; the checked bytes
+    are the ones the caller then loads."""
+    manifest = read_manifest(uri)
+    uri = _norm(uri)
+    fs = filesystem(uri)
+    out = {}
+    for name in names:
+        recorded = manifest.get("files", {}).get(name)
+        if recorded is None:
+            raise StoreError(
+                f"{uri}: the manifest lists no {name!r} "
+                f"(files: {', '.join(sorted(manifest.get('files', {})))})"
+            )
+        source = fs.join(uri, *name.split("/"))
+        if isinstance(fs, _LocalFS):
+            path = source
+        else:
+            if workdir is None:
+                raise StoreError(f"{uri}: a remote version needs a local folder to copy into")
+            path = os.path.join(workdir, *name.split("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with fs.open(source, "rb") as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst, _CHUNK)
+        digest, size = _hash(_LocalFS(), path)
+        if (digest, size) != (recorded["sha256"], recorded["bytes"]):
+            raise StoreError(
+                f"{uri}/{name}: sha256 {digest[:16]}... ({size} bytes) does not match the "
+                f"manifest's {recorded['sha256'][:16]}... ({recorded['bytes']} bytes): the file "
+                "changed after it was pushed; refusing to load it"
+            )
+        out[name] = path
+    return out
+
+
+def is_version(uri: str) -> bool:
+    """Whether `uri` is a version folder (it holds a manifest)."""
+    uri = _norm(uri)
+    fs = filesystem(uri)
+    return fs.exists(fs.join(uri, MANIFEST))
+
+
 def _hash(fs, path) -> Tuple[str, int]:
     h, n = hashlib.sha256(), 0
     with fs.open(path, "rb") as f:
@@ -364,8 +415,15 @@ def _next_number(fs, destination: str, at_least: int = 1) -> int:
     return max([at_least - 1] + _numbers(fs, destination)) + 1
 
 
-def _claim_by_rename(fs, destination, staging, write_manifest) -> int:
-    number = _next_number(fs, destination)
+def _moved(destination: str, expected: int, found) -> StoreMoved:
+    return StoreMoved(
+        f"{destination}: the push was for the version after {expected or 'none'} (the "
+        f"baseline it was compared with), but {found} is there now"
+    )
+
+
+def _claim_by_rename(fs, destination, staging, write_manifest, expected=None) -> int:
+    number = _next_number(fs, destination) if expected is None else expected + 1
     for _ in range(_MAX_CLAIM_ATTEMPTS):
         write_manifest(number)
         try:
@@ -373,6 +431,8 @@ def _claim_by_rename(fs, destination, staging, write_manifest) -> int:
         except OSError as e:
             if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
                 raise
+            if expected is not None:
+                raise _moved(destination, expected, f"version {number}") from None
             number = _next_number(fs, destination, number + 1)
             continue
         fs.fsync_dir(destination)
@@ -380,8 +440,8 @@ def _claim_by_rename(fs, destination, staging, write_manifest) -> int:
     raise StoreError(f"no version claimed in {destination} after {_MAX_CLAIM_ATTEMPTS} tries")
 
 
-def _claim_by_marker(fs, destination, token) -> int:
-    number = _next_number(fs, destination)
+def _claim_by_marker(fs, destination, token, expected=None) -> int:
+    number = _next_number(fs, destination) if expected is None else expected + 1
     for _ in range(_MAX_CLAIM_ATTEMPTS):
         claims = fs.join(destination, CLAIMS_DIR, str(number))
         marker = fs.join(claims, token)
@@ -392,6 +452,8 @@ def _claim_by_marker(fs, destination, token) -> int:
         if not others and not fs.exists(fs.join(destination, str(number))):
             return number
         fs.remove(marker)
+        if expected is not None:
+            raise _moved(destination, expected, f"a claim on or a folder for version {number}")
         number = _next_number(fs, destination, number + 1)
     raise StoreError(f"no version claimed in {destination} after {_MAX_CLAIM_ATTEMPTS} tries")
 
@@ -410,7 +472,12 @@ def _place_by_marker(fs, destination, staging, number, token, names, write_manif
 
 
 def push_version(
-    destination: str, files: Mapping[str, str], manifest: Mapping, *, claim: str = "auto"
+    destination: str,
+    files: Mapping[str, str],
+    manifest: Mapping,
+    *,
+    claim: str = "auto",
+    expected_latest: Optional[int] = None,
 ) -> Tuple[int, str]:
     """Copies `files` ({name in the version: source path or folder}) into the next version folder
     of `destination` and returns (version, uri of that folder).
@@ -420,6 +487,10 @@ def push_version(
     `manifest.json`, plus `format`, `version`, `uri`, `created` (UTC, ISO 8601) and `files`
     ({name: {"sha256", "bytes"}}). Sources may be local paths or any `tf.io.gfile` URI; a folder
     is pushed with its files under `name/`.
+
+    `expected_latest`: push only as the version right after this one (0: into an empty store),
+    and raise StoreMoved when any higher number is taken, complete or not: a push that was
+    decided against version N never lands beside an N+1 it has not seen.
 
     `claim`: "rename" (atomic directory rename, the default for local paths), "marker" (the
     object-store protocol, the default for `gs://`, `s3://`, ...), or "auto". See the module
@@ -466,10 +537,14 @@ def push_version(
             )
             _write_json(fs, path or fs.join(staging, MANIFEST), content)
 
+        if expected_latest is not None:
+            taken = [n for n in _numbers(fs, destination) if n > expected_latest]
+            if taken:
+                raise _moved(destination, expected_latest, f"version {max(taken)}")
         if claim == "rename":
-            number = _claim_by_rename(fs, destination, staging, write_manifest)
+            number = _claim_by_rename(fs, destination, staging, write_manifest, expected_latest)
         else:
-            number = _claim_by_marker(fs, destination, token)
+            number = _claim_by_marker(fs, destination, token, expected_latest)
             _place_by_marker(
                 fs, destination, staging, number, token, sorted(recorded), write_manifest
             )

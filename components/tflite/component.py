@@ -3,7 +3,7 @@
 Inputs: `model` (the SavedModel under `<uri>/Format-Serving`), `examples` (DetectionExampleGen's
 raw examples: int8 calibration images come from them through `transform_graph`, exactly as the
 Trainer sees them), `transform_graph`, `label_map` (its `labels.txt`).
-Output: `tflite_models` (components/tflite/artifacts.py).
+Output: `tflite_models` (components/artifacts.py, TFLiteModels).
 A plain Python executor (no Beam): conversion is one process' work.
 """
 
@@ -25,7 +25,6 @@ from litedet.components.detection import (
     DEFAULT_SCORE_THRESHOLD,
 )
 from litedet.components.tflite import DEFAULT_NUM_CALIBRATION_IMAGES, FORMATS
-from litedet.components.tflite import artifacts as tflite_artifacts
 
 MODEL_KEY = "model"
 EXAMPLES_KEY = "examples"
@@ -67,7 +66,7 @@ class TFLiteConverterSpec(component_spec.ComponentSpec):
         LABEL_MAP_KEY: component_spec.ChannelParameter(type=artifacts.LabelMap),
     }
     OUTPUTS = {
-        TFLITE_MODELS_KEY: component_spec.ChannelParameter(type=tflite_artifacts.TFLiteModels),
+        TFLITE_MODELS_KEY: component_spec.ChannelParameter(type=artifacts.TFLiteModels),
     }
 
 
@@ -214,6 +213,6 @@ class TFLiteConverter(base_component.BaseComponent):
             iou_threshold=float(iou_threshold),
             use_regular_nms=int(bool(use_regular_nms)),
             code_fingerprint=code_fingerprint,
-            tflite_models=types.Channel(type=tflite_artifacts.TFLiteModels),
+            tflite_models=types.Channel(type=artifacts.TFLiteModels),
         )
         super().__init__(spec=spec)
