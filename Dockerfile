@@ -74,3 +74,11 @@ assert filecmp.cmp(s.RAW_SCHEMA, 'schemas/detection_raw.pbtxt', shallow=False), 
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin litedet
 USER 10001:10001
 ENV HOME=/home/litedet
+
+# ImageNet backbone weights for clusters whose pods cannot reach the internet: baked into the
+# user's Keras cache, where `training.backbone_weights: imagenet` looks first. ALPHA:SIZE pairs,
+# e.g. --build-arg BACKBONE_WEIGHTS="0.35:224 0.5:224" (components/detection/weights.py).
+ARG BACKBONE_WEIGHTS=""
+RUN if [ -n "$BACKBONE_WEIGHTS" ]; then \
+      python -m litedet.components.detection.weights $BACKBONE_WEIGHTS; \
+    fi

@@ -78,9 +78,13 @@ class ValidationMap(tf.keras.callbacks.Callback):
                 keep &= ignore[i] == 0  # crowd and difficult objects: as the gate leaves them out
                 truth.append({"boxes": boxes[i][keep], "classes": classes[i][keep]})
                 n = int(detections["num_detections"][i])
-                found.append({"boxes": detections["detection_boxes"][i][:n],
-                              "classes": detections["detection_classes"][i][:n],
-                              "scores": detections["detection_scores"][i][:n]})
+                found.append(
+                    {
+                        "boxes": detections["detection_boxes"][i][:n],
+                        "classes": detections["detection_classes"][i][:n],
+                        "scores": detections["detection_scores"][i][:n],
+                    }
+                )
         scores = coco.coco_map(truth, found, self.num_classes)
         return {"map": scores["map"], "map50": scores["map50"]}
 
@@ -100,10 +104,14 @@ class ValidationMap(tf.keras.callbacks.Callback):
         with tf.io.gfile.GFile(self.state_path, "w") as handle:
             handle.write(json.dumps(self.state))
         logging.info(
-            "Validation at step %d: mAP@[.5:.95] %.4f, mAP@0.5 %.4f (%.1f s)%s", step,
-            scores["map"], scores["map50"], time.time() - started,
-            " - the best so far" if improved else f" - best {self.state['map']:.4f} at step "
-            f"{self.state['step']}",
+            "Validation at step %d: mAP@[.5:.95] %.4f, mAP@0.5 %.4f (%.1f s)%s",
+            step,
+            scores["map"],
+            scores["map50"],
+            time.time() - started,
+            " - the best so far"
+            if improved
+            else f" - best {self.state['map']:.4f} at step {self.state['step']}",
         )
         if self.patience and self.state["since_best"] >= self.patience:
             logging.info("Early stopping: no better mAP in %d validations", self.patience)
@@ -127,8 +135,14 @@ def _duration(seconds: float) -> str:
 
 
 class ProgressLine(tf.keras.callbacks.Callback):
-    def __init__(self, total_steps: int, batch_size: int, first_step: int = 0,
-                 log_every_steps: int = 50, stream=None):
+    def __init__(
+        self,
+        total_steps: int,
+        batch_size: int,
+        first_step: int = 0,
+        log_every_steps: int = 50,
+        stream=None,
+    ):
         super().__init__()
         self.total, self.batch_size = total_steps, batch_size
         self.step = first_step
@@ -147,9 +161,12 @@ class ProgressLine(tf.keras.callbacks.Callback):
         rate = self._steps_timed / (now - self._started) if self._steps_timed else 0.0
         eta = (self.total - self.step) / rate if rate else float("inf")
         loss = (logs or {}).get("loss")
-        line = (f"step {self.step}/{self.total}  loss {loss:.4f}  "
-                f"{rate * self.batch_size:.1f} img/s  ETA {_duration(eta)}"
-                if loss is not None else f"step {self.step}/{self.total}")
+        line = (
+            f"step {self.step}/{self.total}  loss {loss:.4f}  "
+            f"{rate * self.batch_size:.1f} img/s  ETA {_duration(eta)}"
+            if loss is not None
+            else f"step {self.step}/{self.total}"
+        )
         if self.interactive:
             if now - self._last_draw >= 0.5 or self.step == self.total:
                 self.stream.write("\r  " + line.ljust(70))
@@ -160,8 +177,10 @@ class ProgressLine(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs and "val_map" in logs:
-            text = (f"validation at step {self.step}: mAP@[.5:.95] {logs['val_map']:.4f}, "
-                    f"mAP@0.5 {logs['val_map50']:.4f}")
+            text = (
+                f"validation at step {self.step}: mAP@[.5:.95] {logs['val_map']:.4f}, "
+                f"mAP@0.5 {logs['val_map50']:.4f}"
+            )
             if self.interactive:
                 self.stream.write("\r  " + text.ljust(70) + "\n")
                 self.stream.flush()

@@ -18,7 +18,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from litedet.components import features as f
-from litedet.components.detection import export, input_pipeline, losses
+from litedet.components import trainer_callbacks
+from litedet.components.detection import export, input_pipeline, losses, weights
 from litedet.components.detection import model as model_lib
 from litedet.components.training_config import TrainingConfig, tuned_values
 from litedet.components.transform_module import LABEL_VOCABULARY
@@ -124,15 +125,60 @@ def _learning_rate(peak: float, steps: int, warmup: int):
     )
 
 
-def _resume_dir(
-    model_run_dir: str, settings: TrainingConfig, train_files: List[str], total_steps: int
-) -> str:
-    """A folder that outlives one Trainer execution: a retried run of the same training (same
-    data and settings) finds the last checkpoint there and resumes instead of starting over."""
+# The backbone's blocks, as MobileNetV2 names its layers: "block_<n>_..." for n in 1..16, then
+# "Conv_1". The stem ("Conv1", "bn_Conv1", "expanded_conv_...") is block 0.
+def _backbone_block(layer_name: str) -> int:
+    if layer_name.startswith("block_"):
+        return int(layer_name.split("_")[1])
+    return 17 if layer_name.startswith(("Conv_1", "out_relu")) else 0
+
+
+def configure_backbone(detector, phase: str, settings: TrainingConfig) -> None:
+    """ "frozen": the whole backbone frozen (in Keras 2 a frozen BatchNormalization also runs in
+    inference mode, so its statistics stay as loaded). "fine_tune": trainable from block
+    `settings.fine_tune_from_block` on; its BatchNormalization layers stay frozen unless
+    `settings.fine_tune_batchnorm`. Recompile afterwards (_fit_phase does)."""
+    backbone = detector.get_layer(model_lib.BACKBONE_NAME)
+    backbone.trainable = phase != "frozen"
+    if phase == "frozen":
+        return
+    for layer in backbone.layers:
+        trainable = _backbone_block(layer.name) >= settings.fine_tune_from_block
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            trainable = trainable and settings.fine_tune_batchnorm
+        layer.trainable = trainable
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        digest.update(handle.read())
+    return digest.hexdigest()
+
+
+def _resume_dir(fn_args, settings: TrainingConfig, total_steps: int) -> str:
+    """A folder that outlives one Trainer execution: a retried run of the same training finds
+    its last checkpoint there and resumes instead of starting over. Its key covers everything
+    that shapes the model: the data (the examples' paths, new for every ExampleGen output), the
+    Transform graph (input size, resize mode, normalization: its saved_model.pb), the settings,
+    the step count, the backbone weights and the code (the module's source fingerprint). It is
+    removed once the model is exported, so it can never hand stale weights to a later run."""
+    transform_graph = os.path.join(fn_args.transform_output, "transform_fn", "saved_model.pb")
     key = hashlib.sha256(
-        json.dumps([train_files, vars(settings), total_steps], sort_keys=True).encode()
+        json.dumps(
+            [
+                list(fn_args.train_files),
+                _file_digest(transform_graph) if tf.io.gfile.exists(transform_graph) else "",
+                vars(settings),
+                total_steps,
+                (fn_args.custom_config or {}).get("code_fingerprint", ""),
+            ],
+            sort_keys=True,
+        ).encode()
     ).hexdigest()[:16]
-    return os.path.join(os.path.dirname(os.path.dirname(model_run_dir.rstrip("/"))), "resume", key)
+    return os.path.join(
+        os.path.dirname(os.path.dirname(fn_args.model_run_dir.rstrip("/"))), "resume", key
+    )
 
 
 def _fit_phase(
@@ -145,17 +191,24 @@ def _fit_phase(
     train_data,
     eval_data,
     eval_steps,
-    run_dir,
+    callbacks,
     resume_dir,
 ):
     """One fit() over epochs [first_epoch, last_epoch), resumable; a finished phase leaves a
     marker and its weights so a restarted training skips it."""
     done_marker = os.path.join(resume_dir, f"{phase}.done")
-    weights = os.path.join(resume_dir, f"{phase}.weights")
+    phase_weights = os.path.join(resume_dir, f"{phase}.weights")
     if tf.io.gfile.exists(done_marker):
         logging.info("Training phase %s already finished: loading its weights", phase)
-        trainer.detector.load_weights(weights)
+        trainer.detector.load_weights(phase_weights)
         return
+    logging.info(
+        "Training phase %s: epochs %d-%d of %d steps",
+        phase,
+        first_epoch + 1,
+        last_epoch,
+        steps_per_epoch,
+    )
     # Keras 2's legacy Adam: one fused update op per variable. The newer optimizer builds its
     # update from several ops per variable in Python, which doubled the first step's tracing
     # (13 s -> 6 s here for MobileNetV2 0.35 at 256 px) at the same step time.
@@ -167,15 +220,66 @@ def _fit_phase(
         steps_per_epoch=steps_per_epoch,
         validation_data=eval_data,
         validation_steps=eval_steps or None,
-        verbose=2,
-        callbacks=[
-            tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
-            tf.keras.callbacks.BackupAndRestore(os.path.join(resume_dir, phase)),
-        ],
+        verbose=0,  # trainer_callbacks.ProgressLine reports
+        callbacks=list(callbacks)
+        + [tf.keras.callbacks.BackupAndRestore(os.path.join(resume_dir, phase))],
     )
-    trainer.detector.save_weights(weights)
+    trainer.detector.save_weights(phase_weights)
     with tf.io.gfile.GFile(done_marker, "w") as marker:
         marker.write("done\n")
+
+
+def _datasets(fn_args, transform_output, anchors, settings):
+    """(training batches, evaluation batches with anchor targets for the validation loss, a
+    callable giving evaluation batches of plain features for the validation mAP)."""
+    # Transform's custom_config says whether `examples` are its materialized output or raw.
+    materialized = bool(fn_args.custom_config.get("materialized_examples", False))
+    train_data = input_pipeline.make_dataset(
+        fn_args.train_files,
+        transform_output,
+        anchors,
+        settings.batch_size,
+        training=True,
+        materialized=materialized,
+        augmentation=settings.augment,
+    )
+    eval_data = input_pipeline.make_dataset(
+        fn_args.eval_files,
+        transform_output,
+        anchors,
+        settings.batch_size,
+        training=False,
+        materialized=materialized,
+    )
+    eval_features = input_pipeline.evaluation_batches(
+        fn_args.eval_files, transform_output, settings.batch_size, materialized=materialized
+    )
+    return train_data, eval_data, lambda: eval_features
+
+
+def _phases(settings: TrainingConfig, total_steps: int, pretrained: bool):
+    """[(phase, first epoch, last epoch, learning-rate schedule)] and the steps per epoch."""
+    steps_per_epoch = min(settings.checkpoint_every_steps, total_steps)
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    freeze_epochs = min(epochs - 1, math.ceil(settings.freeze_steps(pretrained) / steps_per_epoch))
+    warmup = min(settings.warmup_steps, total_steps // 2)
+    phases = []
+    if freeze_epochs > 0:
+        phases.append(
+            (
+                "frozen",
+                0,
+                freeze_epochs,
+                _learning_rate(settings.learning_rate, freeze_epochs * steps_per_epoch, warmup),
+            )
+        )
+    rest = (epochs - freeze_epochs) * steps_per_epoch
+    if freeze_epochs > 0:
+        peak = settings.learning_rate * settings.fine_tune_learning_rate_factor
+        phases.append(("fine_tune", freeze_epochs, epochs, _learning_rate(peak, rest, 0)))
+    else:
+        phases.append(("full", 0, epochs, _learning_rate(settings.learning_rate, rest, warmup)))
+    return phases, steps_per_epoch
 
 
 def run_fn(fn_args) -> None:
@@ -203,81 +307,95 @@ def run_fn(fn_args) -> None:
             "train_steps", fn_args.train_steps
         )
     )
+    # Before anything expensive: a missing weights file stops the run here, with what to do.
+    weights_file = weights.resolve(settings.backbone_weights, settings.alpha, image_size)
     logging.info(
-        "Training MobileNetV2 SSDLite alpha=%s at %d px, %d classes (%s), %d steps",
+        "Training MobileNetV2 SSDLite alpha=%s at %d px, %d classes (%s), %d steps, backbone "
+        "from %s",
         settings.alpha,
         image_size,
         len(names),
         ", ".join(names),
         total_steps,
+        weights_file or "random init",
     )
     anchors = config.anchors()
     with strategy.scope():
-        detector = model_lib.build_detector(config, settings.backbone_weights or None)
+        detector = model_lib.build_detector(config, weights_file)
         trainer = DetectorTrainer(detector)
-
-    # Transform's custom_config says whether `examples` are its materialized output or raw.
-    materialized = bool(fn_args.custom_config.get("materialized_examples", False))
-    train_data = input_pipeline.make_dataset(
-        fn_args.train_files,
-        transform_output,
-        anchors,
-        settings.batch_size,
-        training=True,
-        materialized=materialized,
-        augmentation=settings.augment,
+    train_data, eval_data, eval_features = _datasets(fn_args, transform_output, anchors, settings)
+    phases, steps_per_epoch = _phases(settings, total_steps, weights_file is not None)
+    resume_dir = _resume_dir(fn_args, settings, total_steps)
+    callbacks = [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")]
+    validation = None
+    if getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
+        logging.info(
+            "Several workers: no validation mAP and no best checkpoint (the last "
+            "weights are exported)"
+        )
+    else:
+        validation = trainer_callbacks.ValidationMap(
+            detector,
+            eval_features,
+            anchors,
+            len(names),
+            resume_dir,
+            steps_per_epoch,
+            nms={
+                "score_threshold": settings.score_threshold,
+                "iou_threshold": settings.nms_iou_threshold,
+                "max_detections": settings.max_detections,
+            },
+            patience=settings.early_stopping_patience,
+        )
+        # Before TensorBoard in the list: the mAP it adds to the epoch's logs gets written.
+        callbacks.insert(0, validation)
+    callbacks.append(
+        trainer_callbacks.ProgressLine(
+            total_steps, settings.batch_size, log_every_steps=settings.log_every_steps
+        )
     )
-    eval_data = input_pipeline.make_dataset(
-        fn_args.eval_files,
-        transform_output,
-        anchors,
-        settings.batch_size,
-        training=False,
-        materialized=materialized,
-    )
-    steps_per_epoch = min(settings.checkpoint_every_steps, total_steps)
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    freeze_epochs = math.ceil(settings.freeze_backbone_steps / steps_per_epoch)
-    resume_dir = _resume_dir(
-        fn_args.model_run_dir, settings, list(fn_args.train_files), total_steps
-    )
-    eval_steps = fn_args.eval_steps or settings.eval_steps
-    warmup = min(settings.warmup_steps, total_steps // 2)
-
-    if freeze_epochs:
-        model_lib.set_backbone_trainable(detector, False)
+    for phase, first, last, learning_rate in phases:
+        if phase != "full":
+            configure_backbone(detector, phase, settings)
         _fit_phase(
             trainer,
-            "frozen",
-            _learning_rate(settings.learning_rate, freeze_epochs * steps_per_epoch, warmup),
-            0,
-            freeze_epochs,
+            phase,
+            learning_rate,
+            first,
+            last,
             steps_per_epoch,
             train_data,
             eval_data,
-            eval_steps,
-            fn_args.model_run_dir,
+            fn_args.eval_steps or settings.eval_steps,
+            callbacks,
             resume_dir,
         )
-        model_lib.set_backbone_trainable(detector, True)
-    rest = (epochs - freeze_epochs) * steps_per_epoch
-    peak = settings.learning_rate * (
-        settings.fine_tune_learning_rate_factor if freeze_epochs else 1.0
+        if trainer.stop_training:
+            break
+    best = validation.restore_best() if validation is not None else None
+    if best:
+        logging.info(
+            "Exporting the best checkpoint: step %d, mAP@[.5:.95] %.4f, mAP@0.5 %.4f",
+            best["step"],
+            best["map"],
+            best["map50"],
+        )
+    _export(fn_args, detector, transform_output, anchors, image_size, settings)
+    _write_training_record(
+        fn_args,
+        names,
+        image_size,
+        settings,
+        weights_file,
+        best,
+        validation.state["history"] if validation is not None else [],
     )
-    _fit_phase(
-        trainer,
-        "full",
-        _learning_rate(peak, rest, 0 if freeze_epochs else warmup),
-        freeze_epochs,
-        epochs,
-        steps_per_epoch,
-        train_data,
-        eval_data,
-        eval_steps,
-        fn_args.model_run_dir,
-        resume_dir,
-    )
+    if is_chief():
+        tf.io.gfile.rmtree(resume_dir)  # exported: nothing may resume from it any more
 
+
+def _export(fn_args, detector, transform_output, anchors, image_size, settings) -> None:
     module = export.DetectorExport(
         detector,
         transform_output,
@@ -295,9 +413,17 @@ def run_fn(fn_args) -> None:
         else os.path.join(fn_args.model_run_dir, "worker_export")
     )
     export.save(module, target)
+
+
+def _write_training_record(fn_args, names, image_size, settings, weights_file, best, history):
+    """training.json beside the TensorBoard logs: what the report and the summary read."""
+    record = {
+        "classes": names,
+        "image_size": image_size,
+        "settings": vars(settings),
+        "backbone_weights": weights_file or "random init",
+        "best": best,  # the exported checkpoint: step, mAP, mAP@0.5 (None: no validation ran)
+        "validation": history,  # mAP at every checkpoint
+    }
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training.json"), "w") as out:
-        out.write(
-            json.dumps(
-                {"classes": names, "image_size": image_size, "settings": vars(settings)}, indent=2
-            )
-        )
+        out.write(json.dumps(record, indent=2))

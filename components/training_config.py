@@ -38,12 +38,26 @@ class TrainingConfig:
     # 1e-3 (mAP@0.5 0.17 vs 0.12 after 300 steps, 0.21 vs 0.17 after 600; docs/training.md).
     learning_rate: float = 3e-3
     warmup_steps: int = 100
-    # Freeze-then-fine-tune, for a backbone with ImageNet weights: this many steps with the
-    # backbone frozen, then the rest unfrozen at learning_rate * fine_tune_learning_rate_factor.
-    # From random init (the default here: no internet) there is nothing to keep: 0.
-    freeze_backbone_steps: int = 0
+    # Where the backbone starts (components/detection/weights.py): "imagenet" (Keras' file for
+    # this alpha, from its cache or downloaded), "none" (random init; what the sample dataset
+    # gets unless set), or a path / gs:// / s3:// URI of a Keras .h5 MobileNetV2 no-top file.
+    backbone_weights: str = "imagenet"
+    # Freeze-then-fine-tune, for pretrained weights: this many steps train the head with the
+    # backbone frozen (its BatchNormalization in inference mode), then the backbone is unfrozen
+    # (from block `fine_tune_from_block`, 0: all of it) at learning_rate *
+    # fine_tune_learning_rate_factor. -1: a fifth of train_steps when pretrained, none from
+    # random init (there is nothing to keep).
+    freeze_backbone_steps: int = -1
     fine_tune_learning_rate_factor: float = 0.1
-    backbone_weights: str = ""  # a Keras .h5 MobileNetV2 no-top file for this alpha
+    fine_tune_from_block: int = 0  # MobileNetV2's blocks 1..16
+    # false: the backbone's BatchNormalization keeps its pretrained statistics while it
+    # fine-tunes (small batches estimate them poorly); true: they adapt to the new data.
+    fine_tune_batchnorm: bool = False
+    # Validation mAP (COCO, on the evaluation split) after every checkpoint; the best
+    # checkpoint's weights are exported. Stop after this many validations without a better
+    # mAP@[.5:.95] (0: never stop early).
+    early_stopping_patience: int = 0
+    log_every_steps: int = 50  # progress lines in logs (a terminal gets one refreshing line)
     # Checkpoints (a killed training resumes from the last one) and TensorBoard points.
     # Each is also a pass over the evaluation split for the validation loss.
     checkpoint_every_steps: int = 300
@@ -69,8 +83,22 @@ class TrainingConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"training.{name}: {getattr(self, name)} must be >= 1")
-        if self.freeze_backbone_steps < 0 or self.freeze_backbone_steps > self.train_steps:
-            raise ValueError("training.freeze_backbone_steps: must be in [0, train_steps]")
+        if self.freeze_backbone_steps < -1 or self.freeze_backbone_steps > self.train_steps:
+            raise ValueError(
+                "training.freeze_backbone_steps: must be in [0, train_steps], or -1 (auto)"
+            )
+        if not 0 <= self.fine_tune_from_block <= 16:
+            raise ValueError("training.fine_tune_from_block: must be in [0, 16] (0: all)")
+        if self.early_stopping_patience < 0 or self.log_every_steps < 1:
+            raise ValueError(
+                "training.early_stopping_patience must be >= 0, training.log_every_steps >= 1"
+            )
+
+    def freeze_steps(self, pretrained: bool) -> int:
+        """Steps of the frozen-backbone phase."""
+        if self.freeze_backbone_steps >= 0:
+            return self.freeze_backbone_steps
+        return self.train_steps // 5 if pretrained else 0
 
     @classmethod
     def from_custom_config(

@@ -181,11 +181,23 @@ def _load(args, extra: Optional[List[str]] = None):
     return configs.load_config(args.config, overrides)
 
 
+def _check_backbone_weights(config, alphas) -> None:
+    """A run that needs weights this machine cannot get stops here, before any step runs
+    (the Trainer would stop at the same error, minutes later)."""
+    from litedet.components.detection import weights
+
+    for alpha in alphas:
+        path = weights.resolve(config.training.backbone_weights, alpha, config.transform.image_size)
+        if path:
+            print(f"Backbone weights (alpha {alpha:g}): {path}", flush=True)
+
+
 def _run_pipeline(config, verbose: bool) -> int:
     from litedet import run_summary
     from litedet.pipeline import local_runner
 
     started = time.time()
+    _check_backbone_weights(config, [config.training.alpha])
     if config.uses_sample_data:
         s = config.sample_data
         print(
@@ -243,6 +255,7 @@ def _sweep(args, config) -> int:
             check_image_size(size)
         except ValueError as e:
             raise ConfigError(f"--sizes: {e}") from None
+    _check_backbone_weights(config, alphas)
     sweep_dir = args.sweep_dir or os.path.join(config.output_dir, "sweep")
     log_path = console.setup_logging(console.start_run_folder(config), args.verbose)
     sys.argv = sys.argv[:1]  # see _run_pipeline
@@ -346,6 +359,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     console.quiet_environment(getattr(args, "verbose", False))
     if args.verb in kfp_cli.VERBS:
         return kfp_cli.main(args)
+    from litedet.components.detection.weights import WeightsUnavailable
     from litedet.components.example_gen.annotations import AnnotationError
     from litedet.components.pusher.store import StoreError
     from litedet.pipeline.configs import ConfigError
@@ -377,7 +391,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
             )
             return 2
         return _run_pipeline(config, args.verbose)
-    except (ConfigError, AnnotationError, FileNotFoundError, StoreError) as e:
+    except (ConfigError, AnnotationError, FileNotFoundError, StoreError, WeightsUnavailable) as e:
         print(f"litedet: error: {e}", file=sys.stderr)
         return 2
 

@@ -129,6 +129,13 @@ def print_summary(summary, seconds: float, config, run_dir: str) -> None:
     if trainer:
         print(f"  model (SavedModel): {os.path.join(trainer.uri('model'), 'Format-Serving')}")
         print(f"  TensorBoard:       tensorboard --logdir {trainer.uri('model_run')}")
+        record = summary.training_record()
+        best, total = record.get("best"), record.get("settings", {}).get("train_steps")
+        if best:
+            print(
+                f"  best checkpoint:   step {best['step']} of {total}: validation "
+                f"mAP@[.5:.95] {best['map']:.3f}, mAP@0.5 {best['map50']:.3f} (exported)"
+            )
     converter = summary.components.get("TFLiteConverter")
     if converter:
         folder = converter.uri("tflite_models")

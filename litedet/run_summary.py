@@ -57,6 +57,15 @@ class RunSummary:
                 ]
         return found
 
+    def training_record(self) -> dict:
+        """The Trainer's training.json: classes, settings, backbone weights, the validation mAP
+        at every checkpoint and the exported (best) one."""
+        path = os.path.join(self.components["Trainer"].uri("model_run"), "training.json")
+        if not os.path.exists(path):
+            return {}
+        with open(path) as f:
+            return json.load(f)
+
     def gate_report(self) -> dict:
         """ModelGate's gate.json: blessed, reasons, mAP, per-format TFLite figures."""
         with open(os.path.join(self.components["ModelGate"].uri("blessing"), "gate.json")) as f:

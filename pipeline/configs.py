@@ -310,8 +310,15 @@ def load_config(
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of settings")
         _merge(config, values)
+        chosen = "backbone_weights" in (values.get("training") or {})
+    else:
+        chosen = False
     for item in overrides or []:
         _apply_override(config, item)
+        chosen = chosen or item.strip().startswith(("training.backbone_weights", "training="))
+    if config.uses_sample_data and not chosen:
+        # Synthetic shapes need no ImageNet features, and the demo must run offline.
+        config.training.backbone_weights = "none"
     validate(config)
     return config
 

@@ -30,3 +30,32 @@ def test_every_verb_has_examples_in_its_help(verb):
     (subparsers,) = cli.build_parser()._subparsers._group_actions
     help_text = subparsers.choices[verb].format_help()
     assert "examples:" in help_text and "litedet " in help_text.split("examples:")[1]
+
+
+def test_run_without_the_imagenet_file_and_network_stops_at_once(tmp_path, monkeypatch, capsys):
+    """The default for your own data is ImageNet weights. With no cached file and no network
+    (here: a refused loopback connection) `litedet run` stops before any step, naming the file
+    and where to put it."""
+    import json
+    import time
+
+    from litedet import cli
+    from litedet.components.detection import weights
+    from litedet.data import sample
+
+    sample.generate(str(tmp_path / "data"), num_train=2, num_eval=1)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(weights, "KERAS_WEIGHTS_URL", "http://127.0.0.1:9/")
+    dataset = {
+        "root": str(tmp_path / "data"),
+        "format": "coco",
+        "sources": {"train": "annotations/instances_train.json"},
+    }
+    started = time.time()
+    code = cli.main(
+        ["run", "--output-dir", str(tmp_path / "out"), "--set", f"dataset={json.dumps(dataset)}"]
+    )
+    assert code == 2 and time.time() - started < 20
+    error = capsys.readouterr().err
+    assert weights.imagenet_filename(0.35, 224) in error and "keras" in error
+    assert not (tmp_path / "out" / "pipeline_root").exists()  # nothing ran

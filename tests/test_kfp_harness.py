@@ -69,6 +69,7 @@ def runs(tmp_path_factory, s3_server, mlflow_server):
         "training.batch_size=8",
         "training.checkpoint_every_steps=100",
         "training.augment=false",
+        "training.backbone_weights=none",
         'tflite.formats=["float32","int8"]',
         "tflite.num_calibration_images=8",
         "evaluation.max_tflite_map_drop=1.0",

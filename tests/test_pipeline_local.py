@@ -427,7 +427,7 @@ def _iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def _trainer_args(first, tmp_path, name, steps, checkpoint_every, batch_size=4):
+def _trainer_args(first, tmp_path, name, steps, checkpoint_every, batch_size=4, **training):
     """run_fn arguments over the fixture's examples and transform graph."""
     examples = first.components["DetectionExampleGen"].uri("examples")
     return {
@@ -443,6 +443,8 @@ def _trainer_args(first, tmp_path, name, steps, checkpoint_every, batch_size=4):
                 "batch_size": batch_size,
                 "alpha": 0.35,
                 "checkpoint_every_steps": checkpoint_every,
+                "backbone_weights": "none",
+                **training,
             }
         },
     }
@@ -532,3 +534,48 @@ def test_the_fingerprint_notices_a_changed_image(tmp_path):
     assert dataset_fingerprint(config, str(tmp_path)) == before
     (tmp_path / "images" / "a.jpg").write_bytes(datasets.image_bytes(20, 20, [(1, 1, 5, 5)]))
     assert dataset_fingerprint(config, str(tmp_path)) != before
+
+
+def test_pretrained_weights_train_frozen_then_fine_tune_and_the_best_checkpoint_is_exported(
+    pipeline_runs, tmp_path, monkeypatch, caplog
+):
+    """`backbone_weights: imagenet` with the file in Keras' cache (made here, in its naming):
+    loaded, a frozen phase, a fine-tuning phase, validation mAP at every checkpoint, and the
+    best checkpoint exported; the resume folder is gone after the export."""
+    import logging
+    import types
+
+    from litedet.components import trainer_module
+    from litedet.components.detection import weights
+
+    keras_home = tmp_path / "keras"
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    (keras_home / "models").mkdir(parents=True)
+    tf.keras.applications.MobileNetV2(
+        input_shape=(224, 224, 3), alpha=0.35, include_top=False, weights=None
+    ).save_weights(str(keras_home / "models" / weights.imagenet_filename(0.35, 224)))
+    args = _trainer_args(
+        pipeline_runs["first"],
+        tmp_path,
+        "transfer",
+        steps=8,
+        checkpoint_every=2,
+        backbone_weights="imagenet",
+        freeze_backbone_steps=4,
+    )
+    with caplog.at_level(logging.INFO):
+        trainer_module.run_fn(types.SimpleNamespace(**args))
+    log = caplog.text
+    assert "from " + str(keras_home / "models") in log  # the cached file, for a 256 px input
+    assert "Training phase frozen: epochs 1-2" in log
+    assert "Training phase fine_tune: epochs 3-4" in log
+    assert log.count("Validation at step") == 4
+    with open(os.path.join(args["model_run_dir"], "training.json")) as handle:
+        record = json.load(handle)
+    assert [v["step"] for v in record["validation"]] == [2, 4, 6, 8]
+    best = max(record["validation"], key=lambda v: v["map"])
+    assert record["best"]["step"] == best["step"] and record["best"]["map"] == best["map"]
+    assert f"Exporting the best checkpoint: step {best['step']}" in log
+    assert tf.saved_model.load(args["serving_model_dir"]).signatures["serving_default"]
+    resume_root = tmp_path / "transfer" / "resume"
+    assert not resume_root.exists() or not any(resume_root.iterdir())

@@ -115,15 +115,37 @@ def test_the_frozen_phase_trains_the_head_only_and_keeps_the_backbone_statistics
 
     trainer_module.configure_backbone(detector, "frozen", settings)
     before = _values(detector.weights)
-    trainer_module._fit_phase(trainer, "frozen", 1e-2, 0, 1, 4, _batches(config, 4), None,
-                              None, [], str(tmp_path / "resume"))
+    trainer_module._fit_phase(
+        trainer,
+        "frozen",
+        1e-2,
+        0,
+        1,
+        4,
+        _batches(config, 4),
+        None,
+        None,
+        [],
+        str(tmp_path / "resume"),
+    )
     assert not _changed(before, backbone.weights)  # kernels and BN moving statistics alike
     assert _changed(before, head)
 
     trainer_module.configure_backbone(detector, "fine_tune", settings)
     before = _values(detector.weights)
-    trainer_module._fit_phase(trainer, "fine_tune", 1e-2, 1, 2, 4, _batches(config, 4), None,
-                              None, [], str(tmp_path / "resume"))
+    trainer_module._fit_phase(
+        trainer,
+        "fine_tune",
+        1e-2,
+        1,
+        2,
+        4,
+        _batches(config, 4),
+        None,
+        None,
+        [],
+        str(tmp_path / "resume"),
+    )
     changed = _changed(before, backbone.weights)
     kernels = {v.name for v in backbone.trainable_weights}
     statistics = {v.name for v in backbone.weights if "moving_" in v.name}

@@ -179,3 +179,18 @@ def make_dataset(
         .prefetch(tf.data.AUTOTUNE)
         .with_options(options)
     )
+
+
+def evaluation_batches(
+    file_patterns: List[str], tf_transform_output, batch_size: int, materialized: bool = False
+) -> tf.data.Dataset:
+    """Batches of the evaluation split's transformed features (TRAINING_FEATURES: images and
+    padded boxes, labels, ignore flags, counts) for the validation mAP, in file order, once."""
+    files = tf.data.Dataset.list_files(file_patterns, shuffle=False)
+    records = files.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    examples = transformed_examples(records, tf_transform_output, materialized, deterministic=True)
+    return examples.batch(batch_size).prefetch(tf.data.AUTOTUNE)

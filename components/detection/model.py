@@ -12,7 +12,6 @@ Layer names the trainer can rely on: the nested backbone model "backbone" (see
 import dataclasses
 import logging
 import math
-import os
 
 import tensorflow as tf
 
@@ -31,7 +30,6 @@ BACKBONE_FEATURES = {8: "block_6_expand_relu", 16: "block_13_expand_relu", 32: "
 
 # Input sizes Keras publishes ImageNet MobileNetV2 weights for. The no-top weights fit any
 # input size; the size only says which resolution they were trained at.
-IMAGENET_SIZES = (96, 128, 160, 192, 224)
 
 # Focal-loss practice (RetinaNet): every object score starts near this probability, so the
 # thousands of background anchors don't swamp the loss in the first steps.
@@ -111,19 +109,13 @@ class DetectorConfig:
         )
 
 
-def imagenet_weights_filename(alpha, size=224):
-    """Name of Keras' ImageNet no-top MobileNetV2 weights file, as in ~/.keras/models/."""
-    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{size}_no_top.h5"
-
-
 def build_detector(config, backbone_weights=None):
     """Builds the detector as a functional tf.keras.Model (not compiled).
 
     Args:
       config: DetectorConfig.
       backbone_weights: path of a Keras .h5 weights file for MobileNetV2 (no top) with this
-        alpha, e.g. Keras' ImageNet file (``imagenet_weights_filename``). None: use that
-        file from Keras' cache (~/.keras/models/) if present, else random init.
+        alpha, e.g. Keras' ImageNet file (weights.resolve finds it); None: random init.
 
     Returns:
       Model with input "image" [B, S, S, 3] and dict outputs "box_encodings" [B, N, 4],
@@ -193,25 +185,14 @@ def _backbone(config, weights_path):
 
 
 def _backbone_weights_path(config, weights_path):
-    """The weights file to load: explicit path, else Keras' cached ImageNet file, else None."""
-    if weights_path is not None:
-        if not tf.io.gfile.exists(weights_path):
-            raise FileNotFoundError(f"backbone weights file {weights_path} does not exist")
-        return weights_path
-    cache_dir = os.path.join(os.path.expanduser("~"), ".keras", "models")
-    # Prefer the weights trained at the resolution nearest to ours.
-    for size in sorted(IMAGENET_SIZES, key=lambda s: abs(s - config.image_size)):
-        cached = os.path.join(cache_dir, imagenet_weights_filename(config.alpha, size))
-        if os.path.exists(cached):
-            logging.info("Backbone: ImageNet weights from Keras' cache, %s", cached)
-            return cached
-    logging.warning(
-        "No internet on these machines: backbone starts from random init; pass "
-        "backbone_weights=... for ImageNet weights (or place %s in %s)",
-        imagenet_weights_filename(config.alpha),
-        cache_dir,
-    )
-    return None
+    """The weights file to load (weights.resolve finds it for a setting), or None: random
+    init."""
+    if weights_path is None:
+        logging.info("Backbone: random init (training.backbone_weights=none)")
+        return None
+    if not tf.io.gfile.exists(weights_path):
+        raise FileNotFoundError(f"backbone weights file {weights_path} does not exist")
+    return weights_path
 
 
 def _conv_bn_relu6(x, filters, name, activation=True):

@@ -24,9 +24,7 @@ from typing import Optional
 IMAGENET = "imagenet"
 NONE = "none"
 IMAGENET_SIZES = (96, 128, 160, 192, 224)
-KERAS_WEIGHTS_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
-)
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
 DOWNLOAD_TIMEOUT_S = 20.0
 
 
@@ -106,8 +104,13 @@ def _copied(uri: str) -> str:
     return local
 
 
-def resolve(setting: str, alpha: float, image_size: int, download: bool = True,
-            timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Optional[str]:
+def resolve(
+    setting: str,
+    alpha: float,
+    image_size: int,
+    download: bool = True,
+    timeout_s: float = DOWNLOAD_TIMEOUT_S,
+) -> Optional[str]:
     """The local weights file the setting stands for; None for random init."""
     if not is_pretrained(setting):
         return None

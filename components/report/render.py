@@ -84,6 +84,8 @@ def plot_training(
         return None
     plt = _pyplot()
     tags = [t for t in ("epoch_loss", "epoch_class_loss", "epoch_box_loss") if t in curves["train"]]
+    # Validation mAP (trainer_callbacks.ValidationMap): in the validation logs, "val_" dropped.
+    tags += [t for t in ("epoch_map50", "epoch_map") if t in curves.get("validation", {})]
     figure, axes = plt.subplots(1, len(tags), figsize=(4 * len(tags), 3.5), dpi=110)
     axes = axes if len(tags) > 1 else [axes]
     for axis, tag in zip(axes, tags):
@@ -96,7 +98,8 @@ def plot_training(
                     style,
                     label=phase,
                 )
-        axis.set_title(tag.replace("epoch_", "").replace("_", " "))
+        title = {"epoch_map": "validation mAP@[.5:.95]", "epoch_map50": "validation mAP@0.5"}
+        axis.set_title(title.get(tag, tag.replace("epoch_", "").replace("_", " ")))
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
