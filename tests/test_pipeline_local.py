@@ -96,17 +96,26 @@ def _run_three_times(base, mlflow_server):
     first = run_summary.latest_run(metadata)
     local_runner.execute(local_runner.build(config, dataset))
     second = run_summary.latest_run(metadata)
-    # No absolute bound: only the comparison with the blessed model can refuse this one.
-    worse = configs.load_config(
-        None, settings + ["training.train_steps=40", "evaluation.min_map50=0"]
-    )
-    local_runner.execute(local_runner.build(worse, dataset))
+    # No absolute bound: only the comparison with the pushed model can refuse this one. Run as
+    # a user runs it, the command itself, whose exit code says "not blessed".
+    command = [os.path.join(os.path.dirname(sys.executable), "litedet"), "run"]
+    for item in settings + [
+        "training.train_steps=40",
+        "evaluation.min_map50=0",
+        "training.backbone_weights=none",
+        "dataset=" + json.dumps({"root": str(sample.root), "format": "coco",
+                                 "sources": dataset.sources}),
+    ]:
+        command += ["--set", item]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=900)
     third = run_summary.latest_run(metadata)
     return {
         "config": config,
         "first": first,
         "second": second,
         "third": third,
+        "third_exit_code": finished.returncode,
+        "third_output": finished.stdout + finished.stderr,
         "root": sample.root,
         "registry": mlflow_server,
     }
@@ -359,6 +368,9 @@ def test_a_worse_model_is_not_blessed_and_nothing_is_pushed(pipeline_runs):
     ), gate["reasons"]
     push = third.push_record()
     assert push["pushed"] == 0 and "not blessed" in push["push_reason"]
+    # `litedet run` finished the pipeline and says "not blessed" with its exit code.
+    assert pipeline_runs["third_exit_code"] == 3, pipeline_runs["third_output"][-3000:]
+    assert "blessed:           NO" in pipeline_runs["third_output"]
     destination = pipeline_runs["config"].push_destination
     assert store.list_versions(destination) == [1]
     assert registered_versions(pipeline_runs["registry"], MODEL_NAME) == [1]
