@@ -1,32 +1,95 @@
-"""mAP on the sample evaluation split as training goes: how the training defaults were chosen.
+"""Learning curves: mAP on the sample evaluation split against wall-clock training time.
 
-    .venv/bin/python benchmarks/learning_curve.py [--set training.head_channels=64] \\
-        [--set training.learning_rate=1e-3] [--steps 1200] [--every 300]
+    .venv/bin/python benchmarks/learning_curve.py --name baseline [--set training.X=Y ...] \\
+        [--steps 1800] [--every 300] [--num-train 400 --num-eval 100]
 
-Trains the detector exactly as the Trainer does (run_fn's model, loss, input pipeline with
-augmentation and learning-rate schedule), on the sample data's ExampleGen + Transform output,
-and every --every steps scores the model in inference mode on the evaluation split with the
-project's scorer (components/evaluation: the `eval_labels` ground truth, pycocotools). One run
-per configuration; runs are appended to benchmarks/results/learning_curve.json.
+Trains with the Trainer's own run_fn (model, loss, input pipeline, schedule, and its validation
+mAP at every checkpoint, timed) on the sample data's ExampleGen + Transform output (made once and
+kept under --output-dir), then scores the exported model as the gate does (pycocotools, boxes in
+the images' own pixels: mAP@[.5:.95], mAP@0.5, AP small/medium/large) and the int8 TFLite
+model's latency is left to benchmarks/tflite_sweep.py. Each run is appended to
+benchmarks/results/learning_curve.json under --name; `--plot` draws every recorded curve into
+docs/learning_curves.png and prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
+import types
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from benchmarks import common  # noqa: E402
+
+
+def _train(args, config, data, workdir):
+    import glob
+
+    from litedet.components import trainer_module
+    from litedet.pipeline import code_fingerprint, pipeline
+
+    transform_dir = os.path.join(workdir, "transform")
+    if not glob.glob(os.path.join(transform_dir, "transform_graph", "*")):
+        common.run_transform(config, data, False, transform_dir)
+    run_dir = tempfile.mkdtemp(prefix=f"lc-{args.name}-", dir=workdir)
+    training = dict(vars(config.training))
+    training.update(train_steps=args.steps, checkpoint_every_steps=args.every)
+    fn_args = types.SimpleNamespace(
+        train_files=[os.path.join(data.examples_uri, "Split-train", "*")],
+        eval_files=[os.path.join(data.examples_uri, "Split-eval", "*")],
+        transform_output=os.path.join(transform_dir, "transform_graph"),
+        serving_model_dir=os.path.join(run_dir, "serving"),
+        model_run_dir=os.path.join(run_dir, "model_run", "1"),
+        train_steps=args.steps,
+        eval_steps=None,
+        custom_config={
+            "training": training,
+            "code_fingerprint": code_fingerprint.source_fingerprint(pipeline.RUN_FN),
+        },
+    )
+    started = time.time()
+    trainer_module.run_fn(fn_args)
+    seconds = time.time() - started
+    with open(os.path.join(fn_args.model_run_dir, "training.json")) as f:
+        record = json.load(f)
+    return fn_args.serving_model_dir, record, seconds, run_dir
+
+
+def _score(serving_dir, data, num_classes):
+    from litedet.components.evaluation import device
+
+    examples = device.read_examples(os.path.join(data.examples_uri, "Split-eval"))
+    return device.score_saved_model(serving_dir, examples, num_classes)
+
+
+def _plot(results, path):
+    from litedet.components.report.render import _pyplot
+
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    for name, run in results.items():
+        minutes = [p["seconds"] / 60 for p in run["curve"]]
+        axes[0].plot(minutes, [p["map"] for p in run["curve"]], "o-", label=name)
+        axes[1].plot(minutes, [p["map50"] for p in run["curve"]], "o-", label=name)
+    for axis, title in zip(axes, ("mAP@[.5:.95]", "mAP@0.5")):
+        axis.set_title(f"validation {title}, sample evaluation split")
+        axis.set_xlabel("training minutes (2 CPU cores)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def main() -> int:
@@ -34,135 +97,63 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     common.add_sample_data_args(parser, "learning_curve.json")
+    parser.add_argument("--name", help="this configuration's name in the results")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--steps", type=int, default=0, help="default: training.train_steps")
+    parser.add_argument("--steps", type=int, default=1800)
     parser.add_argument("--every", type=int, default=300)
+    parser.add_argument("--plot", action="store_true", help="only draw the recorded curves")
     args = parser.parse_args()
+    results_path = args.results
+    results = {}
+    if os.path.exists(results_path):
+        with open(results_path) as f:
+            results = json.load(f)
+    if args.plot:
+        _plot(results, os.path.join(ROOT, "docs", "learning_curves.png"))
+        print(f"{'name':28} {'min':>5} {'mAP':>6} {'mAP50':>6} {'small':>6}  best step")
+        for name, run in results.items():
+            final = run["final"]
+            print(
+                f"{name:28} {run['train_seconds'] / 60:5.1f} {final['map']:6.3f} "
+                f"{final['map50']:6.3f} {final['ap_small'] or 0:6.3f}  {run['best_step']}"
+            )
+        return 0
+    if not args.name:
+        parser.error("--name is required to record a run")
 
-    import tensorflow as tf
-    import tensorflow_transform as tft
-
-    from litedet.components import trainer_module
-    from litedet.components.detection import export, input_pipeline
-    from litedet.components.detection import model as model_lib
-    from litedet.components.evaluation import coco, device
     from litedet.pipeline import configs
 
     base, data = common.sample_data_steps(args)
     config = configs.load_config(
         None,
-        [f"sample_data.num_train={args.num_train}", f"sample_data.num_eval={args.num_eval}"]
+        [
+            f"sample_data.num_train={args.num_train}",
+            f"sample_data.num_eval={args.num_eval}",
+            "training.backbone_weights=none",
+        ]
         + args.overrides,
     )
-    settings = config.training
-    steps = args.steps or settings.train_steps
-    workdir = os.path.join(args.output_dir, f"n{args.num_train}-{args.num_eval}", "transform")
-    if not glob.glob(os.path.join(workdir, "transform_graph", "*")):
-        common.run_transform(config, data, False, workdir)
-    transform_output = tft.TFTransformOutput(os.path.join(workdir, "transform_graph"))
-    names = trainer_module.class_names(transform_output)
-    detector_config = model_lib.DetectorConfig(
-        num_classes=len(names),
-        alpha=settings.alpha,
-        image_size=config.transform.image_size,
-        feature_pyramid=settings.feature_pyramid,
-        head_channels=settings.head_channels,
-        head_depth=settings.head_depth,
-    )
-    anchors = detector_config.anchors()
-    detector = model_lib.build_detector(detector_config)
-    trainer = trainer_module.DetectorTrainer(detector)
-    train = input_pipeline.make_dataset(
-        glob.glob(os.path.join(data.examples_uri, "Split-train", "*")),
-        transform_output,
-        anchors,
-        settings.batch_size,
-        training=True,
-        augmentation=settings.augment,
-    )
-    trainer.compile(
-        optimizer=tf.keras.optimizers.Adam(
-            trainer_module._learning_rate(
-                settings.learning_rate, steps, min(settings.warmup_steps, steps // 2)
-            )
-        )
-    )
-    examples = device.read_examples(os.path.join(data.examples_uri, "Split-eval"))
-    module = export.DetectorExport(
-        detector,
-        transform_output,
-        anchors,
-        config.transform.image_size,
-        settings.score_threshold,
-        settings.nms_iou_threshold,
-        settings.max_detections,
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        # The ground truth through the exported signature, once (it does not change).
-        export.save(module, tmp)
-        truth = device.ground_truth(tf.saved_model.load(tmp), examples)
-    points, started = [], time.time()
-
-    class Score(tf.keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            found = []
-            for start in range(0, len(examples), device.BATCH):
-                out = module.detect_examples(tf.constant(examples[start : start + device.BATCH]))
-                for i in range(out["num_detections"].shape[0]):
-                    n = int(out["num_detections"][i])
-                    found.append(
-                        {
-                            "boxes": tf.stack(
-                                [out[k][i, :n] for k in ("ymin", "xmin", "ymax", "xmax")], axis=-1
-                            ).numpy(),
-                            "classes": out["class_id"][i, :n].numpy(),
-                            "scores": out["scores"][i, :n].numpy(),
-                        }
-                    )
-            scores = coco.coco_map(truth, found, len(names))
-            point = {
-                "step": (epoch + 1) * args.every,
-                "seconds": round(time.time() - started),
-                "loss": round(float(logs["loss"]), 3),
-                "map50": round(scores["map50"], 3),
-                "map": round(scores["map"], 3),
-            }
-            points.append(point)
-            print(point, flush=True)
-
-    trainer.fit(
-        train,
-        epochs=steps // args.every,
-        steps_per_epoch=args.every,
-        verbose=0,
-        callbacks=[Score()],
-    )
-    run = {
-        "machine": common.machine(),
+    workdir = os.path.join(args.output_dir, f"n{args.num_train}-{args.num_eval}")
+    serving, record, seconds, run_dir = _train(args, config, data, workdir)
+    final = _score(serving, data, len(record["classes"]))
+    results[args.name] = {
         "overrides": args.overrides,
-        "steps": steps,
-        "num_train": args.num_train,
-        "num_eval": args.num_eval,
-        "settings": {
-            k: getattr(settings, k)
-            for k in (
-                "alpha",
-                "head_channels",
-                "head_depth",
-                "learning_rate",
-                "batch_size",
-                "augment",
-            )
+        "steps": args.steps,
+        "every": args.every,
+        "train_seconds": round(seconds, 1),
+        "curve": record["validation"],
+        "best_step": (record.get("best") or {}).get("step"),
+        "final": {
+            k: final.get(k) for k in ("map", "map50", "map75", "ap_small", "ap_medium", "ap_large")
         },
-        "points": points,
+        "machine": common.machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    previous = []
-    if os.path.exists(args.results):
-        with open(args.results) as f:
-            previous = json.load(f)
-    with open(args.results, "w") as f:
-        json.dump(previous + [run], f, indent=2)
-    print(json.dumps(run, indent=2))
+    os.makedirs(os.path.dirname(results_path), exist_ok=True)
+    with open(results_path, "w") as f:
+        json.dump(results, f, indent=2)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    print(json.dumps(results[args.name], indent=2))
     return 0
 
 

@@ -52,7 +52,14 @@ class ValidationMap(tf.keras.callbacks.Callback):
         self.patience = patience
         self.best_path = os.path.join(state_dir, BEST_WEIGHTS)
         self.state_path = os.path.join(state_dir, BEST_STATE)
-        self.state = {"map": -1.0, "map50": 0.0, "step": 0, "since_best": 0, "history": []}
+        self.state = {
+            "map": -1.0,
+            "map50": 0.0,
+            "step": 0,
+            "since_best": 0,
+            "history": [],
+            "seconds": 0.0,
+        }
         if tf.io.gfile.exists(self.state_path):  # a resumed training keeps what it had
             with tf.io.gfile.GFile(self.state_path) as handle:
                 self.state.update(json.load(handle))
@@ -88,9 +95,14 @@ class ValidationMap(tf.keras.callbacks.Callback):
         scores = coco.coco_map(truth, found, self.num_classes)
         return {"map": scores["map"], "map50": scores["map50"]}
 
+    def on_train_begin(self, logs=None):
+        # Wall-clock training time, across phases and resumed runs: the learning curves' x-axis.
+        self._resumed_at, self._clock = self.state["seconds"], time.time()
+
     def on_epoch_end(self, epoch, logs=None):
         step = (epoch + 1) * self.steps_per_epoch
         started = time.time()
+        self.state["seconds"] = self._resumed_at + started - self._clock
         scores = self.evaluate()
         if logs is not None:
             logs["val_map"], logs["val_map50"] = scores["map"], scores["map50"]
@@ -100,7 +112,9 @@ class ValidationMap(tf.keras.callbacks.Callback):
             self.state.update(map=scores["map"], map50=scores["map50"], step=step, since_best=0)
         else:
             self.state["since_best"] += 1
-        self.state["history"].append({"step": step, **scores})
+        self.state["history"].append(
+            {"step": step, "seconds": round(self.state["seconds"], 1), **scores}
+        )
         with tf.io.gfile.GFile(self.state_path, "w") as handle:
             handle.write(json.dumps(self.state))
         logging.info(
@@ -126,6 +140,21 @@ class ValidationMap(tf.keras.callbacks.Callback):
         return {k: self.state[k] for k in ("map", "map50", "step")}
 
 
+class ResumeNotice(tf.keras.callbacks.Callback):
+    """Says so when BackupAndRestore resumed a killed training from its last checkpoint (its
+    first epoch is then later than the phase's first). Runs after BackupAndRestore."""
+
+    def __init__(self, first_epoch: int, steps_per_epoch: int):
+        super().__init__()
+        self.first_epoch, self.steps_per_epoch = first_epoch, steps_per_epoch
+        self._checked = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._checked and epoch > self.first_epoch:
+            logging.info("Resumed from the checkpoint at step %d", epoch * self.steps_per_epoch)
+        self._checked = True
+
+
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -139,17 +168,20 @@ class ProgressLine(tf.keras.callbacks.Callback):
         self,
         total_steps: int,
         batch_size: int,
-        first_step: int = 0,
+        steps_per_epoch: int,
         log_every_steps: int = 50,
         stream=None,
     ):
         super().__init__()
         self.total, self.batch_size = total_steps, batch_size
-        self.step = first_step
+        self.steps_per_epoch, self.step = steps_per_epoch, 0
         self.log_every = max(1, log_every_steps)
         self.stream = stream or sys.stdout
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
         self._started, self._steps_timed, self._last_draw = None, 0, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.step = epoch * self.steps_per_epoch  # right after a resume too
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1

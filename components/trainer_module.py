@@ -63,9 +63,10 @@ class DetectorTrainer(tf.keras.Model):
     """Wraps the detector with the detection loss so that Keras' fit() drives training:
     callbacks (TensorBoard, BackupAndRestore) and distribution strategies come for free."""
 
-    def __init__(self, detector: tf.keras.Model):
+    def __init__(self, detector: tf.keras.Model, anchors=None, giou_weight: float = 0.0):
         super().__init__()
         self.detector = detector
+        self.anchors, self.giou_weight = anchors, giou_weight
         self.trackers = {
             name: tf.keras.metrics.Mean(name=name)
             for name in ("loss", "class_loss", "box_loss", "num_positives")
@@ -87,6 +88,8 @@ class DetectorTrainer(tf.keras.Model):
             targets["class_targets"],
             targets["box_weights"],
             targets["class_weights"],
+            anchors=self.anchors,
+            giou_weight=self.giou_weight,
         )
 
     def _record(self, result):
@@ -222,7 +225,10 @@ def _fit_phase(
         validation_steps=eval_steps or None,
         verbose=0,  # trainer_callbacks.ProgressLine reports
         callbacks=list(callbacks)
-        + [tf.keras.callbacks.BackupAndRestore(os.path.join(resume_dir, phase))],
+        + [
+            tf.keras.callbacks.BackupAndRestore(os.path.join(resume_dir, phase)),
+            trainer_callbacks.ResumeNotice(first_epoch, steps_per_epoch),
+        ],
     )
     trainer.detector.save_weights(phase_weights)
     with tf.io.gfile.GFile(done_marker, "w") as marker:
@@ -300,6 +306,7 @@ def run_fn(fn_args) -> None:
         feature_pyramid=settings.feature_pyramid,
         head_channels=settings.head_channels,
         head_depth=settings.head_depth,
+        strides=model_lib.strides_from(settings.finest_stride),
     )
     # TrainArgs holds the compiled step count; RunParameters may override it.
     total_steps = int(
@@ -309,6 +316,7 @@ def run_fn(fn_args) -> None:
     )
     # Before anything expensive: a missing weights file stops the run here, with what to do.
     weights_file = weights.resolve(settings.backbone_weights, settings.alpha, image_size)
+    anchors = config.anchors()
     logging.info(
         "Training MobileNetV2 SSDLite alpha=%s at %d px, %d classes (%s), %d steps, backbone "
         "from %s",
@@ -319,10 +327,9 @@ def run_fn(fn_args) -> None:
         total_steps,
         weights_file or "random init",
     )
-    anchors = config.anchors()
     with strategy.scope():
         detector = model_lib.build_detector(config, weights_file)
-        trainer = DetectorTrainer(detector)
+        trainer = DetectorTrainer(detector, anchors, settings.giou_weight)
     train_data, eval_data, eval_features = _datasets(fn_args, transform_output, anchors, settings)
     phases, steps_per_epoch = _phases(settings, total_steps, weights_file is not None)
     resume_dir = _resume_dir(fn_args, settings, total_steps)
@@ -352,7 +359,10 @@ def run_fn(fn_args) -> None:
         callbacks.insert(0, validation)
     callbacks.append(
         trainer_callbacks.ProgressLine(
-            total_steps, settings.batch_size, log_every_steps=settings.log_every_steps
+            total_steps,
+            settings.batch_size,
+            steps_per_epoch,
+            log_every_steps=settings.log_every_steps,
         )
     )
     for phase, first, last, learning_rate in phases:

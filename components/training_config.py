@@ -29,6 +29,11 @@ class TrainingConfig:
     # after 600 steps); 128 reached 0.47 in the same steps (docs/training.md).
     head_channels: int = 128
     head_depth: int = 1  # separable conv layers in each tower before the predictor
+    # The finest feature map: 16 px (stride-16 backbone features, 32 px smallest anchors) or 8
+    # (an extra stride-8 level from block_6: smaller objects, more compute).
+    finest_stride: int = 16
+    # GIoU joins the box loss at this weight (0: Huber on the box codes alone).
+    giou_weight: float = 0.0
     batch_size: int = 16
     augment: bool = True  # flip, scale/crop and brightness/contrast jitter on the training split
     # 1800 steps of 16 images: the demo's budget (benchmarks/demo_time.py measures it).
@@ -87,6 +92,10 @@ class TrainingConfig:
             raise ValueError(
                 "training.freeze_backbone_steps: must be in [0, train_steps], or -1 (auto)"
             )
+        if self.finest_stride not in (8, 16):
+            raise ValueError(f"training.finest_stride: {self.finest_stride} must be 8 or 16")
+        if not 0 <= self.giou_weight <= 10:
+            raise ValueError(f"training.giou_weight: {self.giou_weight} must be in [0, 10]")
         if not 0 <= self.fine_tune_from_block <= 16:
             raise ValueError("training.fine_tune_from_block: must be in [0, 16] (0: all)")
         if self.early_stopping_patience < 0 or self.log_every_steps < 1:

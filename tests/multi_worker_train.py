@@ -9,7 +9,11 @@ import types
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import logging  # noqa: E402
+
 from litedet.components import trainer_module  # noqa: E402
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
 
 if __name__ == "__main__":
     with open(sys.argv[1]) as f:

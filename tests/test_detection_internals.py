@@ -375,3 +375,49 @@ def test_loss_normalized_over_the_whole_batch(anchors):
         doubled["total_loss"].numpy(), single["total_loss"].numpy(), rtol=1e-5
     )
     assert doubled["num_positives"].numpy() == 2 * single["num_positives"].numpy()
+
+
+def test_giou_loss_is_zero_for_a_perfect_box_and_grows_with_distance():
+    from litedet.components.detection import losses
+
+    target = tf.constant([[[0.2, 0.2, 0.6, 0.6]]] * 3)
+    predicted = tf.constant(
+        [
+            [[0.2, 0.2, 0.6, 0.6]],  # the same box: GIoU 1
+            [[0.2, 0.4, 0.6, 0.8]],  # half overlapping: IoU 1/3, hull = union
+            [[0.7, 0.7, 0.9, 0.9]],  # disjoint: IoU 0, hull larger than the union
+        ]
+    )
+    loss = losses.giou_loss(predicted, target).numpy()[:, 0]
+    np.testing.assert_allclose(loss[:2], [0.0, 1.0 - 1.0 / 3.0], atol=1e-6)
+    union, hull = 0.16 + 0.04, 0.7 * 0.7
+    np.testing.assert_allclose(loss[2], 1.0 + (hull - union) / hull, atol=1e-6)
+    # An inverted predicted box is scored as the box its corners span.
+    inverted = tf.constant([[[0.6, 0.6, 0.2, 0.2]]])
+    np.testing.assert_allclose(losses.giou_loss(inverted, target[:1]).numpy(), [[0.0]], atol=1e-6)
+
+
+def test_the_giou_term_joins_the_box_loss_on_positive_anchors_only():
+    from litedet.components.detection import box_coder, losses
+
+    anchors = tf.constant([[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.9]])
+    boxes = tf.constant([[[0.12, 0.1, 0.5, 0.52], [0.5, 0.5, 0.9, 0.9]]])
+    targets = box_coder.encode(boxes, anchors)
+    predicted = targets + 0.5
+    logits = tf.zeros([1, 2, 3])
+    classes = tf.constant([[1, 0]])
+    weights = tf.constant([[1.0, 0.0]])
+    plain = losses.detection_loss(predicted, logits, targets, classes, weights, tf.ones([1, 2]))
+    with_giou = losses.detection_loss(
+        predicted,
+        logits,
+        targets,
+        classes,
+        weights,
+        tf.ones([1, 2]),
+        anchors=anchors,
+        giou_weight=2.0,
+    )
+    decoded = [box_coder.decode(c, anchors) for c in (predicted, targets)]
+    expected = 2.0 * float(losses.giou_loss(*decoded)[0, 0])
+    assert float(with_giou["box_loss"] - plain["box_loss"]) == pytest.approx(expected, rel=1e-5)

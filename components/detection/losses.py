@@ -39,6 +39,30 @@ def huber_loss(box_predictions, box_targets, delta=1.0):
     return tf.reduce_sum(0.5 * quadratic**2 + delta * (abs_error - quadratic), axis=-1)
 
 
+def giou_loss(predicted_boxes, target_boxes):
+    """Per-anchor 1 - GIoU [B, A] of corner boxes [B, A, 4] (ymin, xmin, ymax, xmax): the IoU,
+    less the share of the smallest enclosing box that neither covers (Rezatofighi et al.). It
+    scores boxes as the evaluation does, by overlap, where Huber on the codes weighs each
+    coordinate alike whatever the box's size."""
+    p = tf.cast(predicted_boxes, tf.float32)
+    t = tf.cast(target_boxes, tf.float32)
+    # A predicted box may come out inverted early in training: order its corners.
+    p = tf.concat([tf.minimum(p[..., :2], p[..., 2:]), tf.maximum(p[..., :2], p[..., 2:])], -1)
+
+    def area(b):
+        return tf.maximum(b[..., 2] - b[..., 0], 0.0) * tf.maximum(b[..., 3] - b[..., 1], 0.0)
+
+    top_left = tf.maximum(p[..., :2], t[..., :2])
+    bottom_right = tf.minimum(p[..., 2:], t[..., 2:])
+    intersection = tf.reduce_prod(tf.maximum(bottom_right - top_left, 0.0), axis=-1)
+    union = area(p) + area(t) - intersection
+    iou = tf.math.divide_no_nan(intersection, union)
+    hull = tf.reduce_prod(
+        tf.maximum(p[..., 2:], t[..., 2:]) - tf.minimum(p[..., :2], t[..., :2]), axis=-1
+    )
+    return 1.0 - (iou - tf.math.divide_no_nan(hull - union, hull))
+
+
 def detection_loss(
     box_predictions,
     class_logits,
@@ -50,6 +74,8 @@ def detection_loss(
     gamma=2.0,
     delta=1.0,
     box_loss_weight=1.0,
+    anchors=None,
+    giou_weight=0.0,
 ):
     """Total detection loss for a batch.
 
@@ -61,6 +87,8 @@ def detection_loss(
       class_logits: [B, A, C + 1] logits, background column at index 0 (not trained).
       box_targets, class_targets, box_weights, class_weights: [B, A, 4] float32,
         [B, A] int32, [B, A] float32, [B, A] float32, as ``batch_assign_targets`` returns.
+      anchors, giou_weight: with a giou_weight > 0, the anchors [A, 4] decode the predicted and
+        target codes and giou_weight * (1 - GIoU) joins the box loss.
 
     Returns:
       dict with "total_loss" = class_loss + box_loss_weight * box_loss, "class_loss",
@@ -72,9 +100,15 @@ def detection_loss(
         tf.reduce_sum(class_weights * sigmoid_focal_loss(class_logits, class_targets, alpha, gamma))
         / normalizer
     )
-    box_loss = (
-        tf.reduce_sum(box_weights * huber_loss(box_predictions, box_targets, delta)) / normalizer
-    )
+    per_anchor = huber_loss(box_predictions, box_targets, delta)
+    if giou_weight:
+        from litedet.components.detection import box_coder
+
+        # Clipped before exp(): an early, wild size code would otherwise overflow to inf.
+        predicted = tf.clip_by_value(tf.cast(box_predictions, tf.float32), -20.0, 20.0)
+        decoded = [box_coder.decode(codes, anchors) for codes in (predicted, box_targets)]
+        per_anchor += giou_weight * giou_loss(*decoded)
+    box_loss = tf.reduce_sum(box_weights * per_anchor) / normalizer
     return {
         "total_loss": class_loss + box_loss_weight * box_loss,
         "class_loss": class_loss,

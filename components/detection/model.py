@@ -36,6 +36,11 @@ BACKBONE_FEATURES = {8: "block_6_expand_relu", 16: "block_13_expand_relu", 32: "
 CLASS_PRIOR_PROBABILITY = 0.01
 
 
+def strides_from(finest: int) -> tuple:
+    """The feature-map strides for a finest level of 8 or 16 px (training.finest_stride)."""
+    return (8, 16, 32, 64, 128) if finest == 8 else (16, 32, 64, 128)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DetectorConfig:
     """Architecture of the detector; anchor fields default to ``anchors.generate_anchors``'.
