@@ -46,15 +46,29 @@ def _eval_config(variant: str, num_classes: int):
         configs = [
             metrics._coco_metric("map", num_classes, 100),
             *configs,
-            *[metrics._coco_metric(f"ap50/{k}", num_classes, 100, iou_thresholds=[0.5],
-                                   class_ids=[k]) for k in range(1, num_classes + 1)],
+            *[
+                metrics._coco_metric(
+                    f"ap50/{k}", num_classes, 100, iou_thresholds=[0.5], class_ids=[k]
+                )
+                for k in range(1, num_classes + 1)
+            ],
         ]
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name=export.EVAL_SIGNATURE,
-                                    preprocessing_function_names=[export.LABELS_SIGNATURE])],
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name=export.EVAL_SIGNATURE,
+                preprocessing_function_names=[export.LABELS_SIGNATURE],
+            )
+        ],
         slicing_specs=[tfma.SlicingSpec()],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name=c["class_name"], config=c["config"]) for c in configs])],
+        metrics_specs=[
+            tfma.MetricsSpec(
+                metrics=[
+                    tfma.MetricConfig(class_name=c["class_name"], config=c["config"])
+                    for c in configs
+                ]
+            )
+        ],
     )
 
 
@@ -80,21 +94,26 @@ def _evaluate(variant: str, summary, num_classes: int, workdir: str) -> dict:
         "fairness_indicator_thresholds": "null",
     }
     started = time.time()
-    Executor(Executor.Context(beam_pipeline_args=["--direct_running_mode=in_memory"],
-                              tmp_dir=workdir)).Do(
+    Executor(
+        Executor.Context(beam_pipeline_args=["--direct_running_mode=in_memory"], tmp_dir=workdir)
+    ).Do(
         {"examples": [examples], "model": [model]},
-        {"evaluation": [evaluation], "blessing": [blessing]}, properties)
+        {"evaluation": [evaluation], "blessing": [blessing]},
+        properties,
+    )
     seconds = time.time() - started
     return {"seconds": seconds, "map50": metrics.read_metrics(evaluation.uri)["map50"]}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--run-dir", required=True, help="a local run's output folder")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
-                                                      "evaluator_time.json"))
+    parser.add_argument(
+        "--out", default=os.path.join(ROOT, "benchmarks", "results", "evaluator_time.json")
+    )
     args = parser.parse_args()
 
     from litedet.components.evaluation import device
@@ -102,8 +121,11 @@ def main() -> int:
 
     summary = latest_run(os.path.join(args.run_dir, "metadata", "litedet", "metadata.sqlite"))
     num_classes = len(summary.training_record()["classes"])
-    images = len(device.read_examples(os.path.join(
-        summary.components["DetectionExampleGen"].uri("examples"), "Split-eval")))
+    images = len(
+        device.read_examples(
+            os.path.join(summary.components["DetectionExampleGen"].uri("examples"), "Split-eval")
+        )
+    )
     workdir = tempfile.mkdtemp(prefix="litedet-evaluator-bench-")
     runs = {"before": [], "now": []}
     for _ in range(args.repeats):
@@ -111,10 +133,13 @@ def main() -> int:
             runs[variant].append(_evaluate(variant, summary, num_classes, workdir))
             print(f"{variant}: {runs[variant][-1]['seconds']:.1f} s", flush=True)
     result = {
-        "machine": common.machine(), "images": images, "classes": num_classes,
+        "machine": common.machine(),
+        "images": images,
+        "classes": num_classes,
         "seconds": {v: [round(r["seconds"], 1) for r in rs] for v, rs in runs.items()},
-        "median_s": {v: round(statistics.median(r["seconds"] for r in rs), 1)
-                     for v, rs in runs.items()},
+        "median_s": {
+            v: round(statistics.median(r["seconds"] for r in rs), 1) for v, rs in runs.items()
+        },
         "map50": {v: rs[-1]["map50"] for v, rs in runs.items()},
     }
     result["speedup"] = round(result["median_s"]["before"] / result["median_s"]["now"], 2)
