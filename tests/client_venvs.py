@@ -16,6 +16,8 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
+from typing import Optional
 
 from litedet.paths import cache_dir
 
@@ -38,11 +40,12 @@ def _base_python() -> str:
     return getattr(sys, "_base_executable", None) or sys.executable
 
 
-def ensure(name: str) -> str:
-    """The python of the `name` client's virtualenv, built on first use."""
+def ensure(name: str, cache: Optional[str] = None) -> str:
+    """The python of the `name` client's virtualenv, built on first use under `cache` (default:
+    the cache folder, litedet.paths)."""
     with open(requirements_file(name), "rb") as handle:
         digest = hashlib.sha256(handle.read()).hexdigest()[:12]
-    root = str(cache_dir() / "venvs" / f"{name}-{digest}")
+    root = str(Path(cache or cache_dir()) / "venvs" / f"{name}-{digest}")
     python = os.path.join(root, "bin", "python")
     ready = os.path.join(root, ".ready")
     os.makedirs(os.path.dirname(root), exist_ok=True)

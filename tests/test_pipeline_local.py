@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from litedet import paths as litedet_paths
 from litedet import run_summary
 from litedet.components import features as f
 from litedet.components.detection import input_pipeline
@@ -50,6 +51,9 @@ COMPONENTS = {
 # steps after it.
 RERUN_AFTER_A_PUSH = {"ModelGate", "LitedetPusher", "RunReport"}
 MODEL_NAME = "litedet-pipeline-test"
+# The client virtualenvs (tests/client_venvs.py) live in the user's cache folder, read here before
+# the pipeline fixture points LITEDET_CACHE at its own: they are built once, not once a run.
+CLIENT_CACHE = str(litedet_paths.cache_dir())
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +286,29 @@ def test_the_pushed_int8_tflite_model_finds_the_objects_and_carries_its_labels(p
             matched += any(c == a["category_id"] and _iou(gt, b) >= 0.5 for c, b in found)
             total += 1
     assert total and matched >= 0.8 * total, (matched, total)
+
+
+def test_on_device_clients_score_what_the_interpreter_scores(pipeline_runs, tmp_path):
+    """Client parity: every pushed TFLite format runs in each on-device client (MediaPipe Tasks,
+    the current release and the oldest one docs/clients.md claims; the TFLite Task Library), each
+    in its own virtualenv, over the whole evaluation split without a crash, and scores
+    (pycocotools, the same ground truth) within the gate's TFLite budget (mAP@0.5) of what the
+    gate measured with tf.lite.Interpreter. A client that cannot be installed fails the test."""
+    from tests import client_parity
+
+    first = pipeline_runs["first"]
+    parity = client_parity.measure(
+        first.push_record()["pushed_destination"],  # what a device downloads
+        os.path.join(first.components["DetectionExampleGen"].uri("examples"), "Split-eval"),
+        budget=configs.EvaluationConfig().max_tflite_map_drop,
+        cache=CLIENT_CACHE,
+        scratch=str(tmp_path),
+    )
+    print("\n" + parity.table())
+    assert not parity.failures, "\n".join(parity.failures)
+    formats = {row.fmt for row in parity.rows}
+    assert formats == set(pipeline_runs["config"].tflite.formats)
+    assert len(parity.rows) == len(formats) * 4  # the interpreter and three clients
 
 
 def test_tfma_map_agrees_with_pycocotools_on_the_same_predictions(pipeline_runs):

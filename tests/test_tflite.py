@@ -1,5 +1,6 @@
-"""TFLite export: converter, interpreter, metadata, the TFX component, and MediaPipe Tasks as a
-real on-device client. Everything runs the real TFLite interpreter on real converted models.
+"""TFLite export: converter, interpreter, metadata and the TFX component. Everything runs the real
+TFLite interpreter on real converted models (the on-device clients run the pushed models of a
+trained pipeline: tests/test_pipeline_local.py, test_on_device_clients_...).
 
 Two models:
 - a hand-set one (a tf.Module with the export's `detect_preprocessed` signature and `anchors`
@@ -28,7 +29,7 @@ from PIL import Image
 from litedet.components.detection import export, postprocess
 from litedet.components.detection import model as model_lib
 from litedet.components.tflite import converter, interpreter
-from tests import client_venvs, datasets
+from tests import datasets
 
 pytestmark = pytest.mark.slow
 
@@ -110,6 +111,7 @@ def hand_set_outputs(anchors):
     far = anchor(6, 1, 2)
     codes[far] = [2.0, -1.5, 1.0, -0.5]  # decoded with scale factors 10, 10, 5, 5
     scores[far, 3] = 0.3
+    scores[far, 1] = 0.2  # a second class on the same box: kept by per-class NMS (a repeat)
     corner = anchor(0, 0, 0)
     codes[corner] = [-3.0, -3.0, 2.0, 2.0]  # reaches past the image: serving clips it
     scores[corner, 2] = 0.5
@@ -128,10 +130,10 @@ def hand_set(tmp_path_factory):
     tf.saved_model.save(
         module, saved, signatures={export.PREPROCESSED_SIGNATURE: module.detect_preprocessed}
     )
-    paths = converter.convert(saved, str(root / "regular"), CLASSES, formats=["float32"])
-    fast = converter.convert(
-        saved, str(root / "fast"), CLASSES, formats=["float32"], use_regular_nms=False
+    paths = converter.convert(
+        saved, str(root / "regular"), CLASSES, formats=["float32"], use_regular_nms=True
     )
+    fast = converter.convert(saved, str(root / "fast"), CLASSES, formats=["float32"])
     return types.SimpleNamespace(
         anchors=anchors,
         codes=codes,
@@ -156,31 +158,49 @@ def expected_decode(hand_set):
 
 
 def test_post_process_op_matches_the_savedmodel_decode(hand_set):
-    """Decoding (center-size anchors, scale factors), background column, score threshold,
-    per-class NMS, ordering and the 0-based -> 1-based class mapping all agree with the SavedModel's
-    decode_detections."""
+    """With use_regular_nms=True: decoding (center-size anchors, scale factors), background
+    column, score threshold, per-class NMS, ordering and the 0-based -> 1-based class mapping all
+    agree with the SavedModel's decode_detections."""
     detector = interpreter.TFLiteDetector(hand_set.path)
     raw = detector.run(np.zeros([SIZE, SIZE, 3], np.float32))
     expected = expected_decode(hand_set)
-    assert expected["count"] == 4
+    assert expected["count"] == 5
     # The op's own numbering: 0-based over the object classes, scores sorted.
-    np.testing.assert_array_equal(raw["classes"][:4], [0, 1, 1, 2])
+    np.testing.assert_array_equal(raw["classes"][:5], [0, 1, 1, 2, 0])
     got = detector.detections(raw)
     np.testing.assert_array_equal(got["classes"], expected["classes"])  # exact order too
     np.testing.assert_allclose(got["scores"], expected["scores"], atol=1e-6)
     np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=1e-5)
     assert got["count"] == expected["count"]
     # The op itself does not clip; TFLiteDetector does, as serving_default.
-    assert raw["locations"][:4].min() < 0.0
+    assert raw["locations"][:5].min() < 0.0
 
 
 def test_fast_nms_keeps_one_class_per_box(hand_set):
-    """use_regular_nms=False: the op's class-agnostic NMS drops the second class on a box that
-    the SavedModel keeps: why regular NMS is the default."""
+    """The default, use_regular_nms=False: the op's class-agnostic NMS drops the second class on
+    a box that the SavedModel keeps (the price of client safety, docs/clients.md): every row is a
+    box of its own."""
     raw = interpreter.TFLiteDetector(hand_set.fast_path).run(np.zeros([SIZE, SIZE, 3]))
     assert raw["count"] == 3
     assert sorted(raw["classes"][:3].tolist()) == [0, 1, 2]
-    assert expected_decode(hand_set)["count"] == 4
+    assert len({tuple(box) for box in raw["locations"][:3].tolist()}) == 3
+    assert expected_decode(hand_set)["count"] == 5
+
+
+def test_repeated_boxes_of_regular_nms_are_refused_by_default(hand_set):
+    """Per-class NMS gives the `far` anchor's box twice (two classes): MediaPipe Tasks
+    before 0.10.20 crashes on a repeated box, so check_model refuses it unless told otherwise,
+    reading the op's attributes as MediaPipe does."""
+    raw = interpreter.TFLiteDetector(hand_set.path).run(np.zeros([SIZE, SIZE, 3]))
+    boxes = [tuple(box) for box in raw["locations"][: raw["count"]].tolist()]
+    assert len(set(boxes)) < len(boxes)
+    assert converter.postprocess_options(hand_set.path)["use_regular_nms"]
+    with pytest.raises(converter.ConversionError, match="MediaPipe Tasks before 0.10.20"):
+        converter.check_model(hand_set.path, K)
+    converter.check_model(hand_set.path, K, one_box_per_row=False)
+    options = converter.postprocess_options(hand_set.fast_path)
+    assert not options["use_regular_nms"] and options["max_classes_per_detection"] == 1
+    converter.check_model(hand_set.fast_path, K)
 
 
 def test_letterbox_boxes_come_back_to_the_original_image(hand_set):
@@ -203,7 +223,7 @@ def test_check_model_rejects_outputs_out_of_order(hand_set):
     another order (what the converter emits before the fix) must not pass."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    content = open(hand_set.path, "rb").read()
+    content = open(hand_set.fast_path, "rb").read()
     assert set(converter.check_model(content, K)) == set(converter.OUTPUT_NAMES)
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
     outputs = list(model.subgraphs[0].outputs)
@@ -389,7 +409,7 @@ def converted(tmp_path_factory):
         component.FORMATS_KEY: json.dumps(list(converter.FORMATS)),
         component.NUM_CALIBRATION_IMAGES_KEY: NUM_CALIBRATION,
         component.CALIBRATION_SPLIT_KEY: "train",
-        component.USE_REGULAR_NMS_KEY: 1,
+        component.USE_REGULAR_NMS_KEY: 0,
         component.MAX_DETECTIONS_KEY: K,
         component.SCORE_THRESHOLD_KEY: 0.05,
         component.IOU_THRESHOLD_KEY: 0.5,
@@ -441,7 +461,7 @@ def test_the_component_writes_every_format_and_its_summary(converted):
         summary["score_threshold"],
         summary["iou_threshold"],
         summary["use_regular_nms"],
-    ) == (K, 0.05, 0.5, True)
+    ) == (K, 0.05, 0.5, False)
     assert converted.output.get_string_custom_property("formats") == "float32,float16,int8"
     print("sizes (bytes):", summary["sizes_bytes"])
 
@@ -494,6 +514,12 @@ def test_metadata_carries_labels_and_normalization(converted, fmt):
     ]
     category = graph["output_tensor_metadata"][1]
     assert category["associated_files"][0]["name"] == "labels.txt"
+    # What a client must do to an image, in words: the Transform's resize, the input's range.
+    described = graph["input_tensor_metadata"][0]["description"]
+    assert f"Resize the whole RGB image to {SIZE} x {SIZE}" in described
+    assert "aspect ratio is NOT kept" in described
+    assert ("uint8 RGB pixels 0-255" in described) == (fmt == "int8")
+    assert "class-agnostic NMS, one class per box" in metadata["json"]["description"]
 
 
 @pytest.mark.parametrize("example_index", [0, 1])
@@ -554,52 +580,6 @@ def test_the_component_declares_its_channels_and_checks_formats():
     assert converter_component.exec_properties["code_fingerprint"] == "abc"
     with pytest.raises(ValueError, match="bfloat16"):
         component.TFLiteConverter(**channels, formats=["bfloat16"])
-
-
-def test_mediapipe_object_detector_runs_the_models(converted, tmp_path):
-    """MediaPipe Tasks 0.10.14 (its own virtualenv): loads the float32 and int8 models with their
-    metadata and returns labelled detections; on an image already at the input size its float32
-    detections are TFLiteDetector's (op class index k = label k + 1 = line k of labels.txt)."""
-    from tests import mediapipe_client
-
-    try:
-        client_venvs.ensure(mediapipe_client.MEDIAPIPE)
-    except client_venvs.ClientUnavailable as error:
-        pytest.skip(f"MediaPipe 0.10.14 cannot be installed here: {error}")
-    data, pixels = decoded_png(0)
-    assert pixels.shape == (SIZE, SIZE, 3)  # MediaPipe's resize is then the identity
-    image_path = tmp_path / "image.png"
-    image_path.write_bytes(data)
-    models = [converted.paths["float32"], converted.paths["int8"]]
-    results = mediapipe_client.detect(models, str(image_path))
-    for model in models:
-        assert isinstance(results[model], list), results[model]
-        assert results[model], f"MediaPipe found nothing with {model}"
-        # The op's class index k names line k of labels.txt (MediaPipe 0.10.14's Python API
-        # leaves Category.index unset for this task: the name is what it reports).
-        assert {d["category_name"] for d in results[model]} == {CLASSES[FIRING_COLUMN - 1]}
-
-    ours = interpreter.TFLiteDetector(converted.paths["float32"]).detect(pixels)
-    theirs = results[converted.paths["float32"]]
-    assert len(theirs) == ours["count"]
-    np.testing.assert_allclose(
-        sorted(d["score"] for d in theirs), sorted(ours["scores"][: ours["count"]]), atol=1e-4
-    )
-    # Boxes inside the image (MediaPipe moves the origin of a box crossing the top or left edge
-    # to 0 but keeps its size, where serving clips): the same, up to MediaPipe's whole pixels.
-    inside = [
-        d
-        for d in theirs
-        if min(d["box"][:2]) > 0
-        and d["box"][0] + d["box"][2] < SIZE
-        and d["box"][1] + d["box"][3] < SIZE
-    ]
-    assert len(inside) > len(theirs) / 3
-    for detection in inside:
-        x, y, w, h = np.asarray(detection["box"], np.float64) / SIZE
-        box = np.array([y, x, y + h, x + w])
-        distance = np.abs(ours["boxes"][: ours["count"]] - box).max(axis=1)
-        assert distance.min() < 2.0 / SIZE, (detection, ours["boxes"][distance.argmin()] * SIZE)
 
 
 def test_a_savedmodel_without_saved_anchors_is_refused(hand_set, tmp_path):

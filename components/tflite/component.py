@@ -144,12 +144,14 @@ class Executor(base_executor.BaseExecutor):
             )
             logging.info("int8 calibration on %d %s images", len(representative), split)
 
+        resize_mode = resize_mode_of(transform_output)
         paths = converter.convert(
             model_dir,
             output.uri,
             labels,
             formats=formats,
             representative_images=representative,
+            resize_mode=resize_mode,
             **settings,
         )
         described = {fmt: converter.describe(path) for fmt, path in paths.items()}
@@ -160,7 +162,7 @@ class Executor(base_executor.BaseExecutor):
             "inputs": {fmt: d["input"] for fmt, d in described.items()},
             "outputs": ["locations", "classes", "scores", "count"],
             "input_size": described[formats[0]]["input"]["shape"][1],
-            "resize_mode": resize_mode_of(transform_output),
+            "resize_mode": resize_mode,
             "normalization": {"mean": converter.INPUT_MEAN, "std": converter.INPUT_STD},
             "labels": labels,
             "num_calibration_images": len(representative) if representative else 0,
@@ -177,7 +179,11 @@ class Executor(base_executor.BaseExecutor):
 
 
 class TFLiteConverter(base_component.BaseComponent):
-    """Converts the Trainer's model into TFLite detectors (float32, float16, int8)."""
+    """Converts the Trainer's model into TFLite detectors (float32, float16, int8).
+
+    `use_regular_nms` stays False for models that MediaPipe Tasks loads: per-class NMS repeats a
+    box once per class, and MediaPipe before 0.10.20 crashes on that (converter.convert,
+    docs/clients.md)."""
 
     SPEC_CLASS = TFLiteConverterSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
@@ -194,7 +200,7 @@ class TFLiteConverter(base_component.BaseComponent):
         max_detections: int = DEFAULT_MAX_DETECTIONS,
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         iou_threshold: float = DEFAULT_NMS_IOU_THRESHOLD,
-        use_regular_nms: bool = True,
+        use_regular_nms: bool = False,
         code_fingerprint: Optional[str] = None,
     ):
         unknown = [f for f in formats if f not in FORMATS]

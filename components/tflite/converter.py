@@ -7,7 +7,7 @@ What the converted model is (every format):
   (pixel - 127.5) / 127.5 normalization up to half a pixel step). The metadata says mean 127.5,
   std 127.5: a runtime feeding 0-255 RGB pixels to the float input normalizes them to [-1, 1].
   Resizing to S x S is the runtime's job (the project's Transform stretches, bilinear, or
-  letterboxes: see conversion.json's resize_mode).
+  letterboxes: see conversion.json's resize_mode, and the metadata's input description).
 - the backbone and head from the SavedModel's `detect_preprocessed` signature, then the
   `TFLite_Detection_PostProcess` custom op (fused from a tf.function marked with
   experimental_implements: docs/toolchain.md), which decodes the box codes against the anchors with
@@ -19,7 +19,18 @@ What the converted model is (every format):
     1 classes   [1, K]     0-based class index: 0 is label 1, the first line of labels.txt
     2 scores    [1, K]     sigmoid scores, rows past `count` are padding
     3 count     [1]        number of valid rows
-  with K = max_detections.
+  with K = max_detections. By default every row is a distinct box with one class: the op's
+  class-agnostic ("fast") NMS, one class per box (`use_regular_nms=False`,
+  max_classes_per_detection 1). Per-class ("regular") NMS repeats a box once for each class it
+  keeps there, and MediaPipe Tasks deduplicates identical boxes: before 0.10.20 its
+  DetectionsDeduplicateCalculator keeps pointers into a vector it is still growing, and a repeated
+  box makes it write through a dangling pointer (a segmentation fault in ObjectDetector.detect);
+  0.10.20 and later fold the repeats into one detection with several categories
+  (docs/clients.md).
+- the ObjectDetector metadata (tflite-support's writer): labels, the normalization (mean 127.5,
+  std 127.5) and, in the model's and the input's descriptions, what a client must do to an image:
+  the resize policy (stretch, or letterbox, which no stock client does for you) and the input
+  range.
 - "float16": weights stored as float16, dequantized at load time; compute, input and outputs
   stay float32. "int8": full-integer post-training quantization calibrated on
   `representative_images`; every op of the network runs in int8, the input is uint8 (quantized
@@ -45,6 +56,7 @@ from litedet.components.detection import (
 )
 from litedet.components.detection import anchors as anchors_lib
 from litedet.components.detection.export import PREPROCESSED_SIGNATURE
+from litedet.components.features import RESIZE_MODES
 from litedet.components.tflite import FORMATS
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
@@ -267,11 +279,83 @@ def _pin_uint8_input(model, subgraph) -> None:
     tensor.quantization.zeroPoint = np.array([UINT8_INPUT_ZERO_POINT], np.int64)
 
 
-def _write_metadata(model_bytes: bytes, labels_path: str) -> bytes:
-    from tensorflow_lite_support.metadata.python.metadata_writers import object_detector
+def input_description(image_size: int, resize_mode: str, uint8_input: bool) -> str:
+    """What a client must do to an RGB image before the model (the metadata's input description):
+    the resize policy of the project's Transform and the input range."""
+    size = f"{image_size} x {image_size}"
+    if resize_mode == "stretch":
+        resize = (
+            f"Resize the whole RGB image to {size}, each axis scaled on its own (the aspect ratio "
+            "is NOT kept), bilinear: what MediaPipe Tasks and the TFLite Task Library do."
+        )
+    elif resize_mode == "letterbox":
+        resize = (
+            f"Letterbox the RGB image yourself: scale it to fit {size} with the aspect ratio "
+            "kept (bilinear), centre it and pad with gray (128, 128, 128); map the boxes back "
+            "from that content window. MediaPipe Tasks and the TFLite Task Library stretch "
+            "instead: give them the letterboxed image."
+        )
+    else:
+        raise ValueError(f"resize_mode {resize_mode!r} is not one of {', '.join(RESIZE_MODES)}")
+    if uint8_input:
+        values = (
+            "Input: uint8 RGB pixels 0-255 as they are; the normalization below is the meaning "
+            f"its quantization (scale 1/{INPUT_STD}, zero point {UINT8_INPUT_ZERO_POINT}) gives "
+            "them, not a step to apply."
+        )
+    else:
+        values = (
+            f"Input: float32 (pixel - {INPUT_MEAN}) / {INPUT_STD}, i.e. [-1, 1] "
+            "(the normalization below)."
+        )
+    return f"{resize} {values}"
 
-    writer = object_detector.MetadataWriter.create_for_inference(
-        bytearray(model_bytes), [INPUT_MEAN], [INPUT_STD], [labels_path]
+
+def model_description(
+    num_classes: int, max_detections: int, score_threshold: float, use_regular_nms: bool
+) -> str:
+    nms = (
+        "per-class NMS: a box is repeated once per class it keeps (MediaPipe Tasks before "
+        "0.10.20 crashes on repeated boxes; 0.10.20+ folds them into one detection)"
+        if use_regular_nms
+        else "class-agnostic NMS, one class per box: every row is a distinct box"
+    )
+    return (
+        f"litedet SSD detector (MobileNetV2, SSDLite head), {num_classes} classes. "
+        f"TFLite_Detection_PostProcess in the model: {nms}; at most {max_detections} boxes "
+        f"scoring at least {score_threshold:g}. Outputs: boxes (ymin, xmin, ymax, xmax) "
+        "normalized to the model input, not clipped; 0-based class index (line of labels.txt); "
+        "sigmoid score; number of detections."
+    )
+
+
+def _write_metadata(
+    model_bytes: bytes, labels_path: str, description: str, input_text: str
+) -> bytes:
+    from tensorflow_lite_support.metadata import metadata_schema_py_generated as metadata_fb
+    from tensorflow_lite_support.metadata.python.metadata_writers import (
+        metadata_info,
+        object_detector,
+        writer_utils,
+    )
+
+    buffer = bytearray(model_bytes)
+    writer = object_detector.MetadataWriter.create_from_metadata_info(
+        buffer,
+        general_md=metadata_info.GeneralMd(name="ObjectDetector", description=description),
+        input_md=metadata_info.InputImageTensorMd(
+            name="image",
+            description=input_text,
+            norm_mean=[INPUT_MEAN],
+            norm_std=[INPUT_STD],
+            color_space_type=metadata_fb.ColorSpaceType.RGB,
+            tensor_type=writer_utils.get_input_tensor_types(buffer)[0],
+        ),
+        output_category_md=metadata_info.CategoryTensorMd(
+            name="category",
+            description="The categories of the detected boxes.",
+            label_files=[metadata_info.LabelFileMd(file_path=labels_path)],
+        ),
     )
     return bytes(writer.populate())
 
@@ -282,10 +366,32 @@ def _interpreter(model: Union[str, bytes]) -> tf.lite.Interpreter:
     return tf.lite.Interpreter(model_path=model)
 
 
-def check_model(model: Union[str, bytes], max_detections: Optional[int] = None) -> Dict:
+def postprocess_options(model: Union[str, bytes]) -> Dict:
+    """The post-process op's attributes as the converted model holds them (its flexbuffer custom
+    options: max_detections, max_classes_per_detection, use_regular_nms, ...), as MediaPipe Tasks
+    reads them."""
+    from flatbuffers import flexbuffers
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    content = (
+        model if isinstance(model, (bytes, bytearray)) else tf.io.gfile.GFile(model, "rb").read()
+    )
+    parsed = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    op = _postprocess_operator(parsed, parsed.subgraphs[0])
+    return dict(flexbuffers.Loads(bytes(bytearray(np.asarray(op.customOptions, np.uint8)))))
+
+
+def check_model(
+    model: Union[str, bytes],
+    max_detections: Optional[int] = None,
+    one_box_per_row: bool = True,
+) -> Dict:
     """Raises ConversionError unless the model's outputs are the post-process op's, in the order
     locations [1, K, 4], classes [1, K], scores [1, K], count [1] (float32), as MediaPipe Tasks
-    and the Task Library read them. Returns the output details after one run on a blank image."""
+    and the Task Library read them, and (`one_box_per_row`) the op gives every row a box of its
+    own: class-agnostic NMS, one class per box (MediaPipe Tasks before 0.10.20 crashes on a
+    repeated box: module docstring). Returns the output details after one run on a blank
+    image."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     content = (
@@ -294,6 +400,15 @@ def check_model(model: Union[str, bytes], max_detections: Optional[int] = None) 
     parsed = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
     subgraph = parsed.subgraphs[0]
     op_outputs = [int(i) for i in _postprocess_operator(parsed, subgraph).outputs]
+    if one_box_per_row:
+        options = postprocess_options(content)
+        if options.get("use_regular_nms") or options.get("max_classes_per_detection") != 1:
+            raise ConversionError(
+                f"{POSTPROCESS_OP} with use_regular_nms={options.get('use_regular_nms')}, "
+                f"max_classes_per_detection={options.get('max_classes_per_detection')}: a box "
+                "can come out once per class, which crashes MediaPipe Tasks before 0.10.20 "
+                "(docs/clients.md); convert with use_regular_nms=False"
+            )
     outputs = [int(i) for i in subgraph.outputs]
     if outputs != op_outputs:
         raise ConversionError(
@@ -338,7 +453,8 @@ def convert(
     max_detections: int = DEFAULT_MAX_DETECTIONS,
     score_threshold: float = DEFAULT_SCORE_THRESHOLD,
     iou_threshold: float = DEFAULT_NMS_IOU_THRESHOLD,
-    use_regular_nms: bool = True,
+    use_regular_nms: bool = False,
+    resize_mode: str = "stretch",
 ) -> Dict[str, str]:
     """Converts the SavedModel into one `.tflite` file per format; returns {format: path}.
 
@@ -354,10 +470,17 @@ def convert(
         generator would be empty the second time it is read).
       max_detections: K, rows of every output.
       score_threshold, iou_threshold: the post-process op's NMS thresholds.
-      use_regular_nms: True: per-class NMS, as the SavedModel's decode (a box may carry several
-        classes); False: the op's fast class-agnostic NMS (one class per box, cheaper).
+      use_regular_nms: False (the default): the op's class-agnostic NMS, one class per box, so
+        that every row is a box of its own, as MediaPipe Tasks and the Task Library expect.
+        True: per-class NMS, as the SavedModel's decode (a box may come out once per class):
+        only for runtimes that take repeated boxes (not MediaPipe Tasks before 0.10.20, which
+        crashes on them; docs/clients.md).
+      resize_mode: the Transform's resize ("stretch" or "letterbox"), written into the
+        metadata's input description: what a client must do to an image.
     """
     formats = list(formats)
+    if resize_mode not in RESIZE_MODES:
+        raise ValueError(f"resize_mode {resize_mode!r} is not one of {', '.join(RESIZE_MODES)}")
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise ValueError(f"formats {formats}: choose from {', '.join(FORMATS)}")
@@ -374,8 +497,16 @@ def convert(
             source.num_classes,
             labels[source.num_classes :],
         )
+    if use_regular_nms:
+        logging.warning(
+            "use_regular_nms=True: the converted models repeat a box once per class it keeps; "
+            "MediaPipe Tasks before 0.10.20 crashes on them (docs/clients.md)"
+        )
     attributes = postprocess_attributes(
         source.num_classes, max_detections, score_threshold, iou_threshold, use_regular_nms
+    )
+    description = model_description(
+        source.num_classes, max_detections, score_threshold, use_regular_nms
     )
     concrete = source.detect_function(_postprocess_function(attributes))
 
@@ -389,8 +520,9 @@ def convert(
         paths = {}
         for fmt in formats:
             model_bytes = _fix_outputs(_convert(source, concrete, fmt, representative_images), fmt)
-            model_bytes = _write_metadata(model_bytes, labels_path)
-            check_model(model_bytes, max_detections)
+            input_text = input_description(source.image_size, resize_mode, fmt == "int8")
+            model_bytes = _write_metadata(model_bytes, labels_path, description, input_text)
+            check_model(model_bytes, max_detections, one_box_per_row=not use_regular_nms)
             path = os.path.join(output_dir, model_filename(fmt))
             with tf.io.gfile.GFile(path, "wb") as handle:
                 handle.write(model_bytes)
@@ -400,7 +532,8 @@ def convert(
 
 
 def describe(path: str) -> Dict:
-    """Size, input and outputs of a converted model, and the files its metadata carries."""
+    """Size, input and outputs of a converted model, its post-process op's attributes, and the
+    files its metadata carries."""
     content = tf.io.gfile.GFile(path, "rb").read()
     interpreter = _interpreter(content)
     interpreter.allocate_tensors()
@@ -417,7 +550,8 @@ def describe(path: str) -> Dict:
         },
     }
     try:
-        info["outputs"] = check_model(content)
+        info["postprocess"] = postprocess_options(content)
+        info["outputs"] = check_model(content, one_box_per_row=False)
     except ConversionError as error:
         info["outputs"] = None
         info["error"] = str(error)

@@ -47,13 +47,21 @@ def quantize(values: np.ndarray, dtype, scale: float, zero_point: int) -> np.nda
     return np.clip(quantized, info.min, info.max).astype(dtype)
 
 
+def pixels(model_input: np.ndarray) -> np.ndarray:
+    """Model input in [-1, 1] (components/preprocessing.normalize) -> the uint8 RGB pixels it
+    came from, rounded: what a client hands a uint8 input."""
+    values = (np.asarray(model_input, np.float32) + 1.0) * 127.5
+    return np.clip(np.round(values), 0, 255).astype(np.uint8)
+
+
 class TFLiteDetector:
     """A converted detector on RGB uint8 images of any size.
 
     `detect(image)` resizes like the project's Transform (`resize_mode` "stretch": bilinear
     without antialiasing, each axis on its own; "letterbox": aspect kept, mid-gray padding, boxes
     mapped back to the original image), normalizes to [-1, 1] (components/preprocessing.py),
-    quantizes when the model's input is uint8/int8, runs the model and returns numpy arrays:
+    hands a uint8 input the resized pixels rounded, as on-device clients do (an int8 input is
+    quantized), runs the model and returns numpy arrays:
       boxes   [K, 4] ymin, xmin, ymax, xmax normalized to the image, clipped to [0, 1]
       classes [K] float32 1-based labels (op index + 1), 0 on padding rows
       scores  [K] float32, 0 on padding rows
@@ -86,9 +94,15 @@ class TFLiteDetector:
 
     def run(self, model_input: np.ndarray) -> Dict[str, np.ndarray]:
         """The raw op outputs for one model-input image float32 [S, S, 3] in [-1, 1] (or a batch
-        of one): locations (not clipped), 0-based classes, scores, count."""
+        of one): locations (not clipped), 0-based classes, scores, count. A uint8 input gets the
+        pixels, rounded (`pixels`)."""
         model_input = np.asarray(model_input, np.float32).reshape(self._input["shape"])
-        if self.input_dtype != np.float32:
+        if self.input_dtype == np.uint8:
+            # What every client feeds a uint8 image input, whatever its quantization: the RGB
+            # pixels, rounded (MediaPipe Tasks, the Task Library; docs/clients.md). The
+            # converter pins that quantization to (pixel - 128) / 127.5.
+            model_input = pixels(model_input)
+        elif self.input_dtype != np.float32:
             scale, zero_point = self._input["quantization"]
             model_input = quantize(model_input, self.input_dtype, scale, zero_point)
         self.interpreter.set_tensor(self._input["index"], model_input)
