@@ -189,8 +189,11 @@ class MlflowRegistry:
     Failures: a connection error, a timeout or HTTP 408/429/5xx is retried `retries` times with
     exponential backoff from `backoff_s`; any other HTTP error fails at once. Either way the
     result is a RegistryError naming the endpoint, the error and the store URI of the files.
-    Creating the model version is idempotent (an existing version for the same run is reused), so
-    a retried create cannot register the push twice.
+    Registering is idempotent on the store version: a model version whose `litedet.store_uri`
+    tag is `version_uri` already is returned as it is (no new run, no new version), so a pusher
+    run again after a failed registration registers the store's version once. Creating the model
+    version is idempotent too (an existing version for the same run is reused), so a retried
+    create cannot register the push twice.
     """
 
     kind = "mlflow"
@@ -382,7 +385,10 @@ class MlflowRegistry:
                 "description": description,
             },
         )
-        version = created["model_version"]
+        return self._ready(name, created["model_version"])
+
+    def _ready(self, name: str, version: dict) -> dict:
+        """`version` once the server has finished registering it; RegistryError if it failed."""
         deadline = time.monotonic() + self.ready_timeout_s
         while version.get("status") == "PENDING_REGISTRATION" and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -400,6 +406,27 @@ class MlflowRegistry:
             )
         return version
 
+    def _registered_for(self, name: str, version_uri: str) -> Optional[dict]:
+        """The model version of `name` already registered for the store version at `version_uri`
+        (its `litedet.store_uri` tag), or None. The versions are listed page by page and their
+        tags compared here: MLflow's search filters on tags differ between server versions."""
+        page_token = ""
+        while True:
+            params = {"filter": f"name='{name}'", "max_results": 1000}
+            if page_token:
+                params["page_token"] = page_token
+            page = self._call("GET", "/api/2.0/mlflow/model-versions/search", params=params)
+            for version in page.get("model_versions") or []:
+                tags = {t.get("key"): t.get("value") for t in version.get("tags") or []}
+                if (
+                    tags.get("litedet.store_uri") == version_uri
+                    and version.get("status") != "FAILED_REGISTRATION"
+                ):
+                    return version
+            page_token = page.get("next_page_token") or ""
+            if not page_token:
+                return None
+
     # -- the protocol ----------------------------------------------------------------------------
 
     def register(self, name: str, version_uri: str, manifest: Mapping[str, Any]) -> str:
@@ -407,6 +434,16 @@ class MlflowRegistry:
         if not name:
             raise ValueError("no model name")
         self._version_uri = version_uri
+        existing = self._registered_for(name, version_uri)
+        if existing is not None:
+            version = self._ready(name, existing)
+            log.info(
+                "%s version %s in MLflow is already registered for %s",
+                name,
+                version["version"],
+                version_uri,
+            )
+            return str(version["version"])
         now_ms = int(time.time() * 1000)
         store_version = str(manifest.get("version", ""))
         source = manifest.get("source") or {}
