@@ -460,7 +460,8 @@ def test_mlflow_down_files_stay_in_the_store_and_the_step_fails_clearly(tmp_path
     store.verify(uri)
     message = str(failure.value)
     assert f"MLflow registry at http://127.0.0.1:{port}" in message
-    assert "GET /api/2.0/mlflow/experiments/get-by-name failed after 3 attempt(s)" in message
+    # The first call: is this store version registered already (registration is idempotent)?
+    assert "GET /api/2.0/mlflow/model-versions/search failed after 3 attempt(s)" in message
     assert "ConnectionError" in message
     assert f"already in the store at {uri}" in message
     assert "python -m components.pusher.registry" in message
