@@ -14,6 +14,7 @@ No heavy import here: the command line checks configurations with it.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Any, Mapping
 
 # Setting names that carry a credential: a token, a password, a key, whole HTTP headers.
@@ -45,6 +46,20 @@ def check_registry_settings(settings: Mapping[str, Any], where: str = "push.regi
                 f"{where}.{key}: looks like a secret, and {where} is written into the pipeline "
                 f"definition, its compiled spec and ML Metadata in the clear; {ENVIRONMENT_HINT}"
             )
+        value = settings[key]
+        if isinstance(value, str) and "://" in value and _has_userinfo(value):
+            raise ValueError(
+                f"{where}.{key}: the URL holds a user name or password (user:password@host), "
+                f"and {where} is written into the pipeline in the clear; {ENVIRONMENT_HINT}"
+            )
     insecure = settings.get("allow_insecure_http", False)
     if not isinstance(insecure, bool):
         raise ValueError(f"{where}.allow_insecure_http: {insecure!r} must be true or false")
+
+
+def _has_userinfo(url: str) -> bool:
+    try:
+        parsed = urllib.parse.urlparse(url)
+        return bool(parsed.username or parsed.password)
+    except ValueError:  # not a URL after all
+        return False
