@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 from litedet.components.detection import check_image_size
 from litedet.components.example_gen.config import DatasetConfig, DatasetConfigError
 from litedet.components.features import RESIZE_MODES
+from litedet.components.pusher.registry_settings import check_registry_settings
 from litedet.components.tflite import DEFAULT_NUM_CALIBRATION_IMAGES, FORMATS
 from litedet.components.training_config import TrainingConfig
 
@@ -85,8 +86,10 @@ class PushConfig:
 
     # A folder, gs:// or s3:// URI; empty: <output_dir>/models. Each push is a new version.
     destination: str = ""
-    # {"kind": "none"}, {"kind": "mlflow", "tracking_uri": "http://..."} or {"kind": "kubeflow",
-    # "server_address": ..., "port": ...}; secrets come from the environment, never from here.
+    # {"kind": "none"}, {"kind": "mlflow", "tracking_uri": "https://..."} or {"kind": "kubeflow",
+    # "server_address": ..., "port": ...}; secrets come from the environment, never from here (a
+    # key such as headers, user_token or *token*/*password* is refused). An http:// MLflow with
+    # credentials needs "allow_insecure_http": true.
     registry: Dict[str, Any] = dataclasses.field(default_factory=lambda: {"kind": "none"})
     model_name: str = PIPELINE_NAME
 
@@ -358,6 +361,11 @@ def validate(config: PipelineConfig) -> None:
             f"push.registry.kind: {config.push.registry.get('kind')!r} is not one "
             "of none, mlflow, kubeflow"
         )
+    try:
+        # The registry settings are written into the pipeline: no secret may be among them.
+        check_registry_settings(config.push.registry)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     try:
         TrainingConfig(**dataclasses.asdict(config.training))
     except ValueError as e:

@@ -46,6 +46,9 @@ GOOD = {
     "height": 100,
     "anns": [(10, 20, 50, 40, 7, 0), (100, 10, 60, 80, 3, 0)],
 }
+# Another image for the evaluation split: the same bytes in training and evaluation would be left
+# out of training (also_in_evaluation).
+GOOD_EVAL = dict(GOOD, file_name="good_eval.jpg", height=110)
 
 
 # --- COCO ---------------------------------------------------------------------------------------
@@ -183,7 +186,7 @@ def test_every_bad_image_is_counted_and_quarantined_and_the_run_goes_on(tmp_path
     }  # sticks out by < 2 px: clipped, kept
     sources = datasets.write_coco(
         str(tmp_path / "d"),
-        {"train": [GOOD, rounding] + [image for image, _ in bad], "eval": [GOOD]},
+        {"train": [GOOD, rounding] + [image for image, _ in bad], "eval": [GOOD_EVAL]},
     )
     config = DatasetConfig(
         root=str(tmp_path / "d"), format="coco", sources=sources, max_objects_per_image=3
@@ -385,7 +388,10 @@ def test_hash_split_is_deterministic_and_follows_the_ratios():
 
 
 def test_pooled_sources_are_resplit_by_hash(tmp_path):
-    images = [{"file_name": f"{i}.jpg", "width": 32, "height": 32, "anns": []} for i in range(40)]
+    # Sizes differ so that every image has its own bytes.
+    images = [
+        {"file_name": f"{i}.jpg", "width": 32 + i, "height": 32, "anns": []} for i in range(40)
+    ]
     sources = datasets.write_coco(str(tmp_path / "d"), {"all": images})
     config = DatasetConfig(
         root=str(tmp_path / "d"),
@@ -431,7 +437,7 @@ def test_data_convert_writes_the_examples_the_pipeline_would(tmp_path, capsys):
     root = tmp_path / "d"
     sources = datasets.write_coco(
         str(root),
-        {"train": [GOOD], "eval": [GOOD, dict(GOOD, file_name="missing.jpg", bytes=None)]},
+        {"train": [GOOD], "eval": [GOOD_EVAL, dict(GOOD, file_name="missing.jpg", bytes=None)]},
     )
     os.remove(root / "images" / "missing.jpg")
     config = tmp_path / "data.yaml"

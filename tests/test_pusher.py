@@ -460,13 +460,68 @@ def test_mlflow_down_files_stay_in_the_store_and_the_step_fails_clearly(tmp_path
     store.verify(uri)
     message = str(failure.value)
     assert f"MLflow registry at http://127.0.0.1:{port}" in message
-    assert "GET /api/2.0/mlflow/experiments/get-by-name failed after 3 attempt(s)" in message
+    # The first call: is this store version registered already (registration is idempotent)?
+    assert "GET /api/2.0/mlflow/model-versions/search failed after 3 attempt(s)" in message
     assert "ConnectionError" in message
     assert f"already in the store at {uri}" in message
     assert "python -m components.pusher.registry" in message
     assert failure.value.attempts == 3 and failure.value.version_uri == uri
     retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
     assert len(retries) == 2
+
+
+def test_registering_one_store_version_twice_reuses_the_registry_version(tmp_path, mlflow_server):
+    """Registration is idempotent on the store URI (the version's `litedet.store_uri` tag): a
+    second register() of the same version finds it, and creates no run and no version."""
+    name = MODEL_NAME + "-twice"
+    _, uri = store.push_version(str(tmp_path / "store"), make_files(str(tmp_path / "src")), {})
+    registry = registry_lib.MlflowRegistry(mlflow_server["url"], name, experiment_name="twice")
+
+    first = registry.register(name, uri, store.read_manifest(uri))
+    first_run = registry.last_run_id
+    second = registry.register(name, uri, store.read_manifest(uri))
+
+    assert first == second == "1"
+    assert registry.last_run_id == first_run  # no second run either
+    assert registered_versions(mlflow_server, name) == [1]
+
+
+def test_a_retry_registers_what_a_failed_registration_left_in_the_store(tmp_path, mlflow_server):
+    """Store and registry stay in step: the first push lands in the store but the registry is
+    down (the step fails); the same pusher run again on the same model finds the version already
+    pushed and registers it, once; a third run changes nothing."""
+    from litedet.components.pusher import executor
+
+    name = MODEL_NAME + "-retry"
+    inputs, _ = executor_inputs(tmp_path)
+    registry = {"kind": "mlflow", "experiment_name": "retry", "retries": 0}
+    down = dict(
+        exec_params(tmp_path, dict(registry, tracking_uri=f"http://127.0.0.1:{closed_port()}")),
+        model_name=name,
+    )
+    with pytest.raises(registry_lib.RegistryError):
+        executor.Executor().Do(inputs, pushed_output(tmp_path / "first"), down)
+    uri = os.path.join(down["destination"], "1")
+    assert store.list_versions(down["destination"]) == [1]
+    assert registered_versions(mlflow_server, name) == []
+
+    up = dict(down, registry=json.dumps(dict(registry, tracking_uri=mlflow_server["url"])))
+    for attempt in ("second", "third"):
+        outputs = pushed_output(tmp_path / attempt)
+        executor.Executor().Do(inputs, outputs, up)
+
+        pushed = outputs["pushed_model"][0]
+        assert pushed.get_int_custom_property("pushed") == 0  # nothing new in the store
+        assert pushed.get_int_custom_property("pushed_version") == 1
+        assert pushed.get_int_custom_property("registered") == 1, attempt
+        assert pushed.get_string_custom_property("registry_kind") == "mlflow"
+        assert pushed.get_string_custom_property("registry_version") == "1"
+        with open(os.path.join(pushed.uri, "push.json")) as f:
+            record = json.load(f)
+        assert record["registered"] == 1 and record["pushed_destination"] == uri
+        assert registered_versions(mlflow_server, name) == [1], attempt
+    assert store.list_versions(down["destination"]) == [1]
+    assert read_back(mlflow_server, name, 1)["tags"]["litedet.store_uri"] == uri
 
 
 def test_kubeflow_registry_down_fails_clearly(tmp_path):

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import xml.etree.ElementTree as ElementTree
 from typing import Dict, List, Optional, Tuple
 
+from litedet.components.example_gen import files
 from litedet.components.example_gen.config import DatasetConfig
 
 
@@ -39,6 +41,12 @@ class ImageRecord:
     width: Optional[int] = None  # as declared by the annotation, checked against the pixels
     height: Optional[int] = None
     objects: Tuple[ObjectAnnotation, ...] = ()
+    # Where the image comes in the input (annotation order; TFRecord: file, entry), unique per
+    # run: of two images with one id in a split, the first is kept (executor.py).
+    ordinal: Tuple[int, int] = (0, 0)
+    # (reason, detail) of a problem found in the annotation itself: the image is quarantined
+    # for it without being read.
+    problem: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +100,27 @@ def _number_list(value, length: int) -> bool:
     )
 
 
+def _as_float(value) -> float:
+    """A JSON number as a float; integers too large for one become inf (quarantined later as
+    non-finite) instead of raising OverflowError in the middle of a file."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def file_name_problem(name: str, where: str) -> Tuple[str, ...]:
+    """(reason, detail) when `name` cannot be a file name, else (): a lone surrogate (valid in
+    JSON, not encodable) or a NUL would fail the whole run where the file is opened."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return ("unencodable_file_name", f"{where}: {name!r} is not valid Unicode text ({e})")
+    if "\x00" in name:
+        return ("unencodable_file_name", f"{where}: {name!r} holds a NUL character")
+    return ()
+
+
 def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
     """Reads every COCO file in `config.sources`; labels follow the category ids' order."""
     images_dir = os.path.join(config.root, config.default_images_dir())
@@ -128,11 +157,11 @@ def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
                 path,
                 f"annotations[{i}] (id {ann.get('id')}): 'bbox' must be [x, y, width, height]",
             )
-            x, y, w, h = ann["bbox"]
+            x, y, w, h = (_as_float(v) for v in ann["bbox"])
             objects_by_image.setdefault(ann["image_id"], []).append(
                 ObjectAnnotation(
                     category=str(ann.get("category_id")),
-                    box=(float(x), float(y), float(x + w), float(y + h)),
+                    box=(x, y, x + w, y + h),
                     is_crowd=bool(ann.get("iscrowd", 0)),
                 )
             )
@@ -152,6 +181,9 @@ def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
                     width=img.get("width"),
                     height=img.get("height"),
                     objects=tuple(objects_by_image.get(img["id"], ())),
+                    problem=file_name_problem(
+                        img["file_name"], f"{path}: images[{i}] (id {img['id']}) file_name"
+                    ),
                 )
             )
     ordered = sorted(categories)
@@ -189,11 +221,13 @@ def parse_voc_xml(path: str, xml_bytes: bytes, images_dir: str, split: str) -> I
     filename = _voc_text(root, "filename", path)
     size = root.find("size")
     width = height = None
+    problem = file_name_problem(filename, f"{path}: <filename>")
     if size is not None:
-        width, height = (
-            int(_voc_number(size, "width", path)),
-            int(_voc_number(size, "height", path)),
-        )
+        declared = _voc_number(size, "width", path), _voc_number(size, "height", path)
+        if all(math.isfinite(v) for v in declared):
+            width, height = (int(v) for v in declared)
+        else:  # "nan", "inf" and "1e999" parse as floats; int() of them would raise
+            problem = problem or ("non_finite_number", f"{path}: <size> is {declared}")
     objects = []
     for obj in root.findall("object"):
         bndbox = obj.find("bndbox")
@@ -215,6 +249,7 @@ def parse_voc_xml(path: str, xml_bytes: bytes, images_dir: str, split: str) -> I
         width=width,
         height=height,
         objects=tuple(objects),
+        problem=problem,
     )
 
 
@@ -228,28 +263,47 @@ def _voc_annotation_files(config: DatasetConfig, source: str) -> List[str]:
             os.path.join(path, name) for name in tf.io.gfile.listdir(path) if name.endswith(".xml")
         )
     try:
-        with tf.io.gfile.GFile(path, "r") as f:
-            # Image-set lines are "<id>" or "<id> <flag>" (the per-class lists).
-            ids = [line.split()[0] for line in f.read().splitlines() if line.strip()]
+        with tf.io.gfile.GFile(path, "rb") as f:
+            text = f.read().decode("utf-8")
     except tf.errors.NotFoundError as e:
         raise AnnotationError(f"{path}: image-set file not found") from e
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path}: not UTF-8 text ({e})") from e
+    # Image-set lines are "<id>" or "<id> <flag>" (the per-class lists).
+    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
     return [os.path.join(annotations_dir, image_id + ".xml") for image_id in ids]
 
 
-def read_voc(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
-    """Reads every VOC file the sources name; labels follow `class_names`, else sorted names."""
-    import tensorflow as tf
+def _voc_record(config: DatasetConfig, path: str, images_dir: str, split: str) -> ImageRecord:
+    """The record of one VOC annotation file, read only when it is a regular file inside the
+    root (an image-set id is data: `../../x` or a planted symlink must not be followed)."""
+    image_id = os.path.splitext(os.path.basename(path))[0]
+    try:
+        xml_bytes = files.read_file(config.root, path, config.max_image_bytes)
+    except files.FileProblem as problem:
+        return ImageRecord(
+            image_id, split, image_path=path, problem=(problem.reason, problem.detail)
+        )
+    if xml_bytes is None:
+        raise AnnotationError(f"{path}: annotation file not found")
+    return parse_voc_xml(path, xml_bytes, images_dir, split)
 
+
+def read_voc(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
+    """Reads every VOC file the sources name; labels follow `class_names`, else sorted names.
+
+    Args:
+      config: the dataset; its image-set ids and annotation files are read under `root` only.
+
+    Returns:
+      The image records, in the sources' order (a file that may not be read is a record with
+      its `problem`, quarantined later), and the label map.
+    """
     images_dir = os.path.join(config.root, config.default_images_dir())
     records = []
     for split, source in config.sources.items():
         for path in _voc_annotation_files(config, source):
-            try:
-                with tf.io.gfile.GFile(path, "rb") as f:
-                    xml_bytes = f.read()
-            except tf.errors.NotFoundError as e:
-                raise AnnotationError(f"{path}: annotation file not found") from e
-            records.append(parse_voc_xml(path, xml_bytes, images_dir, split))
+            records.append(_voc_record(config, path, images_dir, split))
     names = config.class_names or sorted({o.category for r in records for o in r.objects})
     return records, LabelMap(keys=tuple(names), names=tuple(names))
 

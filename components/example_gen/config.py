@@ -9,6 +9,10 @@ A dataset is a folder (`root`) in one of three formats:
 - ``tfrecord``: TFRecord files of tf.Examples already in TF Object Detection API form; a source is
   a glob pattern (``.gz`` files are read as GZIP).
 
+``sources``, ``images_dir`` and ``annotations_dir`` are relative to ``root`` and stay inside it:
+every file the annotations name is read only when it lies under ``root`` (components/example_gen/
+files.py), so the dataset folder is the one boundary to reason about.
+
 ``sources`` maps a split name to its source, relative to ``root``. When the dataset has its own
 splits, name them here (``{"train": ..., "eval": ...}``). When ``split_ratios`` is set, every
 source is pooled and split again by a deterministic hash of the image id, in those ratios.
@@ -20,10 +24,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import posixpath
 from typing import Dict, List, Optional
 
 FORMATS = ("coco", "voc", "tfrecord")
 DEFAULT_MAX_OBJECTS_PER_IMAGE = 100
+# 50 MiB: a camera JPEG is a few MB; anything far larger is a mistake or an attack on memory.
+DEFAULT_MAX_IMAGE_BYTES = 50 * 2**20
+# 40 megapixels (decoded RGB: 120 MB): well below PIL's own bomb limit (179 MP warns, 358 MP fails),
+# which would let one image take gigabytes of a worker's memory.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 
 
 class DatasetConfigError(ValueError):
@@ -43,6 +53,11 @@ class DatasetConfig:
     # Boxes may stick out of the image by this many pixels (rounding in the annotation tool) and
     # are clipped; further out, the image is quarantined as `box_outside_image`.
     clip_tolerance_px: float = 2.0
+    # Larger files are quarantined (`file_too_large`) without being read whole.
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    # Images whose header declares more pixels (width x height) are quarantined
+    # (`too_many_pixels`) before their pixels are decoded.
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -79,6 +94,14 @@ class DatasetConfig:
             raise DatasetConfigError("dataset.class_names: names must be unique")
         if self.clip_tolerance_px < 0:
             raise DatasetConfigError("dataset.clip_tolerance_px: must be >= 0")
+        for name in ("max_image_bytes", "max_image_pixels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise DatasetConfigError(f"dataset.{name}: {value!r} must be a positive integer")
+        for name in ("images_dir", "annotations_dir"):
+            _check_inside_root(f"dataset.{name}", getattr(self, name))
+        for split, source in self.sources.items():
+            _check_inside_root(f"dataset.sources.{split}", source)
 
     @property
     def output_splits(self) -> List[str]:
@@ -122,6 +145,18 @@ class DatasetConfig:
                 '{"train": "annotations/train.json", "eval": "annotations/eval.json"}'
             )
         return cls(**values)
+
+
+def _check_inside_root(field: str, path: str) -> None:
+    """A path relative to the root that stays inside it: the containment check of every file
+    the annotations name is against the root, so the folders they are looked up in must be
+    there too."""
+    normalized = posixpath.normpath(path.replace("\\", "/")) if path else "."
+    if path.startswith(("/", "\\")) or "://" in path or normalized.split("/")[0] == "..":
+        raise DatasetConfigError(
+            f"{field}: {path!r} must be a path relative to dataset.root that stays inside it "
+            "(no absolute path, no '..' leaving the root)"
+        )
 
 
 def _check_split_name(field: str, split: str) -> None:

@@ -1,7 +1,10 @@
 """The Beam pipeline behind DetectionExampleGen.
 
 records (COCO/VOC parsed up front; TFRecord entries parsed by the workers)
-  -> optional re-split by hash -> check each image (read, sniff, decode, boxes, labels)
+  -> optional re-split by hash -> check each image (read inside the root, sniff, decode, boxes,
+     labels)
+  -> duplicates: one id twice in a split keeps the first; bytes in training and in an evaluation
+     split stay in evaluation only (a shuffle of ids and hashes, never of the images)
   -> good: tf.Examples written per split in the standard ExampleGen layout
   -> bad:  quarantine.jsonl with the reason, counted in summary.json
 """
@@ -14,7 +17,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -22,7 +25,7 @@ from tfx.components.example_gen import write_split
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
-from litedet.components.example_gen import annotations, records
+from litedet.components.example_gen import annotations, files, records
 from litedet.components.example_gen.config import DatasetConfig
 
 EXAMPLES_KEY = "examples"
@@ -34,6 +37,9 @@ FINGERPRINT_KEY = "input_fingerprint"
 
 QUARANTINE_FILE = "quarantine.jsonl"
 SUMMARY_FILE = "summary.json"
+# The split the Trainer learns from (TFX's default train_args split). Every other split is held
+# out (the Evaluator's "eval", a "test"...): an image in both is left out of training.
+TRAINING_SPLIT = "train"
 
 
 class EmptySplitError(RuntimeError):
@@ -43,7 +49,9 @@ class EmptySplitError(RuntimeError):
 def hash_split(source_id: str, ratios: Dict[str, int]) -> str:
     """Deterministic split of an image by its id: the same id lands in the same split on every
     run and every machine (Python's hash() is salted per process, so it cannot be used)."""
-    bucket = int(hashlib.md5(source_id.encode()).hexdigest()[:8], 16) % sum(ratios.values())
+    # surrogatepass: the same bytes as plain UTF-8 for every valid id, and no crash for others.
+    digest = hashlib.md5(source_id.encode("utf-8", "surrogatepass")).hexdigest()
+    bucket = int(digest[:8], 16) % sum(ratios.values())
     for split, ratio in ratios.items():
         if bucket < ratio:
             return split
@@ -57,59 +65,164 @@ def _resplit(record, ratios):
     return dataclasses.replace(record, split=hash_split(record.source_id, ratios))
 
 
-def _read_image(path: str):
-    """The image's bytes; None when the file does not exist."""
-    try:
-        with tf.io.gfile.GFile(path, "rb") as f:
-            return f.read()
-    except tf.errors.NotFoundError:
-        return None
+@dataclasses.dataclass(frozen=True)
+class _Example:
+    """A checked image on its way to its split, with what the duplicate checks need."""
+
+    split: str
+    source_id: str
+    ordinal: Tuple[int, int]
+    image: str
+    sha256: str
+    texts: Tuple[str, ...]
+    serialized: bytes
 
 
 class _CheckImage(beam.DoFn):
-    """Emits (split, serialized tf.Example) or, on the quarantine output, the reason."""
+    """Emits an `_Example` or, on the quarantine output, the reason."""
 
-    def __init__(self, max_objects: int, clip_tolerance_px: float):
+    def __init__(
+        self,
+        root: str,
+        max_objects: int,
+        clip_tolerance_px: float,
+        max_bytes: int,
+        max_pixels: int,
+    ):
+        self._root = root
         self._max_objects = max_objects
         self._clip_tolerance_px = clip_tolerance_px
+        self._max_bytes = max_bytes
+        self._max_pixels = max_pixels
+
+    def _read(self, record):
+        """(bytes or None, None) or (None, Quarantined)."""
+        if not record.image_path or record.problem:
+            return record.image_bytes, None
+        try:
+            return files.read_file(self._root, record.image_path, self._max_bytes), None
+        except files.FileProblem as problem:
+            return None, records.quarantined(record, problem.reason, problem.detail)
+        except tf.errors.OpError as e:
+            return None, records.quarantined(record, "unreadable_image", e.message)
 
     def process(self, record, label_map):
         if isinstance(record, records.Quarantined):
             yield beam.pvalue.TaggedOutput(QUARANTINE_KEY, record)
             return
-        data = record.image_bytes
-        if record.image_path:
-            try:
-                data = _read_image(record.image_path)
-            except tf.errors.OpError as e:
-                yield beam.pvalue.TaggedOutput(
-                    QUARANTINE_KEY,
-                    records.Quarantined(
-                        record.source_id,
-                        record.split,
-                        record.image_path,
-                        "unreadable_image",
-                        e.message,
-                    ),
-                )
-                return
+        data, refused = self._read(record)
+        if refused is not None:
+            yield beam.pvalue.TaggedOutput(QUARANTINE_KEY, refused)
+            return
         outcome = records.check_or_quarantine(
-            record, data, label_map, self._max_objects, self._clip_tolerance_px
+            record, data, label_map, self._max_objects, self._clip_tolerance_px, self._max_pixels
         )
         if isinstance(outcome, records.Quarantined):
             yield beam.pvalue.TaggedOutput(QUARANTINE_KEY, outcome)
             return
-        yield (
-            outcome.record.split,
-            outcome.texts,
-            records.to_tf_example(outcome, data).SerializeToString(),
+        sha256 = hashlib.sha256(data).hexdigest()
+        yield _Example(
+            split=record.split,
+            source_id=record.source_id,
+            ordinal=record.ordinal,
+            image=record.image_path or "(inline image bytes)",
+            sha256=sha256,
+            texts=outcome.texts,
+            serialized=records.to_tf_example(outcome, data, sha256).SerializeToString(),
         )
+
+
+# -- duplicates ----------------------------------------------------------------------------------
+# Both checks shuffle only (key, ordinal, hash, path) tuples; the examples themselves stay where
+# they are and are filtered against the (usually empty) dict of what to set aside.
+
+
+def _id_key(example: _Example):
+    return (example.split, example.source_id), (example.ordinal, example.sha256, example.image)
+
+
+def _first_of_each_id(keyed):
+    """Of the images sharing one id in one split, the first (input order) goes on, keyed by its
+    content hash; the later ones are set aside as `duplicate_image_id`."""
+    (split, source_id), entries = keyed
+    (ordinal, sha256, image), *later = sorted(entries)
+    yield sha256, (split, source_id, ordinal, image)
+    for other_ordinal, _, other_image in later:
+        yield beam.pvalue.TaggedOutput(
+            QUARANTINE_KEY,
+            (
+                other_ordinal,
+                records.Quarantined(
+                    source_id,
+                    split,
+                    other_image,
+                    "duplicate_image_id",
+                    f"image id {source_id!r} is already used in split {split!r} by {image}, "
+                    "which is kept",
+                ),
+            ),
+        )
+
+
+def _training_copies_of_held_out_images(keyed):
+    """The training copies of bytes that are also in a held-out split, set aside as
+    `also_in_evaluation`: evaluated on an image it was trained on, a model's mAP (and so the
+    gate's verdict) is inflated; without it, training merely has one image less."""
+    sha256, entries = keyed
+    held_out = sorted({(s, i) for s, i, _, _ in entries if s != TRAINING_SPLIT})
+    if not held_out:
+        return
+    where = ", ".join(f"split {s!r} as id {i!r}" for s, i in held_out[:5])
+    for split, source_id, ordinal, image in entries:
+        if split == TRAINING_SPLIT:
+            yield (
+                ordinal,
+                records.Quarantined(
+                    source_id,
+                    split,
+                    image,
+                    "also_in_evaluation",
+                    f"the same image (sha256 {sha256}) is in {where}"
+                    f"{' ...' if len(held_out) > 5 else ''}: kept there, left out of training",
+                ),
+            )
+
+
+class _SetAside(beam.DoFn):
+    """Passes an example on unless the duplicate checks set it aside."""
+
+    def process(self, example: _Example, set_aside):
+        quarantined = set_aside.get(example.ordinal)
+        if quarantined is not None:
+            yield beam.pvalue.TaggedOutput(QUARANTINE_KEY, quarantined)
+        else:
+            yield example
+
+
+def _resolve_duplicates(examples):
+    """(examples kept, examples set aside as Quarantined)."""
+    by_id = (
+        examples
+        | "IdKeys" >> beam.Map(_id_key)
+        | "GroupById" >> beam.GroupByKey()
+        | "FirstOfEachId"
+        >> beam.FlatMap(_first_of_each_id).with_outputs(QUARANTINE_KEY, main="first")
+    )
+    leaks = (
+        by_id["first"]
+        | "GroupByContent" >> beam.GroupByKey()
+        | "HeldOutCopies" >> beam.FlatMap(_training_copies_of_held_out_images)
+    )
+    set_aside = (by_id[QUARANTINE_KEY], leaks) | "SetAside" >> beam.Flatten()
+    resolved = examples | "Resolve" >> beam.ParDo(
+        _SetAside(), set_aside=beam.pvalue.AsDict(set_aside)
+    ).with_outputs(QUARANTINE_KEY, main=EXAMPLES_KEY)
+    return resolved[EXAMPLES_KEY], resolved[QUARANTINE_KEY]
 
 
 def _count_keys(kind: str, item) -> List[str]:
     if kind == "examples":
-        split, texts, _ = item
-        return [f"examples/{split}"] + [f"objects/{t}" for t in texts]
+        return [f"examples/{item.split}"] + [f"objects/{t}" for t in item.texts]
     return [f"quarantined/{item.reason}"]
 
 
@@ -141,26 +254,47 @@ def write_label_map(label_map: annotations.LabelMap, uri: str) -> None:
         )
 
 
+def _tfrecord_entries(source):
+    """(split, file number, path) -> (split, (file number, entry number), serialized entry) for
+    every entry: the position is the entry's ordinal, so that of two entries with one id the
+    first is kept, run after run."""
+    split, file_number, path = source
+    # `.gz` files are GZIP, as Beam's reader took them (docs/data.md).
+    dataset = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
+    try:
+        for number, data in enumerate(dataset.as_numpy_iterator()):
+            yield split, (file_number, number), data
+    except tf.errors.OpError as e:  # a corrupt or truncated file: the file as a whole is broken
+        raise annotations.AnnotationError(
+            f"{path}: not a readable TFRecord file ({e.message})"
+        ) from e
+
+
+def _parse_tfrecord_entry(entry):
+    split, ordinal, data = entry
+    parsed = records.record_from_tf_example(data, split, hashlib.sha256(data).hexdigest()[:16])
+    if isinstance(parsed, tuple):
+        record, pairs = parsed
+        return dataclasses.replace(record, ordinal=ordinal), pairs
+    return parsed
+
+
 def _read_tfrecords(pipeline, config: DatasetConfig, root: str):
     """TF OD API TFRecords: entries parsed on the workers; the label map is gathered from the
     data itself (labels in numeric order, renumbered 1..K) and joined back as a side input."""
-    parsed = []
+    sources = []
     for split, pattern in config.sources.items():
         full = os.path.join(root, pattern)
-        if not tf.io.gfile.glob(full):
+        matched = sorted(tf.io.gfile.glob(full))
+        if not matched:
             raise annotations.AnnotationError(f"{full}: no TFRecord file matches (split '{split}')")
-        parsed.append(
-            pipeline
-            | f"ReadTFRecord[{split}]" >> beam.io.ReadFromTFRecord(full)
-            | f"Parse[{split}]"
-            >> beam.Map(
-                lambda data, s: records.record_from_tf_example(
-                    data, s, hashlib.sha256(data).hexdigest()[:16]
-                ),
-                s=split,
-            )
-        )
-    parsed = parsed | "FlattenSources" >> beam.Flatten()
+        sources.extend((split, len(sources) + i, path) for i, path in enumerate(matched))
+    parsed = (
+        pipeline
+        | "TFRecordFiles" >> beam.Create(sources, reshuffle=True)
+        | "ReadTFRecords" >> beam.FlatMap(_tfrecord_entries)
+        | "Parse" >> beam.Map(_parse_tfrecord_entry)
+    )
     items = parsed | "Records" >> beam.Map(lambda p: p[0] if isinstance(p, tuple) else p)
     label_map = (
         parsed
@@ -169,6 +303,24 @@ def _read_tfrecords(pipeline, config: DatasetConfig, root: str):
         | "AllLabels" >> beam.combiners.ToList()
         | "LabelMap" >> beam.Map(records.label_map_from_pairs)
     )
+    return items, label_map
+
+
+def _records(pipeline, config: DatasetConfig, root: str):
+    """(records, label map) PCollections; COCO/VOC records numbered in annotation order."""
+    if config.format == "tfrecord":
+        items, label_map = _read_tfrecords(pipeline, config, root)
+    else:
+        reader = annotations.read_coco if config.format == "coco" else annotations.read_voc
+        parsed, static_label_map = reader(config.with_root(root))
+        logging.info(
+            "Read %d image records from %s annotations under %s", len(parsed), config.format, root
+        )
+        numbered = [dataclasses.replace(r, ordinal=(0, i)) for i, r in enumerate(parsed)]
+        items = pipeline | "Records" >> beam.Create(numbered, reshuffle=True)
+        label_map = pipeline | "LabelMap" >> beam.Create([static_label_map])
+    if config.split_ratios:
+        items = items | "HashSplit" >> beam.Map(_resplit, config.split_ratios)
     return items, label_map
 
 
@@ -192,34 +344,27 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         tf.io.gfile.makedirs(quarantine_uri)
 
         with self._make_beam_pipeline() as pipeline:
-            if config.format == "tfrecord":
-                items, label_map = _read_tfrecords(pipeline, config, root)
-            else:
-                reader = annotations.read_coco if config.format == "coco" else annotations.read_voc
-                parsed, static_label_map = reader(config.with_root(root))
-                logging.info(
-                    "Read %d image records from %s annotations under %s",
-                    len(parsed),
-                    config.format,
-                    root,
-                )
-                items = pipeline | "Records" >> beam.Create(parsed, reshuffle=True)
-                label_map = pipeline | "LabelMap" >> beam.Create([static_label_map])
-            if config.split_ratios:
-                items = items | "HashSplit" >> beam.Map(_resplit, config.split_ratios)
-
+            items, label_map = _records(pipeline, config, root)
             checked = items | "CheckImages" >> beam.ParDo(
-                _CheckImage(config.max_objects_per_image, config.clip_tolerance_px),
+                _CheckImage(
+                    root,
+                    config.max_objects_per_image,
+                    config.clip_tolerance_px,
+                    config.max_image_bytes,
+                    config.max_image_pixels,
+                ),
                 label_map=beam.pvalue.AsSingleton(label_map),
             ).with_outputs(QUARANTINE_KEY, main=EXAMPLES_KEY)
+            kept, duplicates = _resolve_duplicates(checked[EXAMPLES_KEY])
+            quarantined = (checked[QUARANTINE_KEY], duplicates) | "AllQuarantined" >> beam.Flatten()
 
-            by_split = checked[EXAMPLES_KEY] | "PartitionSplits" >> beam.Partition(
-                lambda item, n: splits.index(item[0]), len(splits)
+            by_split = kept | "PartitionSplits" >> beam.Partition(
+                lambda item, n: splits.index(item.split), len(splits)
             )
             for split, split_examples in zip(splits, by_split):
                 (
                     split_examples
-                    | f"Serialized[{split}]" >> beam.Map(lambda item: item[2])
+                    | f"Serialized[{split}]" >> beam.Map(lambda item: item.serialized)
                     | f"WriteSplit[{split}]"
                     >> write_split.WriteSplit(
                         artifact_utils.get_split_uri(output_dict[EXAMPLES_KEY], split),
@@ -230,7 +375,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             # One file, written whole, even when nothing was quarantined: Beam's S3 sink cannot
             # write an empty file (a multipart upload of zero parts is refused as MalformedXML).
             _ = (
-                checked[QUARANTINE_KEY]
+                quarantined
                 | "QuarantineJson" >> beam.Map(lambda q: json.dumps(q.to_dict(), sort_keys=True))
                 | "QuarantineList" >> beam.combiners.ToList()
                 | "WriteQuarantine"
@@ -239,9 +384,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
             count_keys = (
                 (
-                    checked[EXAMPLES_KEY]
+                    kept
                     | "ExampleKeys" >> beam.FlatMap(lambda item: _count_keys("examples", item)),
-                    checked[QUARANTINE_KEY]
+                    quarantined
                     | "QuarantineKeys"
                     >> beam.FlatMap(lambda item: _count_keys("quarantine", item)),
                 )

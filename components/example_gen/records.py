@@ -14,11 +14,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import math
 from typing import List, Optional, Tuple
 
 from PIL import Image
 
 from litedet.components.example_gen.annotations import ImageRecord, LabelMap, ObjectAnnotation
+from litedet.components.example_gen.config import DEFAULT_MAX_IMAGE_PIXELS
 
 # Every reason an image can be quarantined for, with what it means; docs and tests use this list.
 QUARANTINE_REASONS = {
@@ -33,6 +35,14 @@ QUARANTINE_REASONS = {
     "zero_area_box": "a box has zero or negative width or height (after clipping)",
     "too_many_objects": "more objects than max_objects_per_image: they would be cut in Transform",
     "malformed_record": "a TFRecord entry is not a usable TF OD API tf.Example",
+    "path_outside_root": "the file named lies outside the dataset root (.., absolute, symlink)",
+    "not_a_regular_file": "the file named is a folder, FIFO, device or socket",
+    "file_too_large": "the file is larger than max_image_bytes",
+    "too_many_pixels": "the image header declares more pixels than max_image_pixels",
+    "non_finite_number": "a box coordinate or image size is NaN or infinite",
+    "unencodable_file_name": "the file name is not valid text (a lone surrogate, a NUL)",
+    "duplicate_image_id": "an earlier image of the same split has the same id",
+    "also_in_evaluation": "a training image whose bytes are also in an evaluation split",
 }
 
 _MAGIC = (
@@ -86,23 +96,40 @@ def sniff_format(data: bytes) -> str:
     return "unknown"
 
 
-def _decoded_size(data: bytes) -> Tuple[int, int]:
+def _decoded_size(data: bytes, max_pixels: int) -> Tuple[int, int]:
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            width, height = image.size
+            if width * height > max_pixels:
+                # Before load(): the decoded pixels are what would take the memory.
+                raise _Problem(
+                    "too_many_pixels",
+                    f"{width}x{height} = {width * height} pixels > max_image_pixels={max_pixels}",
+                )
             image.load()  # forces a full decode: a header alone does not prove the pixels are there
             return image.size
+    except _Problem:
+        raise
     except OSError as e:
         if "truncated" in str(e):
             raise _Problem("truncated_image", str(e)) from e
         raise _Problem("corrupt_image", str(e)) from e
-    except (ValueError, Image.DecompressionBombError, SyntaxError) as e:
+    except Image.DecompressionBombError as e:  # only when max_pixels is above PIL's own limit
+        raise _Problem("too_many_pixels", str(e)) from e
+    except (ValueError, SyntaxError) as e:
         raise _Problem("corrupt_image", str(e)) from e
+    except Exception as e:  # noqa: BLE001 - PIL's decoders raise more kinds (EOFError,
+        # struct.error, ...) on crafted bytes: one image's bytes must never fail the run.
+        raise _Problem("corrupt_image", f"{type(e).__name__}: {e}") from e
 
 
 def _normalized_box(
     obj: ObjectAnnotation, width: int, height: int, tolerance: float
 ) -> Tuple[float, float, float, float]:
     xmin, ymin, xmax, ymax = obj.box
+    if not all(math.isfinite(v) for v in obj.box):
+        # NaN compares false with every bound: unchecked, [NaN]*4 became a full-image box.
+        raise _Problem("non_finite_number", f"box (xmin, ymin, xmax, ymax) = {obj.box} px")
     if (
         xmin < -tolerance
         or ymin < -tolerance
@@ -127,6 +154,7 @@ def check_image(
     label_map: LabelMap,
     max_objects: int,
     clip_tolerance_px: float,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> CheckedImage:
     """Runs every check on one image; raises `_Problem` (via `check_or_quarantine`) on the first."""
     image_format = sniff_format(data)
@@ -135,8 +163,10 @@ def check_image(
             "unsupported_format",
             f"detected {image_format}; supported: {', '.join(SUPPORTED_FORMATS)}",
         )
-    width, height = _decoded_size(data)
     declared = (record.width, record.height)
+    if any(isinstance(v, float) and not math.isfinite(v) for v in declared):
+        raise _Problem("non_finite_number", f"declared size {record.width}x{record.height}")
+    width, height = _decoded_size(data, max_pixels)
     if None not in declared and declared != (width, height):
         raise _Problem(
             "size_mismatch", f"declared {record.width}x{record.height}, pixels are {width}x{height}"
@@ -170,28 +200,39 @@ def check_image(
     )
 
 
+def quarantined(record: ImageRecord, reason: str, detail: str) -> Quarantined:
+    """The quarantine entry of `record` for `reason`."""
+    return Quarantined(
+        record.source_id, record.split, record.image_path or "(inline image bytes)", reason, detail
+    )
+
+
 def check_or_quarantine(
     record: ImageRecord,
     data: Optional[bytes],
     label_map: LabelMap,
     max_objects: int,
     clip_tolerance_px: float,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ):
     """Returns a `CheckedImage`, or a `Quarantined` saying why the image cannot be used.
-    `data` is None when the image file is missing."""
+    `data` is None when the image file is missing (or was never read: `record.problem`)."""
     where = record.image_path or "(inline image bytes)"
+    if record.problem:
+        return quarantined(record, *record.problem)
     if data is None:
         return Quarantined(
             record.source_id, record.split, where, "missing_image", f"{where} does not exist"
         )
     try:
-        return check_image(record, data, label_map, max_objects, clip_tolerance_px)
+        return check_image(record, data, label_map, max_objects, clip_tolerance_px, max_pixels)
     except _Problem as problem:
         return Quarantined(record.source_id, record.split, where, problem.reason, problem.detail)
 
 
-def to_tf_example(checked: CheckedImage, data: bytes):
-    """The TF Object Detection API keys, plus is_crowd/difficult flags for ignored objects."""
+def to_tf_example(checked: CheckedImage, data: bytes, sha256: Optional[str] = None):
+    """The TF Object Detection API keys, plus is_crowd/difficult flags for ignored objects.
+    `sha256`: the hex digest of `data` when the caller has it already."""
     import tensorflow as tf
 
     def floats(values):
@@ -214,7 +255,7 @@ def to_tf_example(checked: CheckedImage, data: bytes):
         "image/width": ints([checked.width]),
         "image/source_id": strings([record.source_id.encode()]),
         "image/filename": strings([filename.encode()]),
-        "image/key/sha256": strings([hashlib.sha256(data).hexdigest().encode()]),
+        "image/key/sha256": strings([(sha256 or hashlib.sha256(data).hexdigest()).encode()]),
         "image/object/bbox/ymin": floats(ymin),
         "image/object/bbox/xmin": floats(xmin),
         "image/object/bbox/ymax": floats(ymax),

@@ -28,7 +28,7 @@ from tfx.types import component_spec, standard_artifacts
 
 from litedet.components import artifacts
 from litedet.components.artifacts import TFLiteModels
-from litedet.components.pusher import executor
+from litedet.components.pusher import executor, registry_settings
 
 
 class LitedetPusherSpec(component_spec.ComponentSpec):
@@ -77,11 +77,12 @@ class LitedetPusher(base_component.BaseComponent):
         pipeline_run_id: Optional[str] = None,
     ):
         """`registry`: {"kind": "mlflow"|"kubeflow"|"none", ...} (see registry.make_registry);
-        stored as JSON in the pipeline definition, so put no secret in it (MLflow reads
-        MLFLOW_TRACKING_TOKEN, the Kubeflow client the service account token, from the
-        environment). `extra_manifest`: more manifest fields (e.g. {"alpha": 0.35,
-        "input_size": 320} when no artifact carries them). `pipeline_run_id`: for orchestrators
-        whose executor context has none (Kubeflow V2)."""
+        stored as JSON in the pipeline definition, so a secret in it is refused here
+        (registry_settings.py: MLflow reads MLFLOW_TRACKING_TOKEN, the Kubeflow client the
+        service account token, from the environment). `extra_manifest`: more manifest fields
+        (e.g. {"alpha": 0.35, "input_size": 320} when no artifact carries them).
+        `pipeline_run_id`: for orchestrators whose executor context has none (Kubeflow V2)."""
+        registry_settings.check_registry_settings(registry or {})
         spec = LitedetPusherSpec(
             model=model,
             tflite_models=tflite_models,

@@ -2,8 +2,10 @@
 
 Not blessed: nothing is written anywhere; `pushed_model` records pushed=0 and the reason, and the
 step succeeds (a model that fails its evaluation is a normal outcome, not an error). Blessed but
-already the store's newest version (the same Trainer output, re-evaluated by a rerun): nothing
-new either; the record names that version.
+already the store's newest version (the same Trainer output, re-evaluated by a rerun, or a retry
+after a registry failure): nothing new in the store; the record names that version, and the
+version is registered (registration is idempotent: an already registered version is found and
+reused), so that store and registry stay in step.
 
 Blessed:
 1. The files: every file of `tflite_models` (`model_<format>.tflite`, `labels.txt`,
@@ -136,6 +138,11 @@ class Executor(base_executor.BaseExecutor):
             self._record(pushed, pushed=0, reason=reason, destination=destination)
             return
 
+        # Built before anything is pushed: a registry configuration it refuses fails the step
+        # with the store untouched.
+        registry = registry_lib.make_registry(
+            json.loads(exec_properties.get(REGISTRY_KEY) or "{}"), model_name
+        )
         model = _single(input_dict, MODEL_KEY)
         already = self._already_pushed(destination, model)
         if already is not None:
@@ -145,6 +152,8 @@ class Executor(base_executor.BaseExecutor):
             self._record(
                 pushed, pushed=0, reason=reason, destination=destination, version=version, uri=uri
             )
+            # A previous run may have pushed it and then failed to register it.
+            self._register(pushed, registry, model_name, uri)
             return
 
         files, manifest = self._collect(input_dict, exec_properties, model_name)
@@ -165,9 +174,14 @@ class Executor(base_executor.BaseExecutor):
             pushed, pushed=1, reason="blessed", destination=destination, version=version, uri=uri
         )
 
-        registry = registry_lib.make_registry(
-            json.loads(exec_properties.get(REGISTRY_KEY) or "{}"), model_name
-        )
+        self._register(pushed, registry, model_name, uri)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _register(self, pushed, registry, model_name: str, uri: str) -> None:
+        """Registers the store version at `uri` (idempotent: an already registered version is
+        reused) and records it in `pushed`. RegistryError propagates: the step fails, with the
+        files in the store, and a rerun registers them."""
         if isinstance(registry, registry_lib.NoRegistry):
             return
         registered = registry.register(model_name, uri, store.read_manifest(uri))
@@ -175,8 +189,6 @@ class Executor(base_executor.BaseExecutor):
         pushed.set_string_custom_property("registry_version", registered)
         pushed.set_int_custom_property("registered", 1)
         self._write_record(pushed)
-
-    # -- helpers ---------------------------------------------------------------------------------
 
     @staticmethod
     def _already_pushed(destination: str, model) -> Optional[tuple]:

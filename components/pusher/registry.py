@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Protocol, runtime_che
 
 import requests
 
-from litedet.components.pusher import store
+from litedet.components.pusher import registry_settings, store
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +184,20 @@ class MlflowRegistry:
     `tf.io.gfile`).
 
     Auth as MLflow's client: `MLFLOW_TRACKING_TOKEN` (bearer) or `MLFLOW_TRACKING_USERNAME` /
-    `MLFLOW_TRACKING_PASSWORD` (basic), unless `headers` is given.
+    `MLFLOW_TRACKING_PASSWORD` (basic), unless `headers` is given (in code only: the configuration
+    refuses secrets, registry_settings.py). The credentials go to the tracking server's own
+    origin (scheme, host, port) and nowhere else: not to an artifact location on another host
+    that a server response names, and not along a redirect (refused). Over plain `http://` they
+    are refused unless `allow_insecure_http` (a trusted network, e.g. a cluster-internal service).
 
     Failures: a connection error, a timeout or HTTP 408/429/5xx is retried `retries` times with
     exponential backoff from `backoff_s`; any other HTTP error fails at once. Either way the
     result is a RegistryError naming the endpoint, the error and the store URI of the files.
-    Creating the model version is idempotent (an existing version for the same run is reused), so
-    a retried create cannot register the push twice.
+    Registering is idempotent on the store version: a model version whose `litedet.store_uri`
+    tag is `version_uri` already is returned as it is (no new run, no new version), so a pusher
+    run again after a failed registration registers the store's version once. Creating the model
+    version is idempotent too (an existing version for the same run is reused), so a retried
+    create cannot register the push twice.
     """
 
     kind = "mlflow"
@@ -208,9 +215,19 @@ class MlflowRegistry:
         artifact_location: str = "",
         headers: Optional[Mapping[str, str]] = None,
         ready_timeout_s: float = 60.0,
+        allow_insecure_http: bool = False,
     ):
         if not tracking_uri.startswith(("http://", "https://")):
             raise ValueError(f"tracking_uri must be http(s)://host:port, not {tracking_uri!r}")
+        self._auth = dict(headers) if headers is not None else _mlflow_auth()
+        if self._auth and tracking_uri.startswith("http://") and not allow_insecure_http:
+            raise ValueError(
+                f"MLflow registry at {tracking_uri}: refusing to send the credentials "
+                "(MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD) over plain http://, "
+                "where anyone on the network path can read them; use https://, or set "
+                "push.registry.allow_insecure_http: true for a network you trust (e.g. a "
+                "cluster-internal service)"
+            )
         self.tracking_uri = tracking_uri.rstrip("/")
         self.model_name = model_name
         self.retries = retries
@@ -220,8 +237,9 @@ class MlflowRegistry:
         self.experiment_name = experiment_name
         self.artifact_location = artifact_location
         self.ready_timeout_s = ready_timeout_s
+        self._origin = _origin(self.tracking_uri)
+        # No session-wide headers: credentials are added per request, for this origin only.
         self._session = requests.Session()
-        self._session.headers.update(dict(headers) if headers is not None else _mlflow_auth())
         self.last_run_id = ""
         self._version_uri = ""
 
@@ -241,6 +259,22 @@ class MlflowRegistry:
 
         return make
 
+    def _request(self, method: str, url: str, **kwargs) -> requests.Response:
+        """One HTTP request; the credentials only when `url` is on the tracking server's origin.
+        Redirects are not followed: requests would carry custom headers along to wherever the
+        answer points, and MLflow's API never redirects."""
+        headers = dict(self._auth) if _origin(url) == self._origin else {}
+        response = self._session.request(
+            method, url, headers=headers, timeout=self.timeout_s, allow_redirects=False, **kwargs
+        )
+        if response.is_redirect:
+            raise _HttpStatusError(
+                response.status_code,
+                f"redirect to {response.headers.get('Location')!r} refused (credentials are sent "
+                f"to {self.tracking_uri} only; give the final URL as tracking_uri)",
+            )
+        return response
+
     def _call(self, method: str, path: str, *, ok_codes=(), **kwargs) -> dict:
         """One REST call with retries; returns the JSON body ({} when empty). An error whose
         MLflow `error_code` is in `ok_codes` is returned as {"error_code": ...} instead."""
@@ -248,7 +282,7 @@ class MlflowRegistry:
         endpoint = f"{method} {path.split('?')[0]}"
 
         def once():
-            response = self._session.request(method, url, timeout=self.timeout_s, **kwargs)
+            response = self._request(method, url, **kwargs)
             if response.status_code >= 400:
                 error = _HttpStatusError(response.status_code, response.text)
                 if error.error_code and error.error_code in ok_codes:
@@ -314,7 +348,7 @@ class MlflowRegistry:
         endpoint = "PUT /api/2.0/mlflow-artifacts/artifacts"
 
         def once():
-            response = self._session.put(url, data=data, timeout=self.timeout_s)
+            response = self._request("PUT", url, data=data)
             if response.status_code >= 400:
                 raise _HttpStatusError(response.status_code, response.text)
 
@@ -382,7 +416,10 @@ class MlflowRegistry:
                 "description": description,
             },
         )
-        version = created["model_version"]
+        return self._ready(name, created["model_version"])
+
+    def _ready(self, name: str, version: dict) -> dict:
+        """`version` once the server has finished registering it; RegistryError if it failed."""
         deadline = time.monotonic() + self.ready_timeout_s
         while version.get("status") == "PENDING_REGISTRATION" and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -400,6 +437,27 @@ class MlflowRegistry:
             )
         return version
 
+    def _registered_for(self, name: str, version_uri: str) -> Optional[dict]:
+        """The model version of `name` already registered for the store version at `version_uri`
+        (its `litedet.store_uri` tag), or None. The versions are listed page by page and their
+        tags compared here: MLflow's search filters on tags differ between server versions."""
+        page_token = ""
+        while True:
+            params = {"filter": f"name='{name}'", "max_results": 1000}
+            if page_token:
+                params["page_token"] = page_token
+            page = self._call("GET", "/api/2.0/mlflow/model-versions/search", params=params)
+            for version in page.get("model_versions") or []:
+                tags = {t.get("key"): t.get("value") for t in version.get("tags") or []}
+                if (
+                    tags.get("litedet.store_uri") == version_uri
+                    and version.get("status") != "FAILED_REGISTRATION"
+                ):
+                    return version
+            page_token = page.get("next_page_token") or ""
+            if not page_token:
+                return None
+
     # -- the protocol ----------------------------------------------------------------------------
 
     def register(self, name: str, version_uri: str, manifest: Mapping[str, Any]) -> str:
@@ -407,6 +465,16 @@ class MlflowRegistry:
         if not name:
             raise ValueError("no model name")
         self._version_uri = version_uri
+        existing = self._registered_for(name, version_uri)
+        if existing is not None:
+            version = self._ready(name, existing)
+            log.info(
+                "%s version %s in MLflow is already registered for %s",
+                name,
+                version["version"],
+                version_uri,
+            )
+            return str(version["version"])
         now_ms = int(time.time() * 1000)
         store_version = str(manifest.get("version", ""))
         source = manifest.get("source") or {}
@@ -475,13 +543,25 @@ class MlflowRegistry:
 
     def _mark_failed(self, run_id: str) -> None:
         try:  # best effort, once: the run is useless without its files
-            self._session.post(
+            self._request(
+                "POST",
                 self.tracking_uri + "/api/2.0/mlflow/runs/update",
                 json={"run_id": run_id, "status": "FAILED", "end_time": int(time.time() * 1000)},
-                timeout=self.timeout_s,
             )
-        except requests.RequestException:
+        except (requests.RequestException, _HttpStatusError):
             pass
+
+
+def _origin(url: str) -> tuple:
+    """(scheme, host, port) of a URL, default ports filled in: what "the same server" means for
+    credentials (a browser's same-origin rule)."""
+    parsed = urllib.parse.urlparse(url)
+    scheme = parsed.scheme.lower()
+    try:
+        port = parsed.port
+    except ValueError:  # a malformed port: matches no origin
+        return (scheme, parsed.netloc, None)
+    return (scheme, (parsed.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme))
 
 
 def _mlflow_auth() -> Dict[str, str]:
@@ -668,6 +748,7 @@ def make_registry(config: Optional[Mapping[str, Any]], model_name: str = "") -> 
     {"kind": "kubeflow", "server_address": ..., "port"?, "author": ..., ...}.
     Every key but "kind" is passed to the class's constructor."""
     config = dict(config or {})
+    registry_settings.check_registry_settings(config)
     kind = config.pop("kind", "none")
     if kind == "none":
         if config:
