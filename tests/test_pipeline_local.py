@@ -94,7 +94,9 @@ def _run_three_times(base, mlflow_server):
     sample = local_runner.resolve_dataset(config)
     # The evaluation split is the training images (see the module docstring).
     dataset = dataclasses.replace(
-        sample, sources={"train": sample.sources["train"], "eval": sample.sources["train"]}
+        sample,
+        sources={"train": sample.sources["train"], "eval": sample.sources["train"]},
+        overlap_policy="allow",
     )
     local_runner.execute(local_runner.build(config, dataset))
     first = run_summary.latest_run(metadata)
@@ -108,7 +110,14 @@ def _run_three_times(base, mlflow_server):
         "evaluation.min_map50=0",
         "training.backbone_weights=none",
         "dataset="
-        + json.dumps({"root": str(sample.root), "format": "coco", "sources": dataset.sources}),
+        + json.dumps(
+            {
+                "root": str(sample.root),
+                "format": "coco",
+                "sources": dataset.sources,
+                "overlap_policy": "allow",
+            }
+        ),
     ]:
         command += ["--set", item]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=900)

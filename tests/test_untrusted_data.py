@@ -431,3 +431,19 @@ def test_an_image_in_training_and_evaluation_stays_in_evaluation_only(tmp_path):
     assert counts["quarantined"] == {"also_in_evaluation": 1}
     (kept,) = examples_of(uris, "eval")
     assert feature_values(kept, "image/filename") == [b"good_eval.jpg"]
+
+
+def test_overlap_policy_allow_keeps_both_copies(tmp_path):
+    """`dataset.overlap_policy: allow` is the deliberate choice to evaluate on training images
+    (the pipeline tests do): nothing is set aside; an unknown policy is refused by name."""
+    root = tmp_path / "d"
+    leaked = dict(GOOD_EVAL, file_name="leaked_copy.jpg")
+    sources = datasets.write_coco(str(root), {"train": [GOOD, leaked], "eval": [GOOD_EVAL]})
+    config = coco_config(root, sources, overlap_policy="allow")
+
+    uris, _ = run_example_gen(tmp_path, config)
+
+    assert quarantine_lines(uris["quarantine"]) == []
+    assert summary(uris["quarantine"])["examples"] == {"train": 2, "eval": 1}
+    with pytest.raises(DatasetConfigError, match="dataset.overlap_policy: 'keep' must be one of"):
+        coco_config(root, sources, overlap_policy="keep")

@@ -34,6 +34,10 @@ DEFAULT_MAX_IMAGE_BYTES = 50 * 2**20
 # 40 megapixels (decoded RGB: 120 MB): well below PIL's own bomb limit (179 MP warns, 358 MP fails),
 # which would let one image take gigabytes of a worker's memory.
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+# What to do with an image whose bytes are in the training split and in a held-out split
+# (docs/data.md): leave the training copy out (evaluation leakage inflates the gate's mAP), or
+# keep both (a deliberate "evaluate on what was trained on" check, as the pipeline tests do).
+OVERLAP_POLICIES = ("leave_out_of_training", "allow")
 
 
 class DatasetConfigError(ValueError):
@@ -58,6 +62,7 @@ class DatasetConfig:
     # Images whose header declares more pixels (width x height) are quarantined
     # (`too_many_pixels`) before their pixels are decoded.
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    overlap_policy: str = OVERLAP_POLICIES[0]
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -94,6 +99,11 @@ class DatasetConfig:
             raise DatasetConfigError("dataset.class_names: names must be unique")
         if self.clip_tolerance_px < 0:
             raise DatasetConfigError("dataset.clip_tolerance_px: must be >= 0")
+        if self.overlap_policy not in OVERLAP_POLICIES:
+            raise DatasetConfigError(
+                f"dataset.overlap_policy: {self.overlap_policy!r} must be one of "
+                f"{', '.join(OVERLAP_POLICIES)}"
+            )
         for name in ("max_image_bytes", "max_image_pixels"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

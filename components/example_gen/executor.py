@@ -199,7 +199,7 @@ class _SetAside(beam.DoFn):
             yield example
 
 
-def _resolve_duplicates(examples):
+def _resolve_duplicates(examples, overlap_policy: str):
     """(examples kept, examples set aside as Quarantined)."""
     by_id = (
         examples
@@ -208,12 +208,14 @@ def _resolve_duplicates(examples):
         | "FirstOfEachId"
         >> beam.FlatMap(_first_of_each_id).with_outputs(QUARANTINE_KEY, main="first")
     )
-    leaks = (
-        by_id["first"]
-        | "GroupByContent" >> beam.GroupByKey()
-        | "HeldOutCopies" >> beam.FlatMap(_training_copies_of_held_out_images)
-    )
-    set_aside = (by_id[QUARANTINE_KEY], leaks) | "SetAside" >> beam.Flatten()
+    set_aside = [by_id[QUARANTINE_KEY]]
+    if overlap_policy == "leave_out_of_training":
+        set_aside.append(
+            by_id["first"]
+            | "GroupByContent" >> beam.GroupByKey()
+            | "HeldOutCopies" >> beam.FlatMap(_training_copies_of_held_out_images)
+        )
+    set_aside = tuple(set_aside) | "SetAside" >> beam.Flatten()
     resolved = examples | "Resolve" >> beam.ParDo(
         _SetAside(), set_aside=beam.pvalue.AsDict(set_aside)
     ).with_outputs(QUARANTINE_KEY, main=EXAMPLES_KEY)
@@ -355,7 +357,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 ),
                 label_map=beam.pvalue.AsSingleton(label_map),
             ).with_outputs(QUARANTINE_KEY, main=EXAMPLES_KEY)
-            kept, duplicates = _resolve_duplicates(checked[EXAMPLES_KEY])
+            kept, duplicates = _resolve_duplicates(checked[EXAMPLES_KEY], config.overlap_policy)
             quarantined = (checked[QUARANTINE_KEY], duplicates) | "AllQuarantined" >> beam.Flatten()
 
             by_split = kept | "PartitionSplits" >> beam.Partition(
