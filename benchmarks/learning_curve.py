@@ -6,10 +6,10 @@
 Trains with the Trainer's own run_fn (model, loss, input pipeline, schedule, and its validation
 mAP at every checkpoint, timed) on the sample data's ExampleGen + Transform output (made once and
 kept under --output-dir), then scores the exported model as the gate does (pycocotools, boxes in
-the images' own pixels: mAP@[.5:.95], mAP@0.5, AP small/medium/large) and the int8 TFLite
-model's latency is left to benchmarks/tflite_sweep.py. Each run is appended to
-benchmarks/results/learning_curve.json under --name; `--plot` draws every recorded curve into
-docs/learning_curves.png and prints a table.
+the images' own pixels: mAP@[.5:.95], mAP@0.5, AP small/medium/large); with --int8 also the
+int8 TFLite model as the pipeline converts it (its mAP and single-thread latency). Each run is
+appended to benchmarks/results/learning_curve.json under --name; `--plot` draws every recorded
+curve into docs/learning_curves.png and prints a table.
 """
 
 from __future__ import annotations
@@ -73,6 +73,36 @@ def _score(serving_dir, data, num_classes):
     return device.score_saved_model(serving_dir, examples, num_classes)
 
 
+def _score_int8(serving_dir, data, transform_dir, labels, run_dir):
+    """The int8 TFLite model as the pipeline makes and gates it: converted with the Trainer's
+    calibration images, scored on the evaluation split (pycocotools, the images' own pixels),
+    single-thread interpreter latency."""
+    import tensorflow_transform as tft
+
+    from litedet.components import tflite
+    from litedet.components.evaluation import device
+    from litedet.components.tflite import component, converter
+
+    transform_output = tft.TFTransformOutput(os.path.join(transform_dir, "transform_graph"))
+    images = component.calibration_images(
+        os.path.join(data.examples_uri, "Split-train", "*"),
+        transform_output,
+        tflite.DEFAULT_NUM_CALIBRATION_IMAGES,
+    )
+    resize_mode = component.resize_mode_of(transform_output)
+    paths = converter.convert(
+        serving_dir,
+        os.path.join(run_dir, "tflite"),
+        labels,
+        formats=["int8"],
+        representative_images=images,
+        resize_mode=resize_mode,
+    )
+    examples = device.read_examples(os.path.join(data.examples_uri, "Split-eval"))
+    scores = device.score_formats(serving_dir, paths, examples, len(labels), resize_mode)["int8"]
+    return {k: scores.get(k) for k in ("map", "map50", "ap_small", "latency_ms", "size_bytes")}
+
+
 def _plot(results, path):
     from litedet.components.report.render import _pyplot
 
@@ -102,6 +132,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=1800)
     parser.add_argument("--every", type=int, default=300)
     parser.add_argument("--plot", action="store_true", help="only draw the recorded curves")
+    parser.add_argument(
+        "--int8", action="store_true", help="also convert to int8 TFLite: its mAP and latency"
+    )
     args = parser.parse_args()
     results_path = args.results
     results = {}
@@ -110,12 +143,16 @@ def main() -> int:
             results = json.load(f)
     if args.plot:
         _plot(results, os.path.join(ROOT, "docs", "learning_curves.png"))
-        print(f"{'name':28} {'min':>5} {'mAP':>6} {'mAP50':>6} {'small':>6}  best step")
+        print(
+            f"{'name':28} {'min':>5} {'mAP':>6} {'mAP50':>6} {'small':>6} {'best':>5} "
+            f"{'int8 mAP':>8} {'int8 ms':>7}"
+        )
         for name, run in results.items():
-            final = run["final"]
+            final, int8 = run["final"], run.get("int8") or {}
             print(
                 f"{name:28} {run['train_seconds'] / 60:5.1f} {final['map']:6.3f} "
-                f"{final['map50']:6.3f} {final['ap_small'] or 0:6.3f}  {run['best_step']}"
+                f"{final['map50']:6.3f} {final['ap_small'] or 0:6.3f} {run['best_step'] or 0:5d} "
+                f"{int8.get('map') or 0:8.3f} {int8.get('latency_ms') or 0:7.2f}"
             )
         return 0
     if not args.name:
@@ -136,6 +173,10 @@ def main() -> int:
     workdir = os.path.join(args.output_dir, f"n{args.num_train}-{args.num_eval}")
     serving, record, seconds, run_dir = _train(args, config, data, workdir)
     final = _score(serving, data, len(record["classes"]))
+    int8 = None
+    if args.int8:
+        transform_dir = os.path.join(workdir, "transform")
+        int8 = _score_int8(serving, data, transform_dir, record["classes"], run_dir)
     results[args.name] = {
         "overrides": args.overrides,
         "steps": args.steps,
@@ -146,6 +187,7 @@ def main() -> int:
         "final": {
             k: final.get(k) for k in ("map", "map50", "map75", "ap_small", "ap_medium", "ap_large")
         },
+        "int8": int8,
         "machine": common.machine(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }

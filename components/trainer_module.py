@@ -352,6 +352,7 @@ def run_fn(fn_args) -> None:
                 "score_threshold": settings.score_threshold,
                 "iou_threshold": settings.nms_iou_threshold,
                 "max_detections": settings.max_detections,
+                "class_agnostic": settings.class_agnostic_nms,
             },
             patience=settings.early_stopping_patience,
         )
@@ -414,6 +415,7 @@ def _export(fn_args, detector, transform_output, anchors, image_size, settings) 
         settings.score_threshold,
         settings.nms_iou_threshold,
         settings.max_detections,
+        settings.class_agnostic_nms,
     )
     # Every worker must take part in saving under MultiWorkerMirroredStrategy; only the chief's
     # copy is the model.

@@ -71,6 +71,12 @@ class TrainingConfig:
     max_detections: int = DEFAULT_MAX_DETECTIONS
     score_threshold: float = DEFAULT_SCORE_THRESHOLD
     nms_iou_threshold: float = DEFAULT_NMS_IOU_THRESHOLD
+    # true: NMS over all classes at once, each box keeping its best class: what the shipped TFLite
+    # models run (per-class NMS repeats a box once per class, which MediaPipe Tasks before 0.10.20
+    # crashes on; docs/clients.md), so the SavedModel and the validation mAP run it too and the
+    # gate compares like with like. false: per-class NMS everywhere, for runtimes that take
+    # repeated boxes (the TFLite models then use the op's regular NMS).
+    class_agnostic_nms: bool = True
 
     def __post_init__(self):
         check_alpha(self.alpha)

@@ -350,11 +350,12 @@ def validate(config: PipelineConfig) -> None:
             f"converted tflite.formats {config.tflite.formats}"
         )
     e = config.evaluation
+    # `not (... <= ...)`: a NaN fails every comparison, so it is refused here, not let through.
     for name in ("min_map50", "max_map_drop", "max_tflite_map_drop"):
         if not 0.0 <= getattr(e, name) <= 1.0:
             raise ConfigError(f"evaluation.{name}: {getattr(e, name)} must be in [0, 1]")
     for name in ("max_latency_ms", "max_size_mb", "num_classes"):
-        if getattr(e, name) < 0:
+        if not getattr(e, name) >= 0 or getattr(e, name) == float("inf"):
             raise ConfigError(f"evaluation.{name}: {getattr(e, name)} must be >= 0 (0: none)")
     if config.push.registry.get("kind", "none") not in ("none", "mlflow", "kubeflow"):
         raise ConfigError(

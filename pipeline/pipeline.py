@@ -134,6 +134,7 @@ def _shipping_steps(
         max_detections=training.max_detections,
         score_threshold=training.score_threshold,
         iou_threshold=training.nms_iou_threshold,
+        use_regular_nms=not training.class_agnostic_nms,
         code_fingerprint=source_fingerprint("litedet.components.tflite.component.Executor"),
     )
     # The candidate alone: the comparison with the baseline is the gate's.

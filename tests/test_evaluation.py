@@ -10,6 +10,7 @@ import pytest
 from litedet.components.evaluation import coco, gate, metrics
 from litedet.components.example_gen.annotations import AnnotationError, count_classes
 from litedet.components.example_gen.config import DatasetConfig
+from litedet.pipeline import configs
 
 
 def _truth(*boxes_and_classes):
@@ -147,6 +148,22 @@ def test_a_metric_that_is_not_a_number_fails_the_gate_closed():
     # NaN compares false with every bound: without the check it would pass them all.
     assert _decide(map50=float("nan")) == ["not a finite number: mAP@0.5 (TFMA)"]
     assert _decide(baseline_map50=float("inf"))[0].startswith("not a finite number")
+    # The device budgets compare the shipped format's latency and size: a NaN there would pass.
+    broken = dict(SCORES, int8=dict(SCORES["int8"], latency_ms=float("nan")))
+    reasons = gate.decide(
+        0.70, broken, min_map50=0.5, max_tflite_map_drop=0.05, ship_format="int8", max_latency_ms=5
+    )
+    assert reasons == ["not a finite number: int8 latency_ms"]
+
+
+@pytest.mark.parametrize("name", ["max_latency_ms", "max_size_mb"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+def test_a_device_budget_that_is_not_a_number_is_refused(name, value):
+    settings = dict(min_map50=0.5, max_map_drop=0.0, max_tflite_map_drop=0.015, ship_format="int8")
+    with pytest.raises(ValueError, match=f"{name}: .* must be a finite number >= 0"):
+        gate.check_parameters(**settings, **{name: value})
+    with pytest.raises(configs.ConfigError, match=f"evaluation.{name}"):
+        configs.validate(configs.load_config(None, [f"evaluation.{name}={value}"]))
 
 
 @pytest.mark.parametrize(

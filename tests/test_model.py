@@ -199,12 +199,25 @@ def test_background_column_is_not_a_detection():
     assert decode(logits_with((1, 0, 5.0)))["num_detections"].numpy().tolist() == [0.0]
 
 
-def test_nms_removes_duplicate_of_same_class_only():
-    detections = decode(logits_with((0, 1, 3.0), (2, 1, 4.0), (2, 3, 2.0)))
+def test_per_class_nms_removes_duplicate_of_same_class_only():
+    detections = decode(logits_with((0, 1, 3.0), (2, 1, 4.0), (2, 3, 2.0)), class_agnostic=False)
     assert detections["num_detections"].numpy().tolist() == [2.0]
     # The higher-scoring duplicate (anchor 2) wins; class 3 on it is not suppressed by class 1.
     np.testing.assert_allclose(detections["detection_boxes"][0, :2], [ANCHORS[2]] * 2, atol=1e-6)
     assert detections["detection_classes"][0, :2].numpy().tolist() == [1.0, 3.0]
+
+
+def test_class_agnostic_nms_keeps_one_class_per_box():
+    """The default, as the shipped TFLite op: each anchor keeps its best class, and one box
+    suppresses an overlapping box of any class."""
+    detections = decode(logits_with((0, 1, 3.0), (2, 1, 4.0), (2, 3, 2.0), (1, 2, 1.0)))
+    assert detections["num_detections"].numpy().tolist() == [2.0]
+    # Anchor 2 (class 1, its best) wins over anchor 0; anchor 1 does not overlap it.
+    np.testing.assert_allclose(
+        detections["detection_boxes"][0, :2], np.asarray(ANCHORS)[[2, 1]], atol=1e-6
+    )
+    assert detections["detection_classes"][0].numpy().tolist()[:3] == [1.0, 2.0, 0.0]
+    assert not np.any(detections["detection_boxes"][0, 2:])
 
 
 def test_decode_clips_boxes():

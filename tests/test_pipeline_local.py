@@ -539,6 +539,8 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(pipeline_runs, tmp_p
     assert resumed and resumed[0] >= 4, f"did not resume: {output[-2000:]}"
     assert "Training step 60/60" in output  # and ran to the end
     assert tf.io.gfile.exists(os.path.join(args["serving_model_dir"], "saved_model.pb"))
+    # Exported: nothing may resume from this training any more.
+    assert glob.glob(str(resume_root / "*")) == []
 
 
 def _free_port():

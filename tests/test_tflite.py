@@ -144,7 +144,7 @@ def hand_set(tmp_path_factory):
     )
 
 
-def expected_decode(hand_set):
+def expected_decode(hand_set, class_agnostic=False):
     return serving_form(
         postprocess.decode_detections(
             hand_set.codes[np.newaxis],
@@ -153,6 +153,7 @@ def expected_decode(hand_set):
             score_threshold=converter.DEFAULT_SCORE_THRESHOLD,
             iou_threshold=converter.DEFAULT_NMS_IOU_THRESHOLD,
             max_detections=K,
+            class_agnostic=class_agnostic,
         )
     )
 
@@ -178,13 +179,19 @@ def test_post_process_op_matches_the_savedmodel_decode(hand_set):
 
 def test_fast_nms_keeps_one_class_per_box(hand_set):
     """The default, use_regular_nms=False: the op's class-agnostic NMS drops the second class on
-    a box that the SavedModel keeps (the price of client safety, docs/clients.md): every row is a
-    box of its own."""
-    raw = interpreter.TFLiteDetector(hand_set.fast_path).run(np.zeros([SIZE, SIZE, 3]))
+    a box that per-class NMS keeps (the price of client safety, docs/clients.md): every row is a
+    box of its own, and the SavedModel's default (class-agnostic) decode gives the same rows."""
+    detector = interpreter.TFLiteDetector(hand_set.fast_path)
+    raw = detector.run(np.zeros([SIZE, SIZE, 3]))
     assert raw["count"] == 3
     assert sorted(raw["classes"][:3].tolist()) == [0, 1, 2]
     assert len({tuple(box) for box in raw["locations"][:3].tolist()}) == 3
     assert expected_decode(hand_set)["count"] == 5
+    got, expected = detector.detections(raw), expected_decode(hand_set, class_agnostic=True)
+    assert got["count"] == expected["count"] == 3
+    np.testing.assert_array_equal(got["classes"], expected["classes"])
+    np.testing.assert_allclose(got["scores"], expected["scores"], atol=1e-6)
+    np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=1e-5)
 
 
 def test_repeated_boxes_of_regular_nms_are_refused_by_default(hand_set):

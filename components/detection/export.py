@@ -46,6 +46,7 @@ class DetectorExport(tf.Module):
         score_threshold: float = 0.05,
         iou_threshold: float = 0.5,
         max_detections: int = 100,
+        class_agnostic_nms: bool = True,
     ):
         super().__init__()
         # Only the detector's variables are tracked, not the Keras model: a tracked Keras model
@@ -61,6 +62,7 @@ class DetectorExport(tf.Module):
             score_threshold=score_threshold,
             iou_threshold=iou_threshold,
             max_detections=max_detections,
+            class_agnostic=class_agnostic_nms,
         )
 
     def _detect(self, encoded: tf.Tensor):

@@ -17,8 +17,9 @@ def decode_detections(
     iou_threshold=0.5,
     max_detections=100,
     scale_factors=box_coder.DEFAULT_SCALE_FACTORS,
+    class_agnostic=True,
 ):
-    """Decodes boxes, scores each class with a sigmoid and runs per-class NMS.
+    """Decodes boxes, scores each class with a sigmoid and runs NMS.
 
     Args:
       box_encodings: [B, N, 4] box codes, as the model's "box_encodings".
@@ -27,6 +28,10 @@ def decode_detections(
       score_threshold, iou_threshold: NMS thresholds.
       max_detections: K, the static number of rows per image in every output.
       scale_factors: the box coder's (y, x, h, w) scale factors.
+      class_agnostic: True (the default): each anchor keeps its best class and NMS runs over all
+        boxes at once, as the shipped TFLite models' post-process op does (its fast NMS, one
+        class per box: docs/clients.md), so the SavedModel, the validation mAP and the TFLite
+        files are scored alike. False: per-class NMS (one box may come out once per class).
 
     Returns:
       dict of float32 tensors, rows past ``num_detections`` zero-padded:
@@ -39,22 +44,40 @@ def decode_detections(
         tf.cast(box_encodings, tf.float32), tf.cast(anchors, tf.float32), scale_factors
     )
     scores = tf.sigmoid(tf.cast(class_logits, tf.float32)[..., 1:])
-    nms = tf.image.combined_non_max_suppression(
-        boxes[:, :, tf.newaxis, :],  # one box per anchor, shared by all classes
-        scores,
-        max_output_size_per_class=max_detections,
-        max_total_size=max_detections,
-        iou_threshold=iou_threshold,
-        score_threshold=score_threshold,
-        clip_boxes=True,
-    )
-    # NMS numbers classes from 0 (column 1 of the logits); padding rows would read as
-    # label 1, so they get 0, the project's padding label.
-    is_detection = tf.range(max_detections)[tf.newaxis, :] < nms.valid_detections[:, tf.newaxis]
-    classes = tf.where(is_detection, nms.nmsed_classes + 1.0, 0.0)
+    if class_agnostic:
+        best = tf.reduce_max(scores, axis=-1)
+        indices, valid = tf.image.non_max_suppression_padded(
+            boxes,
+            best,
+            max_output_size=max_detections,
+            iou_threshold=iou_threshold,
+            score_threshold=score_threshold,
+            pad_to_max_output_size=True,
+        )
+        kept_boxes = tf.clip_by_value(tf.gather(boxes, indices, batch_dims=1), 0.0, 1.0)
+        kept_scores = tf.gather(best, indices, batch_dims=1)
+        kept_classes = tf.cast(
+            tf.gather(tf.argmax(scores, axis=-1, output_type=tf.int32), indices, batch_dims=1),
+            tf.float32,
+        )
+    else:
+        nms = tf.image.combined_non_max_suppression(
+            boxes[:, :, tf.newaxis, :],  # one box per anchor, shared by all classes
+            scores,
+            max_output_size_per_class=max_detections,
+            max_total_size=max_detections,
+            iou_threshold=iou_threshold,
+            score_threshold=score_threshold,
+            clip_boxes=True,
+        )
+        kept_boxes, kept_scores, kept_classes = nms.nmsed_boxes, nms.nmsed_scores, nms.nmsed_classes
+        valid = nms.valid_detections
+    # Classes are numbered from 0 (column 1 of the logits); padding rows would read as label 1,
+    # so they get 0, the project's padding label, and zero boxes and scores.
+    is_detection = tf.range(max_detections)[tf.newaxis, :] < valid[:, tf.newaxis]
     return {
-        "detection_boxes": nms.nmsed_boxes,
-        "detection_scores": nms.nmsed_scores,
-        "detection_classes": classes,
-        "num_detections": tf.cast(nms.valid_detections, tf.float32),
+        "detection_boxes": tf.where(is_detection[..., tf.newaxis], kept_boxes, 0.0),
+        "detection_scores": tf.where(is_detection, kept_scores, 0.0),
+        "detection_classes": tf.where(is_detection, kept_classes + 1.0, 0.0),
+        "num_detections": tf.cast(valid, tf.float32),
     }

@@ -56,6 +56,10 @@ def decide(
     numbers.update({f"{fmt} mAP@0.5": values["map50"] for fmt, values in scores.items()})
     if baseline_map50 is not None:
         numbers["baseline mAP@0.5"] = baseline_map50
+    shipped = scores.get(ship_format)
+    if shipped is not None:  # the budgets compare these: a NaN would pass them
+        numbers[f"{ship_format} latency_ms"] = shipped["latency_ms"]
+        numbers[f"{ship_format} size_bytes"] = shipped["size_bytes"]
     broken = [name for name, value in numbers.items() if not math.isfinite(value)]
     if broken:
         # A NaN compares false with every bound: without this, it would pass them all.
@@ -76,7 +80,6 @@ def decide(
                 f"TFLite {fmt} mAP@0.5 {scores[fmt]['map50']:.4f} is {drop:.4f} below "
                 f"the SavedModel's {current:.4f} (budget {max_tflite_map_drop:.4f})"
             )
-    shipped = scores.get(ship_format)
     if shipped is None:
         reasons.append(
             f"ship_format {ship_format!r} was not converted "
@@ -97,7 +100,12 @@ def decide(
 
 
 def check_parameters(
-    min_map50: float, max_map_drop: float, max_tflite_map_drop: float, ship_format: str
+    min_map50: float,
+    max_map_drop: float,
+    max_tflite_map_drop: float,
+    ship_format: str,
+    max_latency_ms: float = 0.0,
+    max_size_mb: float = 0.0,
 ) -> None:
     """Run-time parameters are checked where they are used: a Kubeflow run can set them."""
     for name, value in (
@@ -107,6 +115,10 @@ def check_parameters(
     ):
         if not (math.isfinite(value) and 0.0 <= value <= 1.0):
             raise ValueError(f"{name}: {value} must be a number in [0, 1]")
+    for name, value in (("max_latency_ms", max_latency_ms), ("max_size_mb", max_size_mb)):
+        # A NaN budget compares false with everything: it would switch the budget off silently.
+        if not (math.isfinite(value) and value >= 0.0):
+            raise ValueError(f"{name}: {value} must be a finite number >= 0 (0: no budget)")
     if ship_format not in FORMATS:
         raise ValueError(f"ship_format: {ship_format!r} is not one of {', '.join(FORMATS)}")
 
@@ -305,7 +317,9 @@ def ModelGate(
     from litedet.components.evaluation import device
     from litedet.components.evaluation import metrics as metrics_lib
 
-    check_parameters(min_map50, max_map_drop, max_tflite_map_drop, ship_format)
+    check_parameters(
+        min_map50, max_map_drop, max_tflite_map_drop, ship_format, max_latency_ms, max_size_mb
+    )
     conversion, candidate = _read_candidate(evaluation.uri, tflite_models.uri, num_classes)
     eval_examples = device.read_examples(
         artifact_utils.get_split_uri([examples], metrics_lib.EVAL_SPLIT)

@@ -9,13 +9,12 @@ record and the image is quarantined later, with everything else that is wrong wi
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import xml.etree.ElementTree as ElementTree
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from litedet.components.example_gen import files
+from litedet.components.example_gen import files, json_stream
 from litedet.components.example_gen.config import DatasetConfig
 
 
@@ -74,17 +73,32 @@ class LabelMap:
         }
 
 
-def _load_json(path: str) -> dict:
+def _stream_json(path: str) -> Iterator[Tuple[str, Any]]:
+    """The top-level members of a JSON object file, arrays element by element
+    (json_stream.py: a COCO 2017 file is never held whole)."""
     # tf.io.gfile reads local, gs:// and s3:// alike; imported here to keep module import light.
     import tensorflow as tf
 
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
-            return json.loads(f.read())
+            yield from json_stream.top_level(f.read)
     except tf.errors.NotFoundError as e:
         raise AnnotationError(f"{path}: annotation file not found") from e
-    except (ValueError, UnicodeDecodeError) as e:
+    except json_stream.JSONStreamError as e:
         raise AnnotationError(f"{path}: not valid JSON ({e})") from e
+
+
+def _coco_arrays(path: str, wanted: Tuple[str, ...]) -> Iterator[Tuple[str, Iterator[Any]]]:
+    """(field, its elements) for the `wanted` COCO fields, in file order; a wanted field that is
+    missing or not a list fails naming it."""
+    found = set()
+    for key, value in _stream_json(path):
+        if key in wanted:
+            _require(isinstance(value, Iterator), path, f"missing list field '{key}'")
+            found.add(key)
+            yield key, value
+    for key in wanted:
+        _require(key in found, path, f"missing list field '{key}'")
 
 
 def _require(condition: bool, path: str, message: str) -> None:
@@ -122,64 +136,44 @@ def file_name_problem(name: str, where: str) -> Tuple[str, ...]:
 
 
 def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
-    """Reads every COCO file in `config.sources`; labels follow the category ids' order."""
+    """Reads every COCO file in `config.sources`; labels follow the category ids' order.
+
+    Each file is read as a stream: only the fields used here are kept per image and object
+    (segmentations, areas and URLs are dropped as they are read), so the peak memory follows the
+    records, not the file's text (docs/data.md, "Large annotation files").
+    """
     images_dir = os.path.join(config.root, config.default_images_dir())
     records: List[ImageRecord] = []
     categories: Dict[int, str] = {}
     for split, relative in config.sources.items():
         path = os.path.join(config.root, relative)
-        data = _load_json(path)
-        _require(isinstance(data, dict), path, "top level must be a JSON object")
-        for field in ("images", "annotations", "categories"):
-            _require(isinstance(data.get(field), list), path, f"missing list field '{field}'")
-        for i, cat in enumerate(data["categories"]):
-            _require(
-                isinstance(cat, dict)
-                and isinstance(cat.get("id"), int)
-                and isinstance(cat.get("name"), str),
-                path,
-                f"categories[{i}] needs an integer 'id' and a string 'name'",
-            )
-            if categories.setdefault(cat["id"], cat["name"]) != cat["name"]:
-                raise AnnotationError(
-                    f"{path}: category id {cat['id']} is named {cat['name']!r} here but "
-                    f"{categories[cat['id']]!r} in another annotation file"
-                )
+        images: List[Tuple[int, dict]] = []
         objects_by_image: Dict[int, List[ObjectAnnotation]] = {}
-        for i, ann in enumerate(data["annotations"]):
-            _require(
-                isinstance(ann, dict) and isinstance(ann.get("image_id"), int),
-                path,
-                f"annotations[{i}] needs an integer 'image_id'",
-            )
-            _require(
-                _number_list(ann.get("bbox"), 4),
-                path,
-                f"annotations[{i}] (id {ann.get('id')}): 'bbox' must be [x, y, width, height]",
-            )
-            x, y, w, h = (_as_float(v) for v in ann["bbox"])
-            objects_by_image.setdefault(ann["image_id"], []).append(
-                ObjectAnnotation(
-                    category=str(ann.get("category_id")),
-                    box=(x, y, x + w, y + h),
-                    is_crowd=bool(ann.get("iscrowd", 0)),
-                )
-            )
-        for i, img in enumerate(data["images"]):
-            _require(
-                isinstance(img, dict)
-                and isinstance(img.get("id"), int)
-                and isinstance(img.get("file_name"), str),
-                path,
-                f"images[{i}] needs an integer 'id' and a string 'file_name'",
-            )
+        category_keys: Dict[Any, str] = {}  # one string per category, not one per object
+        for field, items in _coco_arrays(path, ("images", "annotations", "categories")):
+            for i, item in enumerate(items):
+                if field == "categories":
+                    _add_category(categories, item, i, path)
+                elif field == "annotations":
+                    _add_object(objects_by_image, category_keys, item, i, path)
+                else:
+                    _require(
+                        isinstance(item, dict)
+                        and isinstance(item.get("id"), int)
+                        and isinstance(item.get("file_name"), str),
+                        path,
+                        f"images[{i}] needs an integer 'id' and a string 'file_name'",
+                    )
+                    keep = ("id", "file_name", "width", "height")
+                    images.append((i, {k: item.get(k) for k in keep}))
+        for i, img in images:
             records.append(
                 ImageRecord(
                     source_id=str(img["id"]),
                     split=split,
                     image_path=os.path.join(images_dir, img["file_name"]),
-                    width=img.get("width"),
-                    height=img.get("height"),
+                    width=img["width"],
+                    height=img["height"],
                     objects=tuple(objects_by_image.get(img["id"], ())),
                     problem=file_name_problem(
                         img["file_name"], f"{path}: images[{i}] (id {img['id']}) file_name"
@@ -189,6 +183,46 @@ def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
     ordered = sorted(categories)
     return records, LabelMap(
         keys=tuple(str(c) for c in ordered), names=tuple(categories[c] for c in ordered)
+    )
+
+
+def _add_category(categories: Dict[int, str], cat, i: int, path: str) -> None:
+    _require(
+        isinstance(cat, dict)
+        and isinstance(cat.get("id"), int)
+        and isinstance(cat.get("name"), str),
+        path,
+        f"categories[{i}] needs an integer 'id' and a string 'name'",
+    )
+    if categories.setdefault(cat["id"], cat["name"]) != cat["name"]:
+        raise AnnotationError(
+            f"{path}: category id {cat['id']} is named {cat['name']!r} here but "
+            f"{categories[cat['id']]!r} in another annotation file"
+        )
+
+
+def _add_object(objects_by_image, category_keys, ann, i: int, path: str) -> None:
+    _require(
+        isinstance(ann, dict) and isinstance(ann.get("image_id"), int),
+        path,
+        f"annotations[{i}] needs an integer 'image_id'",
+    )
+    _require(
+        _number_list(ann.get("bbox"), 4),
+        path,
+        f"annotations[{i}] (id {ann.get('id')}): 'bbox' must be [x, y, width, height]",
+    )
+    x, y, w, h = (_as_float(v) for v in ann["bbox"])
+    category = ann.get("category_id")
+    key = category_keys.get(category) if isinstance(category, (int, str)) else None
+    if key is None:
+        key = str(category)
+        if isinstance(category, (int, str)):
+            category_keys[category] = key
+    objects_by_image.setdefault(ann["image_id"], []).append(
+        ObjectAnnotation(
+            category=key, box=(x, y, x + w, y + h), is_crowd=bool(ann.get("iscrowd", 0))
+        )
     )
 
 
@@ -322,13 +356,9 @@ def count_classes(config: DatasetConfig) -> int:
     categories = set()
     for relative in config.sources.values():
         path = os.path.join(config.root, relative)
-        data = _load_json(path)
-        _require(
-            isinstance(data, dict) and isinstance(data.get("categories"), list),
-            path,
-            "missing list field 'categories'",
-        )
-        categories.update(c.get("id") for c in data["categories"] if isinstance(c, dict))
+        # Streamed, and only the categories kept: the compile step reads a COCO 2017 file too.
+        for _, items in _coco_arrays(path, ("categories",)):
+            categories.update(c.get("id") for c in items if isinstance(c, dict))
     _require(
         bool(categories),
         os.path.join(config.root, next(iter(config.sources.values()))),

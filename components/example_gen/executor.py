@@ -318,8 +318,9 @@ def _records(pipeline, config: DatasetConfig, root: str):
         logging.info(
             "Read %d image records from %s annotations under %s", len(parsed), config.format, root
         )
-        numbered = [dataclasses.replace(r, ordinal=(0, i)) for i, r in enumerate(parsed)]
-        items = pipeline | "Records" >> beam.Create(numbered, reshuffle=True)
+        for i, record in enumerate(parsed):  # in place: one list of records, not two
+            parsed[i] = dataclasses.replace(record, ordinal=(0, i))
+        items = pipeline | "Records" >> beam.Create(parsed, reshuffle=True)
         label_map = pipeline | "LabelMap" >> beam.Create([static_label_map])
     if config.split_ratios:
         items = items | "HashSplit" >> beam.Map(_resplit, config.split_ratios)
