@@ -107,6 +107,11 @@ class KubeflowConfig:
     # Environment from Secrets, {VARIABLE: "secret-name/key"}, e.g. {"AWS_ACCESS_KEY_ID":
     # "litedet-s3/AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "litedet-s3/AWS_SECRET_ACCESS_KEY"}.
     secret_env: Dict[str, str] = dataclasses.field(default_factory=dict)
+    # Per step, merged over secret_env for that step only: {step: {VARIABLE: "secret/key"}}, e.g.
+    # {"LitedetPusher": {"AWS_ACCESS_KEY_ID": "litedet-store-writer/AWS_ACCESS_KEY_ID", ...}}:
+    # the one credential that may write the model store, given to the pusher alone
+    # (docs/cluster.md, "One credential per duty").
+    step_secret_env: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)
     # Where the Trainer runs: an accelerator (a Kubernetes resource name, e.g. nvidia.com/gpu)
     # and how many, node selector labels, tolerations. Empty: anywhere, CPU only.
     trainer_accelerator: str = ""
@@ -182,6 +187,7 @@ MAPPING_SETTINGS = (
     "push.registry",
     "kubeflow.env",
     "kubeflow.secret_env",
+    "kubeflow.step_secret_env",
     "kubeflow.trainer_node_selector",
 )
 # Names of environment variables that carry secrets: refused in kubeflow.env, which is written
@@ -386,12 +392,29 @@ def _validate_kubeflow(k: KubeflowConfig) -> None:
             )
         if not isinstance(value, str):
             raise ConfigError(f"kubeflow.env.{name}: {value!r} must be a string")
-    for name, reference in k.secret_env.items():
+    references = [(f"kubeflow.secret_env.{n}", r) for n, r in k.secret_env.items()]
+    for step, variables in k.step_secret_env.items():
+        if not isinstance(variables, dict):
+            raise ConfigError(
+                f"kubeflow.step_secret_env.{step}: {variables!r} must map VARIABLE to "
+                "SECRET_NAME/KEY"
+            )
+        references += [(f"kubeflow.step_secret_env.{step}.{n}", r) for n, r in variables.items()]
+        # A step's own Secret must not also reach every step through secret_env.
+        shared = {r.split("/")[0] for r in k.secret_env.values() if isinstance(r, str)}
+        for name, reference in variables.items():
+            if isinstance(reference, str) and reference.split("/")[0] in shared:
+                raise ConfigError(
+                    f"kubeflow.step_secret_env.{step}.{name}: the Secret "
+                    f"{reference.split('/')[0]!r} is also in kubeflow.secret_env, which gives it "
+                    "to every step; a step's own credential needs a Secret of its own"
+                )
+    for field, reference in references:
         if not (
             isinstance(reference, str) and re.fullmatch(r"[a-z0-9.-]+/[-._a-zA-Z0-9]+", reference)
         ):
             raise ConfigError(
-                f"kubeflow.secret_env.{name}: {reference!r} must be SECRET_NAME/KEY, e.g. "
+                f"{field}: {reference!r} must be SECRET_NAME/KEY, e.g. "
                 "litedet-s3/AWS_SECRET_ACCESS_KEY"
             )
     if k.trainer_accelerator and not re.fullmatch(

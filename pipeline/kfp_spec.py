@@ -59,12 +59,15 @@ def adapt(
     not_cached: Iterable[str] = (),
     env: Optional[Mapping[str, str]] = None,
     secret_env: Optional[Mapping[str, str]] = None,
+    step_secret_env: Optional[Mapping[str, Mapping[str, str]]] = None,
     placement: Optional[Mapping[str, Mapping[str, Any]]] = None,
 ) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
     """Returns (the adapted PipelineSpec, the PlatformSpec or None).
 
     `not_cached`: task names never served from KFP's cache. `env`: plain environment variables
-    for every step. `secret_env`: {ENV_VAR: "secret-name/key"} for every step. `placement`:
+    for every step. `secret_env`: {ENV_VAR: "secret-name/key"} for every step.
+    `step_secret_env`: {task name: {ENV_VAR: "secret-name/key"}}, merged over `secret_env` for
+    that task only (e.g. the pusher's store-writer credential). `placement`:
     {task name: {"accelerator": "nvidia.com/gpu", "accelerator_count": 1, "node_selector":
     {...}, "tolerations": [...]}}.
     """
@@ -92,21 +95,28 @@ def adapt(
             merged.update(env)
             container["env"] = [{"name": k, "value": v} for k, v in sorted(merged.items())]
     platform_executors: Dict[str, Dict[str, Any]] = {}
-    if secret_env:
+    per_label: Dict[str, Dict[str, str]] = {}
+    for task_name, variables in (step_secret_env or {}).items():
+        label = _executor_label(spec, tasks.get(task_name, {}))
+        if label is None or "container" not in executors.get(label, {}):
+            raise ValueError(f"step_secret_env for {task_name!r}: no such container task")
+        per_label[label] = dict(variables)
+    for label, executor in executors.items():
+        variables = {**(secret_env or {}), **per_label.get(label, {})}
+        if "container" not in executor or not variables:
+            continue
         secrets: Dict[str, List[Dict[str, str]]] = {}
-        for variable, reference in sorted(secret_env.items()):
+        for variable, reference in sorted(variables.items()):
             secret, key = reference.split("/", 1)
             secrets.setdefault(secret, []).append({"secretKey": key, "envVar": variable})
-        for label, executor in executors.items():
-            if "container" in executor:
-                platform_executors.setdefault(label, {})["secretAsEnv"] = [
-                    {
-                        "secretName": secret,
-                        "secretNameParameter": {"runtimeValue": {"constant": secret}},
-                        "keyToEnv": keys,
-                    }
-                    for secret, keys in secrets.items()
-                ]
+        platform_executors.setdefault(label, {})["secretAsEnv"] = [
+            {
+                "secretName": secret,
+                "secretNameParameter": {"runtimeValue": {"constant": secret}},
+                "keyToEnv": keys,
+            }
+            for secret, keys in sorted(secrets.items())
+        ]
     for task_name, where in (placement or {}).items():
         label = _executor_label(spec, tasks.get(task_name, {}))
         if label is None or "container" not in executors.get(label, {}):

@@ -337,7 +337,12 @@ def _for_open_source_kfp(spec: dict, config: configs.PipelineConfig):
             "tolerations": k.trainer_tolerations,
         }
     spec, platform = kfp_spec.adapt(
-        spec, not_cached=STATEFUL_STEPS, env=k.env, secret_env=k.secret_env, placement=placement
+        spec,
+        not_cached=STATEFUL_STEPS,
+        env=k.env,
+        secret_env=k.secret_env,
+        step_secret_env=k.step_secret_env,
+        placement=placement,
     )
     found = kfp_spec.problems(spec, platform)
     if found:

@@ -27,6 +27,8 @@ SETTINGS = [
     'kubeflow.env={"AWS_ENDPOINT_URL": "http://minio-service.kubeflow:9000"}',
     'kubeflow.secret_env={"AWS_ACCESS_KEY_ID": "litedet-s3/accesskey", '
     '"AWS_SECRET_ACCESS_KEY": "litedet-s3/secretkey"}',
+    'kubeflow.step_secret_env={"LitedetPusher": {"AWS_ACCESS_KEY_ID": "store-writer/id", '
+    '"AWS_SECRET_ACCESS_KEY": "store-writer/key"}}',
     "kubeflow.trainer_accelerator=nvidia.com/gpu",
     'kubeflow.trainer_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}',
     'kubeflow.trainer_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", '
@@ -115,11 +117,13 @@ def test_steps_get_their_environment_secrets_and_the_trainer_its_placement(packa
         env = {e["name"]: e["value"] for e in executor["container"]["env"]}
         assert env == {"AWS_ENDPOINT_URL": "http://minio-service.kubeflow:9000"}
         [secret] = platform_executors[label]["secretAsEnv"]
-        assert secret["secretName"] == "litedet-s3"
-        assert {p["envVar"]: p["secretKey"] for p in secret["keyToEnv"]} == {
-            "AWS_ACCESS_KEY_ID": "accesskey",
-            "AWS_SECRET_ACCESS_KEY": "secretkey",
-        }
+        # The store-writer credential reaches the pusher only; it replaces the shared one there.
+        expected = "store-writer" if label == "LitedetPusher_executor" else "litedet-s3"
+        assert secret["secretName"] == expected
+        keys = ("id", "key") if expected == "store-writer" else ("accesskey", "secretkey")
+        assert {p["envVar"]: p["secretKey"] for p in secret["keyToEnv"]} == dict(
+            zip(("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), keys)
+        )
     trainer = platform_executors["Trainer_executor"]
     assert trainer["nodeSelector"] == {"labels": {"cloud.google.com/gke-accelerator": "nvidia-l4"}}
     assert trainer["tolerations"] == [
@@ -135,11 +139,27 @@ def test_steps_get_their_environment_secrets_and_the_trainer_its_placement(packa
     assert "--beam_plugins=litedet.components.storage" in args
 
 
+def test_a_step_secret_for_a_step_that_does_not_exist_is_refused(package):
+    spec, _ = kv2.load_package(str(package))
+    with pytest.raises(ValueError, match="step_secret_env for 'Pusher': no such container task"):
+        kfp_spec.adapt(spec, step_secret_env={"Pusher": {"AWS_ACCESS_KEY_ID": "w/id"}})
+
+
 def test_secrets_in_the_plain_environment_are_refused():
     with pytest.raises(configs.ConfigError, match="kubeflow.env.AWS_SECRET_ACCESS_KEY: looks"):
         configs.load_config(None, ['kubeflow.env={"AWS_SECRET_ACCESS_KEY": "minio123"}'])
     with pytest.raises(configs.ConfigError, match="must be SECRET_NAME/KEY"):
         configs.load_config(None, ['kubeflow.secret_env={"AWS_ACCESS_KEY_ID": "just-a-value"}'])
+    with pytest.raises(configs.ConfigError, match="also in kubeflow.secret_env"):
+        configs.load_config(
+            None,
+            [
+                'kubeflow.secret_env={"AWS_ACCESS_KEY_ID": "shared/id"}',
+                'kubeflow.step_secret_env={"LitedetPusher": {"AWS_ACCESS_KEY_ID": "shared/w"}}',
+            ],
+        )
+    with pytest.raises(configs.ConfigError, match="step_secret_env.LitedetPusher.X: 'oops'"):
+        configs.load_config(None, ['kubeflow.step_secret_env={"LitedetPusher": {"X": "oops"}}'])
 
 
 # --- the entrypoint -----------------------------------------------------------------------------
