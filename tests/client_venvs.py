@@ -36,8 +36,9 @@ def requirements_file(name: str) -> str:
 
 def _base_python() -> str:
     # The interpreter under the project's virtualenv: Python 3.10, which every client here has
-    # wheels for.
-    return getattr(sys, "_base_executable", None) or sys.executable
+    # wheels for. Resolved: `_base_executable` can be the project virtualenv's own symlink, and a
+    # client virtualenv pointing there breaks when that checkout goes (the cache outlives it).
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
 
 
 def ensure(name: str, cache: Optional[str] = None) -> str:
@@ -51,7 +52,7 @@ def ensure(name: str, cache: Optional[str] = None) -> str:
     os.makedirs(os.path.dirname(root), exist_ok=True)
     with open(root + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.path.exists(ready):
+        if os.path.exists(ready) and os.path.exists(python):  # exists(): the link's target too
             return python
         shutil.rmtree(root, ignore_errors=True)
         print(f"Building the {name} client virtualenv in {root} (once) ...", file=sys.stderr)
