@@ -307,6 +307,7 @@ def run_fn(fn_args) -> None:
         head_channels=settings.head_channels,
         head_depth=settings.head_depth,
         strides=model_lib.strides_from(settings.finest_stride),
+        scales_per_octave=settings.scales_per_octave,
     )
     # TrainArgs holds the compiled step count; RunParameters may override it.
     total_steps = int(

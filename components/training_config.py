@@ -34,6 +34,9 @@ class TrainingConfig:
     finest_stride: int = 16
     # GIoU joins the box loss at this weight (0: Huber on the box codes alone).
     giou_weight: float = 0.0
+    # Anchor sizes per octave at each location (times 3 aspect ratios): 2 gives 6 anchors per
+    # location, 1 gives 3 (half the predictor outputs and the post-process work on the device).
+    scales_per_octave: int = 2
     batch_size: int = 16
     augment: bool = True  # flip, scale/crop and brightness/contrast jitter on the training split
     # 1800 steps of 16 images: the demo's budget (benchmarks/demo_time.py measures it).
@@ -97,6 +100,10 @@ class TrainingConfig:
         if self.freeze_backbone_steps < -1 or self.freeze_backbone_steps > self.train_steps:
             raise ValueError(
                 "training.freeze_backbone_steps: must be in [0, train_steps], or -1 (auto)"
+            )
+        if self.scales_per_octave not in (1, 2, 3):
+            raise ValueError(
+                f"training.scales_per_octave: {self.scales_per_octave} must be 1, 2 or 3"
             )
         if self.finest_stride not in (8, 16):
             raise ValueError(f"training.finest_stride: {self.finest_stride} must be 8 or 16")

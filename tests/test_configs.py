@@ -135,3 +135,29 @@ def test_one_key_of_a_mapping_setting_can_be_set_alone():
 def test_every_key_is_either_used_or_refused_with_its_name(override, message):
     with pytest.raises(ConfigError, match=message):
         configs.load_config(None, [override])
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("training.finest_stride=4", "finest_stride: 4 must be 8 or 16"),
+        ("training.giou_weight=-1", "giou_weight: -1.0 must be in"),
+        ("training.scales_per_octave=4", "scales_per_octave: 4 must be 1, 2 or 3"),
+    ],
+)
+def test_detector_options_are_checked_naming_the_setting(setting, message):
+    with pytest.raises(configs.ConfigError, match=message):
+        configs.load_config(None, [setting])
+
+
+def test_scales_per_octave_sets_the_anchors_per_location():
+    from litedet.components.detection import model as model_lib
+
+    for scales, expected in ((1, 3), (2, 6)):
+        training = configs.load_config(None, [f"training.scales_per_octave={scales}"]).training
+        config = model_lib.DetectorConfig(
+            num_classes=2,
+            strides=model_lib.strides_from(training.finest_stride),
+            scales_per_octave=training.scales_per_octave,
+        )
+        assert config.anchors_per_location == expected
