@@ -145,26 +145,29 @@ def _mediapipe(models: List[str], images: List[str]):
         with vision.ObjectDetector.create_from_options(options) as detector:
             for i, image in enumerate(loaded):
                 _progress(m, i)
-                found = detector.detect(image).detections
-                per_image.append(
-                    [
-                        {
-                            "category_name": c.category_name,
-                            "index": c.index,
-                            "score": float(c.score),
-                            "box": [
-                                d.bounding_box.origin_x,
-                                d.bounding_box.origin_y,
-                                d.bounding_box.width,
-                                d.bounding_box.height,
-                            ],
-                        }
-                        for d in found
-                        for c in d.categories
-                    ]
-                )
+                per_image.append(_rows(detector.detect(image).detections))
         results[model] = per_image
     return mp.__version__, results
+
+
+def _rows(detections) -> List[dict]:
+    """One row per (detection, category): both clients' results share this shape (pixel box
+    origin and size)."""
+    return [
+        {
+            "category_name": c.category_name,
+            "index": c.index,
+            "score": float(c.score),
+            "box": [
+                d.bounding_box.origin_x,
+                d.bounding_box.origin_y,
+                d.bounding_box.width,
+                d.bounding_box.height,
+            ],
+        }
+        for d in detections
+        for c in d.categories
+    ]
 
 
 def _task_library(models: List[str], images: List[str]):
@@ -183,24 +186,7 @@ def _task_library(models: List[str], images: List[str]):
         per_image = []
         for i, image in enumerate(loaded):
             _progress(m, i)
-            found = detector.detect(image).detections
-            per_image.append(
-                [
-                    {
-                        "category_name": c.category_name,
-                        "index": c.index,
-                        "score": float(c.score),
-                        "box": [
-                            d.bounding_box.origin_x,
-                            d.bounding_box.origin_y,
-                            d.bounding_box.width,
-                            d.bounding_box.height,
-                        ],
-                    }
-                    for d in found
-                    for c in d.categories
-                ]
-            )
+            per_image.append(_rows(detector.detect(image).detections))
         results[model] = per_image
     return metadata.version("tflite-support"), results
 
