@@ -71,8 +71,8 @@ def run_transform(config, data: DataSteps, materialize: bool, workdir: str) -> s
     from tfx.components.transform.executor import Executor
     from tfx.types import artifact_utils, standard_artifacts
 
+    from litedet.components.transform import component as transform_step
     from litedet.pipeline import configs
-    from litedet.pipeline import pipeline as pipeline_def
 
     examples = standard_artifacts.Examples()
     examples.uri = data.examples_uri
@@ -85,8 +85,8 @@ def run_transform(config, data: DataSteps, materialize: bool, workdir: str) -> s
     for key, (artifact,) in outputs.items():
         artifact.uri = os.path.join(workdir, key)
     properties = {
-        "preprocessing_fn": pipeline_def.PREPROCESSING_FN,
-        # The pipeline's own Transform settings, as pipeline.create_pipeline passes them.
+        "preprocessing_fn": transform_step.PREPROCESSING_FN,
+        # The pipeline's own Transform settings, as components/transform/component.py passes them.
         "custom_config": json.dumps(dataclasses.asdict(config.transform)),
         "disable_statistics": 1,
         "force_tf_compat_v1": 0,

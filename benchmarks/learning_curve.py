@@ -36,8 +36,9 @@ from benchmarks import common  # noqa: E402
 def _train(args, config, data, workdir):
     import glob
 
-    from litedet.components import trainer_module
-    from litedet.pipeline import code_fingerprint, pipeline
+    from litedet.components import code_fingerprint
+    from litedet.components.trainer import component as trainer
+    from litedet.components.trainer import module as trainer_module
 
     transform_dir = os.path.join(workdir, "transform")
     if not glob.glob(os.path.join(transform_dir, "transform_graph", "*")):
@@ -51,12 +52,8 @@ def _train(args, config, data, workdir):
         transform_output=os.path.join(transform_dir, "transform_graph"),
         serving_model_dir=os.path.join(run_dir, "serving"),
         model_run_dir=os.path.join(run_dir, "model_run", "1"),
-        train_steps=args.steps,
-        eval_steps=None,
-        custom_config={
-            "training": training,
-            "code_fingerprint": code_fingerprint.source_fingerprint(pipeline.RUN_FN),
-        },
+        hyperparameters={"values": training},
+        custom_config={"code_fingerprint": code_fingerprint.source_fingerprint(trainer.RUN_FN)},
     )
     started = time.time()
     trainer_module.run_fn(fn_args)
@@ -81,15 +78,15 @@ def _score_int8(serving_dir, data, transform_dir, labels, run_dir):
 
     from litedet.components import tflite
     from litedet.components.evaluation import device
-    from litedet.components.tflite import component, converter
+    from litedet.components.tflite import converter, executor
 
     transform_output = tft.TFTransformOutput(os.path.join(transform_dir, "transform_graph"))
-    images = component.calibration_images(
+    images = executor.calibration_images(
         os.path.join(data.examples_uri, "Split-train", "*"),
         transform_output,
         tflite.DEFAULT_NUM_CALIBRATION_IMAGES,
     )
-    resize_mode = component.resize_mode_of(transform_output)
+    resize_mode = executor.resize_mode_of(transform_output)
     paths = converter.convert(
         serving_dir,
         os.path.join(run_dir, "tflite"),

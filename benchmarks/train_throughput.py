@@ -55,7 +55,7 @@ def build_trainer(alpha: float, image_size: int, num_classes: int):
     import tensorflow as tf
 
     from litedet.components.detection import model as model_lib
-    from litedet.components.trainer_module import DetectorTrainer
+    from litedet.components.trainer.module import DetectorTrainer
 
     config = model_lib.DetectorConfig(num_classes=num_classes, alpha=alpha, image_size=image_size)
     trainer = DetectorTrainer(model_lib.build_detector(config))
@@ -70,7 +70,7 @@ def measure(
     import tensorflow_transform as tft
 
     from litedet.components.detection import input_pipeline
-    from litedet.components.trainer_module import class_names
+    from litedet.components.trainer.module import class_names
 
     output = tft.TFTransformOutput(graph_dir)
     image_size = int(output.transformed_feature_spec()["image"].shape[0])

@@ -64,6 +64,10 @@ class RunReport(ValueArtifact):
         return serialized_value.decode("utf-8")
 
 
-# Every type above: the Kubeflow entrypoint rebuilds artifacts from these (pipeline/
-# kfp_entrypoint.py).
-PROJECT_TYPES = (LabelMap, QuarantinedRecords, KfpMetrics, TFLiteModels, RunReport)
+# Every type defined in this module, found rather than listed: the Kubeflow entrypoint rebuilds
+# artifacts from these (pipeline/kfp_entrypoint.py).
+PROJECT_TYPES = tuple(
+    value
+    for value in list(globals().values())
+    if isinstance(value, type) and issubclass(value, Artifact) and value.__module__ == __name__
+)

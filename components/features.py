@@ -33,5 +33,5 @@ SOURCE_ID = "source_id"  # string scalar, to join predictions with ground truth
 ORIGINAL_HEIGHT = "original_height"  # int64 scalar: COCO's small/medium/large areas use pixels
 ORIGINAL_WIDTH = "original_width"
 
-# How an image becomes the square model input (components/preprocessing.py).
+# How an image becomes the square model input (components/detection/preprocessing.py).
 RESIZE_MODES = ("stretch", "letterbox")

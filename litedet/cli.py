@@ -329,13 +329,13 @@ def _data(args) -> int:
             f"label map in {os.path.join(args.out, 'label_map')}"
         )
         return 0
-    if dataset.format == "tfrecord":
+    reader = annotations.READERS.get(dataset.format)
+    if reader is None:
         print(
-            "inspect reads COCO and VOC annotations; for TFRecords run the pipeline: "
-            "its quarantine summary counts every record"
+            f"inspect reads {', '.join(annotations.READERS)} annotations; for {dataset.format} "
+            "run `litedet data convert`: its quarantine summary counts every record"
         )
         return 2
-    reader = annotations.read_coco if dataset.format == "coco" else annotations.read_voc
     records, label_map = reader(dataset)
     print(f"{dataset.format} dataset at {dataset.root}")
     for split in dataset.sources:
@@ -348,7 +348,7 @@ def _data(args) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     code = _main(argv)
-    storage = sys.modules.get("litedet.components.storage")
+    storage = sys.modules.get("litedet.components.object_storage")
     if storage is not None and storage.is_configured() and argv is None:
         storage.exit_process(code)  # as a command: skip the S3 plugin's aborting teardown
     return code

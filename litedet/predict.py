@@ -53,7 +53,7 @@ class Detector:
         against the manifest's sha256s (copied here first from an object store)."""
         import tempfile
 
-        from litedet.components import storage
+        from litedet.components import object_storage as storage
         from litedet.components.pusher import store
 
         if storage.uses_s3(uri):

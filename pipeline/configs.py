@@ -1,8 +1,12 @@
-"""All settings of a litedet pipeline, with their defaults, in one place.
+"""All settings of a litedet pipeline: one typed tree composed of the steps' own sections.
 
-A run's configuration is these defaults, then a YAML file (`litedet run --config my.yaml`), then
-`--set key.sub=value` flags. `litedet config` prints the result. Nothing here imports TFX or
-TensorFlow: the CLI reads and checks configurations before paying for those imports.
+Each step's section lives beside its code (`components/<step>/config.py`: dataset, transform,
+training, tflite, evaluation, push) and checks itself; this module composes them with the
+runners' own settings (sample data, Kubeflow) into PipelineConfig, which is handed whole to
+`pipeline.create_pipeline`. A run's configuration is the defaults, then a YAML file (`litedet
+run --config my.yaml`), then `--set key.sub=value` flags; `litedet config` prints every key with
+its value. Nothing here imports TFX or TensorFlow: the CLI reads and checks configurations
+before paying for those imports.
 """
 
 from __future__ import annotations
@@ -13,16 +17,22 @@ import os
 import re
 from typing import Any, Dict, List, Optional
 
-from litedet.components.detection import check_image_size
-from litedet.components.example_gen.config import DatasetConfig, DatasetConfigError
-from litedet.components.features import RESIZE_MODES
-from litedet.components.pusher.registry_settings import check_registry_settings
-from litedet.components.tflite import DEFAULT_NUM_CALIBRATION_IMAGES, FORMATS
-from litedet.components.training_config import TrainingConfig
+from litedet.components.evaluation.config import EvaluationConfig
+from litedet.components.example_gen.config import (
+    SAMPLE_ROOT,
+    DatasetConfig,
+    DatasetConfigError,
+    DatasetSettings,
+    check_required,
+)
+from litedet.components.pusher.config import PushConfig
+from litedet.components.tflite.config import TFLiteConfig
+from litedet.components.trainer.config import TrainingConfig
+from litedet.components.transform.config import TransformConfig
 
 PIPELINE_NAME = "litedet"
-# The embedded sample dataset stands in when `dataset.root` is empty (pipeline/sample_data.py).
-SAMPLE_DATASET = "sample"
+# `dataset.root: sample` stands for the generated sample dataset (litedet/data/sample.py).
+SAMPLE_DATASET = SAMPLE_ROOT
 
 
 class ConfigError(ValueError):
@@ -37,64 +47,6 @@ class SampleDataConfig:
 
 
 @dataclasses.dataclass
-class TransformConfig:
-    # 256 px: the input size at which MobileNetV2 trains at a usable speed on 2 CPU cores.
-    image_size: int = 256
-    resize_mode: str = "stretch"  # or "letterbox" (keeps the aspect ratio, pads)
-    # Also the ExampleGen's max_objects_per_image: images with more objects are quarantined,
-    # never cut.
-    max_boxes: int = 100
-    # false: Transform analyzes (the label vocabulary) and the Trainer applies its graph to the
-    # raw JPEG bytes as it reads them. true: Transform also writes every transformed image, as
-    # float pixels (~0.8 MB an image at 256 px; benchmarks/transform_throughput.py measures both).
-    materialize: bool = False
-
-
-@dataclasses.dataclass
-class TFLiteConfig:
-    # float32 (float input in [-1, 1]), float16 (half-size weights), int8 (full-integer, uint8
-    # input). Every format carries TFLite Task / MediaPipe ObjectDetector metadata.
-    formats: List[str] = dataclasses.field(default_factory=lambda: list(FORMATS))
-    num_calibration_images: int = DEFAULT_NUM_CALIBRATION_IMAGES  # int8: training images
-    # The format a device gets (the manifest's "ship_format"), checked against the device
-    # budgets; every converted format is pushed. int8: with the stock interpreter (XNNPACK) it
-    # measured fastest at every alpha (1.15-1.8x float32) and smallest, at the same mAP
-    # (docs/tflite_sweep.md). Without XNNPACK it is the slowest: check your runtime.
-    ship_format: str = "int8"
-
-
-@dataclasses.dataclass
-class EvaluationConfig:
-    """What a model must reach to be blessed (components/evaluation/gate.py)."""
-
-    # Absolute bound on the SavedModel's mAP@0.5 on the evaluation split (TFMA, COCO matching).
-    min_map50: float = 0.5
-    # Against the latest blessed model: how far mAP@0.5 may drop. 0: any regression blocks.
-    max_map_drop: float = 0.0
-    # Every converted TFLite format must score within this of the SavedModel (1.5 mAP points).
-    max_tflite_map_drop: float = 0.015
-    # Device budgets for the shipped format, on the stock interpreter, one thread. 0: no budget.
-    max_latency_ms: float = 0.0
-    max_size_mb: float = 0.0
-    # Classes, for per-class AP: 0 counts them from the dataset when the pipeline is built.
-    num_classes: int = 0
-
-
-@dataclasses.dataclass
-class PushConfig:
-    """Where blessed models go (components/pusher)."""
-
-    # A folder, gs:// or s3:// URI; empty: <output_dir>/models. Each push is a new version.
-    destination: str = ""
-    # {"kind": "none"}, {"kind": "mlflow", "tracking_uri": "https://..."} or {"kind": "kubeflow",
-    # "server_address": ..., "port": ...}; secrets come from the environment, never from here (a
-    # key such as headers, user_token or *token*/*password* is refused). An http:// MLflow with
-    # credentials needs "allow_insecure_http": true.
-    registry: Dict[str, Any] = dataclasses.field(default_factory=lambda: {"kind": "none"})
-    model_name: str = PIPELINE_NAME
-
-
-@dataclasses.dataclass
 class KubeflowConfig:
     """How the compiled pipeline's steps run on a cluster (pipeline/kubeflow_v2_runner.py).
 
@@ -102,7 +54,7 @@ class KubeflowConfig:
     the Kubernetes Secrets that hold them."""
 
     # Plain environment of every step, e.g. {"AWS_ENDPOINT_URL": "http://minio-service.kubeflow:
-    # 9000"} for artifacts in MinIO (components/storage.py).
+    # 9000"} for artifacts in MinIO (components/object_storage.py).
     env: Dict[str, str] = dataclasses.field(default_factory=dict)
     # Environment from Secrets, {VARIABLE: "secret-name/key"}, e.g. {"AWS_ACCESS_KEY_ID":
     # "litedet-s3/AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "litedet-s3/AWS_SECRET_ACCESS_KEY"}.
@@ -125,16 +77,7 @@ class PipelineConfig:
     pipeline_name: str = PIPELINE_NAME
     # Local runs keep everything (artifacts, ML Metadata SQLite) under this folder.
     output_dir: str = "outputs"
-    dataset: Dict[str, Any] = dataclasses.field(
-        default_factory=lambda: {
-            "root": SAMPLE_DATASET,
-            "format": "coco",
-            "sources": {
-                "train": "annotations/instances_train.json",
-                "eval": "annotations/instances_eval.json",
-            },
-        }
-    )
+    dataset: DatasetSettings = dataclasses.field(default_factory=DatasetSettings)
     sample_data: SampleDataConfig = dataclasses.field(default_factory=SampleDataConfig)
     transform: TransformConfig = dataclasses.field(default_factory=TransformConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
@@ -162,18 +105,21 @@ class PipelineConfig:
 
     @property
     def uses_sample_data(self) -> bool:
-        return self.dataset.get("root") == SAMPLE_DATASET
+        return self.dataset.root == SAMPLE_DATASET
 
     def dataset_config(self, sample_root: Optional[str] = None) -> DatasetConfig:
-        """The dataset as the ExampleGen reads it; `sample_root` replaces the sample marker."""
-        values = dict(self.dataset)
+        """The dataset as the ExampleGen reads it, checked; `sample_root` replaces the sample
+        marker."""
+        values = dataclasses.asdict(self.dataset)
         if self.uses_sample_data:
             if sample_root is None:
                 raise ConfigError("dataset.root is 'sample': generate the sample data first")
             values["root"] = sample_root
-        values.setdefault("max_objects_per_image", self.transform.max_boxes)
+        values["max_objects_per_image"] = (
+            values["max_objects_per_image"] or self.transform.max_boxes
+        )
         try:
-            return DatasetConfig.from_dict(values)
+            return DatasetConfig(**values)
         except (DatasetConfigError, TypeError) as e:
             raise ConfigError(str(e)) from e
 
@@ -183,7 +129,8 @@ class PipelineConfig:
 
 # Settings whose value is a free-form mapping rather than a section of fixed fields.
 MAPPING_SETTINGS = (
-    "dataset",
+    "dataset.sources",
+    "dataset.split_ratios",
     "push.registry",
     "kubeflow.env",
     "kubeflow.secret_env",
@@ -215,7 +162,9 @@ def beam_args_for(
 
 def _merge(target, values: dict, path: str = "") -> None:
     """Sets dataclass fields from a nested dict (a YAML file), refusing unknown keys and wrong
-    types. A mapping setting given as a whole (`dataset:`) replaces the default one."""
+    types. A mapping setting (MAPPING_SETTINGS) given replaces the default one. A `dataset`
+    section describes a whole dataset: unless it is the sample, it must name root, format and
+    sources (nothing of the sample's may leak into it)."""
     known = {f.name: f for f in dataclasses.fields(target)}
     for key, value in values.items():
         where = f"{path}{key}"
@@ -225,11 +174,16 @@ def _merge(target, values: dict, path: str = "") -> None:
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: expected a mapping of settings, got {value!r}")
+            if where == "dataset" and value.get("root", SAMPLE_DATASET) != SAMPLE_DATASET:
+                try:
+                    check_required(value)
+                except DatasetConfigError as e:
+                    raise ConfigError(str(e)) from None
             _merge(current, value, where + ".")
         elif where in MAPPING_SETTINGS:
-            if not isinstance(value, dict):
+            if not isinstance(value, dict) and not (value is None and current is None):
                 raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-            setattr(target, key, dict(value))
+            setattr(target, key, None if value is None else dict(value))
         else:
             setattr(target, key, _coerce(where, current, value))
 
@@ -332,51 +286,16 @@ def load_config(
     return config
 
 
+# The steps' sections; each checks itself (`check()`, a ValueError naming the setting).
+STEP_SECTIONS = ("transform", "training", "tflite", "evaluation", "push")
+
+
 def validate(config: PipelineConfig) -> None:
-    t = config.transform
-    if t.resize_mode not in RESIZE_MODES:
-        raise ConfigError(
-            f"transform.resize_mode: {t.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}"
-        )
-    try:
-        check_image_size(t.image_size)
-    except ValueError as e:
-        raise ConfigError(f"transform.image_size: {e}") from None
-    if t.max_boxes < 1:
-        raise ConfigError(f"transform.max_boxes: {t.max_boxes} must be >= 1")
-    unknown = set(config.tflite.formats) - set(FORMATS)
-    if unknown or not config.tflite.formats:
-        raise ConfigError(
-            f"tflite.formats: {config.tflite.formats} must be a non-empty list of "
-            f"{', '.join(FORMATS)}"
-        )
-    if config.tflite.ship_format not in config.tflite.formats:
-        raise ConfigError(
-            f"tflite.ship_format: {config.tflite.ship_format!r} is not among the "
-            f"converted tflite.formats {config.tflite.formats}"
-        )
-    e = config.evaluation
-    # `not (... <= ...)`: a NaN fails every comparison, so it is refused here, not let through.
-    for name in ("min_map50", "max_map_drop", "max_tflite_map_drop"):
-        if not 0.0 <= getattr(e, name) <= 1.0:
-            raise ConfigError(f"evaluation.{name}: {getattr(e, name)} must be in [0, 1]")
-    for name in ("max_latency_ms", "max_size_mb", "num_classes"):
-        if not getattr(e, name) >= 0 or getattr(e, name) == float("inf"):
-            raise ConfigError(f"evaluation.{name}: {getattr(e, name)} must be >= 0 (0: none)")
-    if config.push.registry.get("kind", "none") not in ("none", "mlflow", "kubeflow"):
-        raise ConfigError(
-            f"push.registry.kind: {config.push.registry.get('kind')!r} is not one "
-            "of none, mlflow, kubeflow"
-        )
-    try:
-        # The registry settings are written into the pipeline: no secret may be among them.
-        check_registry_settings(config.push.registry)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    try:
-        TrainingConfig(**dataclasses.asdict(config.training))
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
+    for name in STEP_SECTIONS:
+        try:
+            getattr(config, name).check()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     _validate_kubeflow(config.kubeflow)
     # The sample set's folder is only known once generated; its description is checked anyway.
     config.dataset_config(sample_root="/sample" if config.uses_sample_data else None)

@@ -15,7 +15,7 @@ input the open-source KFP v2 backend builds, then runs TFX's own Kubeflow V2 ent
   here, and the launcher still uploads the logs.
 - Each artifact's type is handed to TFX as the import path of its class: TFX resolves a title it
   does not know (every type this project adds) by importing the title itself.
-- Object storage: configured for this process (components/storage.py) before TFX starts.
+- Object storage: configured for this process (components/object_storage.py) before TFX starts.
 - Executor output: values KFP's ML Metadata converter refuses (null) are left out.
 """
 
@@ -129,7 +129,7 @@ def _flag(argv: List[str], flag: str) -> Optional[str]:
 
 def main(argv: List[str]) -> None:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    from litedet.components import storage
+    from litedet.components import object_storage as storage
 
     if storage.ENDPOINT_ENV in os.environ or "AWS_ACCESS_KEY_ID" in os.environ:
         storage.configure()
@@ -152,6 +152,6 @@ def main(argv: List[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
-    from litedet.components import storage
+    from litedet.components import object_storage as storage
 
     storage.exit_process(0)  # an exception above exits non-zero before this

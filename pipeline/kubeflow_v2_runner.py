@@ -3,14 +3,14 @@
 The graph is `pipeline.pipeline.create_pipeline`, the same one the local runner executes; this
 module adds only what differs on a cluster:
 
-- run-time parameters (RUNTIME_PARAMETERS below), settable per run without recompiling;
+- run-time parameters (components/run_time.py), settable per run without recompiling;
 - the container image every step runs in;
-- CPU/memory requests and limits per component (COMPONENT_RESOURCES below), which the KFP v2
+- CPU/memory requests and limits per component (each step's `RESOURCES`), which the KFP v2
   driver copies into each step's pod (see docs/kubeflow.md for what enforces them);
 - Beam's DirectRunner sized to each step's CPU limit instead of the node's core count.
 
 No ML Metadata connection is configured: on Kubeflow the KFP backend owns ML Metadata. Nothing
-TFX is imported at module level, so the CLI can read RUNTIME_PARAMETERS cheaply.
+TFX is imported at module level, so the CLI can import this module cheaply.
 
 Output: a `.yaml` file holds the KFP PipelineSpec (what the KFP API server accepts for upload);
 a `.json` file holds TFX's PipelineJob (`displayName`, `labels`, `pipelineSpec`,
@@ -23,70 +23,36 @@ import dataclasses
 import json
 import os
 import re
-from typing import Any, Callable, Dict, NamedTuple
+from typing import Any, Dict
 
+from litedet.components import resources, run_time
+from litedet.components.resources import Resources
 from litedet.pipeline import configs
 
 
-class RunParameter(NamedTuple):
-    ptype: type  # str, int or float: what KFP's parameter types can carry
-    default: Callable[[configs.PipelineConfig], Any]  # read from the configuration at compile time
-    help: str
+def component_resources() -> Dict[str, Resources]:
+    """{node id: Resources}, from every step folder's component.py (`RESOURCES`). A node that
+    no step sizes gets DEFAULT_RESOURCES. Imports the components (TFX)."""
+    import importlib
+    import pkgutil
+
+    from litedet import components
+
+    sizes: Dict[str, Resources] = {}
+    for step in pkgutil.iter_modules(components.__path__):
+        if not step.ispkg:
+            continue
+        try:
+            module = importlib.import_module(f"litedet.components.{step.name}.component")
+        except ModuleNotFoundError as e:
+            if e.name != f"litedet.components.{step.name}.component":
+                raise
+            continue  # a library folder (detection/), not a step
+        sizes.update(getattr(module, "RESOURCES", {}))
+    return sizes
 
 
-# The run-time parameters of the compiled pipeline: shown with their defaults in the KFP UI's
-# "create run" form, set with `litedet kfp run --param NAME=VALUE`.
-#
-# To add one, add one line here. Its name must also be a keyword argument of
-# `pipeline.pipeline.create_pipeline`, which receives a `tfx.dsl.experimental.RuntimeParameter`
-# for it here (and a plain value, or nothing, from the local runner) and passes it to its
-# component as an exec property. TFX's Kubeflow V2 compiler resolves RuntimeParameters only as
-# whole, top-level exec properties of type str, int or float, not inside protos (such as
-# Trainer's TrainArgs) or dicts (custom_config): give such a setting its own exec property.
-# Trainer's settings reach it through components/run_parameters.py for that reason.
-RUNTIME_PARAMETERS: Dict[str, RunParameter] = {
-    "input_base": RunParameter(
-        str,
-        lambda c: c.dataset["root"],
-        "dataset root the ExampleGen reads: gs://... or a path mounted in every step",
-    ),
-    "alpha": RunParameter(
-        float,
-        lambda c: c.training.alpha,
-        "MobileNetV2 depth multiplier: 0.35, 0.5, 0.75, 1.0, 1.3 or 1.4",
-    ),
-    "train_steps": RunParameter(int, lambda c: c.training.train_steps, "training steps"),
-    "min_map50": RunParameter(
-        float,
-        lambda c: c.evaluation.min_map50,
-        "mAP@0.5 a model must reach on the evaluation split to be blessed and pushed",
-    ),
-}
-
-
-class Resources(NamedTuple):
-    cpu: float  # cores; request = limit, so Beam's worker count below matches what the pod gets
-    memory_gb: float  # KFP's unit for these fields is G (10^9 bytes), not Gi
-
-
-# Per component id. Unlisted components (a new one before it is sized) get DEFAULT_RESOURCES.
-# The Trainer is the heaviest step; Evaluator runs the model over the eval split.
-COMPONENT_RESOURCES: Dict[str, Resources] = {
-    "DatasetFingerprint": Resources(cpu=0.5, memory_gb=1),
-    "DetectionExampleGen": Resources(cpu=2, memory_gb=4),
-    "StatisticsGen": Resources(cpu=2, memory_gb=4),
-    "SchemaImporter": Resources(cpu=0.5, memory_gb=1),
-    "ExampleValidator": Resources(cpu=1, memory_gb=2),
-    "Transform": Resources(cpu=2, memory_gb=8),
-    "RunParameters": Resources(cpu=0.5, memory_gb=1),
-    "Trainer": Resources(cpu=4, memory_gb=16),
-    "TFLiteConverter": Resources(cpu=2, memory_gb=8),
-    "Evaluator": Resources(cpu=2, memory_gb=8),
-    "ModelGate": Resources(cpu=2, memory_gb=4),
-    "LitedetPusher": Resources(cpu=0.5, memory_gb=2),
-    "RunReport": Resources(cpu=1, memory_gb=4),
-}
-DEFAULT_RESOURCES = Resources(cpu=1, memory_gb=4)
+DEFAULT_RESOURCES = resources.DEFAULT
 
 # The project's folder inside the image (Dockerfile: WORKDIR). Files the pipeline names by path,
 # such as the curated schema, are addressed there: this machine's paths mean nothing in a pod.
@@ -94,7 +60,7 @@ IMAGE_PROJECT_DIR = "/opt/litedet"
 
 # The KFP v2 launcher keeps a pipeline root only in an object store; TFX steps then read and
 # write their artifacts at those URIs themselves: gs:// through TensorFlow, s3:// (AWS, MinIO)
-# through tensorflow-io and Beam's S3 file system (components/storage.py). KFP's own minio://
+# through tensorflow-io and Beam's S3 file system (components/object_storage.py). KFP's own minio://
 # scheme is known to neither: give the same bucket as s3:// with the MinIO endpoint.
 OBJECT_STORE_SCHEMES = ("gs://", "s3://")
 _MINIO = (
@@ -198,11 +164,11 @@ def _direct_workers(beam_args, cpu: float):
     return [f"--direct_num_workers={max(1, int(cpu))}"]
 
 
-def _sized(component, beam_args) -> None:
+def _sized(component, beam_args, sizes: Dict[str, Resources]) -> None:
     from kfp.pipeline_spec import pipeline_spec_pb2
     from tfx.dsl.components.base import base_beam_component
 
-    size = COMPONENT_RESOURCES.get(component.id, DEFAULT_RESOURCES)
+    size = sizes.get(component.id, DEFAULT_RESOURCES)
     component.with_platform_config(
         pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
             cpu_limit=size.cpu,
@@ -228,7 +194,7 @@ def _with_parameter_defaults(job: dict, defaults: Dict[str, Any]) -> dict:
     )
     for name, value in defaults.items():
         inputs[name].update(
-            defaultValue=value, isOptional=True, description=RUNTIME_PARAMETERS[name].help
+            defaultValue=value, isOptional=True, description=run_time.PARAMETERS[name].help
         )
     return job
 
@@ -246,14 +212,14 @@ def compile_pipeline(
     the image (the Dockerfile's WORKDIR); the tests that run the steps outside an image give
     the repository.
 
-    `config.dataset["root"]` becomes the default of the input_base run-time parameter."""
+    `config.dataset.root` becomes the default of the input_base run-time parameter."""
     if not re.fullmatch(r"[a-z0-9][A-Za-z0-9._/:-]*(@sha256:[0-9a-f]{64})?", image or ""):
         raise KubeflowConfigError(
             f"image {image!r}: give a container image reference such as "
             "registry.example.com/litedet:0.1.0"
         )
     check_pipeline_root(pipeline_root)
-    check_dataset_root(config.dataset.get("root", ""))
+    check_dataset_root(config.dataset.root)
     if not output_path.endswith((".yaml", ".yml", ".json")):
         raise KubeflowConfigError(f"{output_path}: the output must end in .yaml or .json")
 
@@ -267,14 +233,14 @@ def compile_pipeline(
         push=dataclasses.replace(config.push, destination=_push_destination(config, pipeline_root)),
     )
     num_classes = _num_classes(config)
-    defaults = {name: p.default(config) for name, p in RUNTIME_PARAMETERS.items()}
+    defaults = {name: run_time.setting(config, name) for name in run_time.PARAMETERS}
     runtime_parameters = {
         name: tfx.dsl.experimental.RuntimeParameter(
             name=name, ptype=p.ptype, default=defaults[name]
         )
-        for name, p in RUNTIME_PARAMETERS.items()
+        for name, p in run_time.PARAMETERS.items()
     }
-    from litedet.components import storage
+    from litedet.components import object_storage as storage
 
     # Beam's worker processes need s3:// too when anything lives there.
     beam_args = configs.beam_args_for(config) + storage.beam_args(
@@ -286,10 +252,11 @@ def compile_pipeline(
         pipeline_root=pipeline_root,
         num_classes=num_classes,
         beam_pipeline_args=beam_args,
-        **runtime_parameters,
+        run_time_values=runtime_parameters,
     )
+    sizes = component_resources()
     for component in definition.components:
-        _sized(component, definition.beam_pipeline_args)
+        _sized(component, definition.beam_pipeline_args, sizes)
 
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         # Schema 2.1 (`parameterType`, `constant` values): the KFP v2 backend reads only these;
@@ -305,7 +272,9 @@ def compile_pipeline(
     job = _with_parameter_defaults(
         runner.run(definition, parameter_values=defaults, write_out=False), defaults
     )
-    job["pipelineSpec"], platform = _for_open_source_kfp(job["pipelineSpec"], config)
+    job["pipelineSpec"], platform = _for_open_source_kfp(
+        job["pipelineSpec"], config, pipeline_def.stateful_steps(definition.components)
+    )
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
     with open(output_path, "w") as f:
         if output_path.endswith(".json"):
@@ -322,10 +291,9 @@ def compile_pipeline(
     return output_path
 
 
-def _for_open_source_kfp(spec: dict, config: configs.PipelineConfig):
+def _for_open_source_kfp(spec: dict, config: configs.PipelineConfig, stateful_steps):
     """TFX's spec adapted for the open-source backend (pipeline/kfp_spec.py), checked."""
     from litedet.pipeline import kfp_spec
-    from litedet.pipeline.pipeline import STATEFUL_STEPS
 
     k = config.kubeflow
     placement = {}
@@ -338,7 +306,7 @@ def _for_open_source_kfp(spec: dict, config: configs.PipelineConfig):
         }
     spec, platform = kfp_spec.adapt(
         spec,
-        not_cached=STATEFUL_STEPS,
+        not_cached=stateful_steps,
         env=k.env,
         secret_env=k.secret_env,
         step_secret_env=k.step_secret_env,

@@ -27,7 +27,7 @@ def build(config: configs.PipelineConfig, dataset: DatasetConfig):
     and the model store's latest version."""
     from tfx import v1 as tfx
 
-    from litedet.components import storage
+    from litedet.components import object_storage as storage
     from litedet.components.evaluation.baseline import store_state
     from litedet.components.example_gen.fingerprint import scan
     from litedet.pipeline import pipeline as pipeline_def

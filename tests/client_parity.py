@@ -62,7 +62,7 @@ def measure(
     scratch: Optional[str] = None,
 ) -> Parity:
     """Every `model_<format>.tflite` of the pushed version (its conversion.json lists them) in
-    tf.lite.Interpreter and in each client (all of tests/detector_clients.CLIENTS by default),
+    tf.lite.Interpreter and in each client (all of CLIENTS in tests/detector_clients.py by default),
     over every image of the split. A client's mAP@0.5 more than `budget` away from the
     interpreter's on a format is a failure, as is a client that cannot be installed (a virtualenv
     under `cache`) or that dies."""

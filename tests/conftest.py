@@ -24,7 +24,7 @@ S3_KEYS = {"AWS_ACCESS_KEY_ID": "litedet-test-key", "AWS_SECRET_ACCESS_KEY": "li
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-compatible server on loopback (moto's), with a bucket "litedet", and this
-    process' environment pointing at it (components/storage.py reads the standard AWS names).
+    process' environment pointing at it (components/object_storage.py reads the standard AWS names).
     Yields {"url", "client" (boto3), "bucket", "keys"}."""
     import boto3
     from moto.server import ThreadedMotoServer
@@ -53,9 +53,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_unconfigure(config):
-    """tensorflow-io's S3 file system (components/storage.py) aborts the interpreter's teardown
-    ("pure virtual method called"), which would turn a passing run's exit code into 134: when it
-    was loaded, end the process with pytest's own exit status instead, after its report."""
-    storage = __import__("sys").modules.get("litedet.components.storage")
+    """tensorflow-io's S3 file system (components/object_storage.py) aborts the interpreter's
+    teardown ("pure virtual method called"), which would turn a passing run's exit code into 134:
+    when it was loaded, end the process with pytest's own exit status instead, after its report."""
+    storage = __import__("sys").modules.get("litedet.components.object_storage")
     if storage is not None and storage.is_configured():
         storage.exit_process(_exit_status["code"])

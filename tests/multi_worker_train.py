@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import logging  # noqa: E402
 
-from litedet.components import trainer_module  # noqa: E402
+from litedet.components.trainer import module as trainer_module  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 

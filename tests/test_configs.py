@@ -78,7 +78,7 @@ def test_an_unreadable_or_invalid_file_is_named(tmp_path):
 
 
 def test_the_code_fingerprint_follows_what_the_module_imports(tmp_path, monkeypatch):
-    from litedet.pipeline.code_fingerprint import source_fingerprint
+    from litedet.components.code_fingerprint import source_fingerprint
 
     package = tmp_path / "fpdemo"
     package.mkdir()
@@ -126,7 +126,7 @@ def test_one_key_of_a_mapping_setting_can_be_set_alone():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("dataset.colour=red", "dataset: unknown field"),
+        ("dataset.colour=red", "dataset.colour: unknown setting"),
         ("training.alpha.x=1", "training.alpha: is a single value"),
         ('dataset={"root": "/d"}', "dataset: missing format, sources"),
         ("training..alpha=1", "is not a setting name"),

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from litedet.components.evaluation import coco, gate, metrics
+from litedet.components.evaluation import coco, metrics
+from litedet.components.evaluation import executor as gate
 from litedet.components.example_gen.annotations import AnnotationError, count_classes
 from litedet.components.example_gen.config import DatasetConfig
 from litedet.pipeline import configs

@@ -467,7 +467,7 @@ def test_the_minio_example_config_loads():
     from litedet.pipeline import configs
 
     config = configs.load_config(str(MINIO_CONFIG))  # validates every setting
-    assert config.dataset["root"].startswith("s3://")
+    assert config.dataset.root.startswith("s3://")
     assert config.push.destination == "s3://mlpipeline/litedet/models"
     assert set(config.kubeflow.env) == {"AWS_ENDPOINT_URL", "AWS_REGION"}
     assert set(config.kubeflow.secret_env) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
@@ -491,9 +491,9 @@ def test_the_minio_example_config_uses_the_store_and_secret_the_launcher_uses(re
         "AWS_SECRET_ACCESS_KEY": f"{secret['secretName']}/{secret['secretKeyKey']}",
     }
     bucket = root.split("/")[2]
-    for uri in (config.dataset["root"], config.push.destination):
+    for uri in (config.dataset.root, config.push.destination):
         assert uri.startswith(f"s3://{bucket}/"), uri
-    kv2.check_dataset_root(config.dataset["root"])
+    kv2.check_dataset_root(config.dataset.root)
 
 
 # --- the rest ----------------------------------------------------------------------------------
@@ -505,9 +505,9 @@ def test_the_limit_range_admits_every_component_the_pipeline_sizes(rendered):
     stay under the smallest step's limit, or admission rejects those pods."""
     from kubernetes.utils.quantity import parse_quantity
 
-    from litedet.pipeline.kubeflow_v2_runner import COMPONENT_RESOURCES, DEFAULT_RESOURCES
+    from litedet.pipeline.kubeflow_v2_runner import DEFAULT_RESOURCES, component_resources
 
-    sizes = list(COMPONENT_RESOURCES.values()) + [DEFAULT_RESOURCES]
+    sizes = list(component_resources().values()) + [DEFAULT_RESOURCES]
     for documents in rendered.values():
         limit_range = _one(documents, "LimitRange")
         [container] = [x for x in limit_range["spec"]["limits"] if x["type"] == "Container"]

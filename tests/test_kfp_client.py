@@ -1,4 +1,4 @@
-"""pipeline/kfp_client.py and the `litedet kfp` verbs against a loopback KFP v2beta1 API.
+"""litedet/kfp/client.py and the `litedet kfp` verbs against a loopback KFP v2beta1 API.
 
 The server below is not a mock of the client: it speaks HTTP on 127.0.0.1, checks every request
 body strictly against the API models shipped in `kfp_server_api` (unknown fields, wrong types,

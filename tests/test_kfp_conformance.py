@@ -136,7 +136,7 @@ def test_steps_get_their_environment_secrets_and_the_trainer_its_placement(packa
     assert "secretkey" in package.read_text() and "minio123" not in package.read_text()
     # Beam's worker processes import the storage module first (s3:// inside them too).
     args = executors["Transform_executor"]["container"]["args"]
-    assert "--beam_plugins=litedet.components.storage" in args
+    assert "--beam_plugins=litedet.components.object_storage" in args
 
 
 def test_a_step_secret_for_a_step_that_does_not_exist_is_refused(package):

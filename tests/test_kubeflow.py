@@ -14,6 +14,7 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from litedet.components import run_time
 from litedet.pipeline import configs
 from litedet.pipeline import kubeflow_v2_runner as kv2
 from litedet.pipeline.kubeflow_v2_runner import KubeflowConfigError
@@ -126,9 +127,8 @@ def test_the_dag_has_every_component_under_its_tfx_name_with_its_edges(compiled)
 
 
 def test_only_steps_that_depend_on_nothing_outside_their_inputs_are_cached(compiled):
-    from litedet.pipeline.pipeline import STATEFUL_STEPS
-
     job, _, _ = compiled
+    STATEFUL_STEPS = ("DatasetFingerprint", "ModelGate", "LitedetPusher", "RunReport")
     tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
     for name, task in tasks.items():
         cached = task.get("cachingOptions", {}).get("enableCache", False)
@@ -140,9 +140,9 @@ def test_run_time_parameters_exist_with_their_defaults(compiled):
     declared = job["pipelineSpec"]["root"]["inputDefinitions"]["parameters"]
     kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE"}
     config = _config()
-    assert set(declared) == set(kv2.RUNTIME_PARAMETERS)
-    for name, parameter in kv2.RUNTIME_PARAMETERS.items():
-        default = parameter.default(config)
+    assert set(declared) == set(run_time.PARAMETERS)
+    for name, parameter in run_time.PARAMETERS.items():
+        default = run_time.setting(config, name)
         assert declared[name]["parameterType"] == kinds[parameter.ptype]
         assert declared[name]["defaultValue"] == default and declared[name]["isOptional"]
         assert job["runtimeConfig"]["parameterValues"][name] == default
@@ -213,6 +213,7 @@ def test_every_executor_runs_the_configured_image_and_entrypoint_with_its_resour
     from litedet.pipeline import kfp_spec
 
     job, _, definition = compiled
+    sizes = kv2.component_resources()
     beam_steps = {c.id for c in definition.components if isinstance(c, BaseBeamComponent)}
     executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
     assert len(executors) == len(job["pipelineSpec"]["root"]["dag"]["tasks"])
@@ -220,7 +221,7 @@ def test_every_executor_runs_the_configured_image_and_entrypoint_with_its_resour
         container = executor["container"]
         assert container["image"] == IMAGE
         assert container["command"] == kfp_spec.ENTRYPOINT
-        size = kv2.COMPONENT_RESOURCES.get(label.replace("_executor", ""), kv2.DEFAULT_RESOURCES)
+        size = sizes.get(label.replace("_executor", ""), kv2.DEFAULT_RESOURCES)
         assert container["resources"] == {
             "cpuLimit": size.cpu,
             "cpuRequest": size.cpu,

@@ -484,10 +484,12 @@ def _trainer_args(first, tmp_path, name, steps, checkpoint_every, batch_size=4, 
         "transform_output": first.components["Transform"].uri("transform_graph"),
         "serving_model_dir": str(tmp_path / name / "serving"),
         "model_run_dir": str(tmp_path / name / "model_run" / "1"),
-        "train_steps": steps,
-        "eval_steps": 1,
-        "custom_config": {
-            "training": {
+        "custom_config": {},
+        # The one carrier of the training settings, as RunParameters writes it.
+        "hyperparameters": {
+            "values": {
+                "train_steps": steps,
+                "eval_steps": 1,
                 "batch_size": batch_size,
                 "alpha": 0.35,
                 "checkpoint_every_steps": checkpoint_every,
@@ -602,8 +604,8 @@ def test_pretrained_weights_train_frozen_then_fine_tune_and_the_best_checkpoint_
     import logging
     import types
 
-    from litedet.components import trainer_module
     from litedet.components.detection import weights
+    from litedet.components.trainer import module as trainer_module
 
     keras_home = tmp_path / "keras"
     monkeypatch.setenv("KERAS_HOME", str(keras_home))

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from litedet.components import features as f
-from litedet.components import preprocessing, transform_module
+from litedet.components.detection import preprocessing
+from litedet.components.transform import module as transform_module
 from tests.datasets import image_bytes
 
 SIZE = 128

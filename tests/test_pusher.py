@@ -2,7 +2,7 @@
 MLflow model registry on loopback.
 
 Real things only: real files and processes, a real `mlflow server` (its own Python 3.10
-virtualenv, built once by tests/mlflow_venv.sh and cached under ${LITEDET_CACHE:-~/.cache/litedet};
+virtualenv, built once by tests/client_venvs.py and cached under ${LITEDET_CACHE:-~/.cache/litedet};
 the first build takes about 70 s) and MLflow's own client to read back what was registered.
 
 Not covered here: `gs://` / `s3://` destinations (no cloud storage is reachable from these
@@ -464,7 +464,7 @@ def test_mlflow_down_files_stay_in_the_store_and_the_step_fails_clearly(tmp_path
     assert "GET /api/2.0/mlflow/model-versions/search failed after 3 attempt(s)" in message
     assert "ConnectionError" in message
     assert f"already in the store at {uri}" in message
-    assert "python -m components.pusher.registry" in message
+    assert "python -m litedet.components.pusher.registry" in message
     assert failure.value.attempts == 3 and failure.value.version_uri == uri
     retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
     assert len(retries) == 2
@@ -597,7 +597,7 @@ def tiny_models(root):
 
 
 def write_tflite_step_files(tflite_dir):
-    """The rest of the TFLite step's layout (components/tflite/artifacts.py): labels.txt (the
+    """The rest of the TFLite step's layout (components/artifacts.py, TFLiteModels): labels.txt (the
     same bytes as the label map's) and conversion.json."""
     size = os.path.getsize(os.path.join(tflite_dir, "model_float32.tflite"))
     with open(os.path.join(tflite_dir, "labels.txt"), "w") as f:

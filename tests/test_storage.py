@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from litedet.components import storage
+from litedet.components import object_storage as storage
 from litedet.components.example_gen.config import DatasetConfig
 from litedet.components.example_gen.fingerprint import dataset_fingerprint
 from litedet.components.pusher import store
@@ -119,7 +119,7 @@ def test_s3_credentials_missing_are_named(monkeypatch):
 
 def test_beam_workers_get_the_storage_plugin_only_when_s3_is_used():
     assert storage.beam_args("gs://b/root", "/local/models") == []
-    assert storage.beam_args("s3://b/root") == ["--beam_plugins=litedet.components.storage"]
+    assert storage.beam_args("s3://b/root") == ["--beam_plugins=litedet.components.object_storage"]
 
 
 def test_beam_reads_and_writes_s3_in_a_pipeline(s3_server, tmp_path):

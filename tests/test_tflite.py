@@ -211,7 +211,7 @@ def test_repeated_boxes_of_regular_nms_are_refused_by_default(hand_set):
 
 
 def test_letterbox_boxes_come_back_to_the_original_image(hand_set):
-    from litedet.components import preprocessing
+    from litedet.components.detection import preprocessing
 
     wide = np.zeros([60, 120, 3], np.uint8)
     stretched = interpreter.TFLiteDetector(hand_set.path).detect(wide)
@@ -306,7 +306,7 @@ def write_transform_graph(examples_pattern, output_dir):
     from tfx_bsl.public import tfxio
 
     from litedet import schemas
-    from litedet.components import transform_module
+    from litedet.components.transform import module as transform_module
 
     schema = text_format.Parse(schemas.RAW_SCHEMA.read_text(), schema_pb2.Schema())
     source = tfxio.TFExampleRecord(examples_pattern, schema=schema)
@@ -336,7 +336,7 @@ def biased_detector():
     small initial weights are scaled up so that the outputs vary with position and content; and
     one anchor shape (index 0) gets a class column 2 score of about sigmoid(1) and shifted,
     rescaled boxes. Every other score stays near the prior 0.01, under the score threshold."""
-    from litedet.components import preprocessing
+    from litedet.components.detection import preprocessing
 
     config = model_lib.DetectorConfig(num_classes=len(CLASSES), alpha=0.35, image_size=SIZE)
     detector = model_lib.build_detector(config)
@@ -377,7 +377,7 @@ def converted(tmp_path_factory):
 
     from litedet.components import artifacts
     from litedet.components import artifacts as tflite_artifacts
-    from litedet.components.tflite import component
+    from litedet.components.tflite import executor
 
     root = tmp_path_factory.mktemp("converter")
     examples = standard_artifacts.Examples()
@@ -413,25 +413,25 @@ def converted(tmp_path_factory):
     output.uri = str(root / "tflite_models")
     os.makedirs(output.uri)
     exec_properties = {
-        component.FORMATS_KEY: json.dumps(list(converter.FORMATS)),
-        component.NUM_CALIBRATION_IMAGES_KEY: NUM_CALIBRATION,
-        component.CALIBRATION_SPLIT_KEY: "train",
-        component.USE_REGULAR_NMS_KEY: 0,
-        component.MAX_DETECTIONS_KEY: K,
-        component.SCORE_THRESHOLD_KEY: 0.05,
-        component.IOU_THRESHOLD_KEY: 0.5,
+        executor.FORMATS_KEY: json.dumps(list(converter.FORMATS)),
+        executor.NUM_CALIBRATION_IMAGES_KEY: NUM_CALIBRATION,
+        executor.CALIBRATION_SPLIT_KEY: "train",
+        executor.USE_REGULAR_NMS_KEY: 0,
+        executor.MAX_DETECTIONS_KEY: K,
+        executor.SCORE_THRESHOLD_KEY: 0.05,
+        executor.IOU_THRESHOLD_KEY: 0.5,
     }
-    component.Executor().Do(
+    executor.Executor().Do(
         {
-            component.MODEL_KEY: [model],
-            component.EXAMPLES_KEY: [examples],
-            component.TRANSFORM_GRAPH_KEY: [transform_graph],
-            component.LABEL_MAP_KEY: [label_map],
+            executor.MODEL_KEY: [model],
+            executor.EXAMPLES_KEY: [examples],
+            executor.TRANSFORM_GRAPH_KEY: [transform_graph],
+            executor.LABEL_MAP_KEY: [label_map],
         },
-        {component.TFLITE_MODELS_KEY: [output]},
+        {executor.TFLITE_MODELS_KEY: [output]},
         exec_properties,
     )
-    with open(os.path.join(output.uri, component.CONVERSION_FILE)) as handle:
+    with open(os.path.join(output.uri, executor.CONVERSION_FILE)) as handle:
         summary = json.load(handle)
     paths = {
         fmt: os.path.join(output.uri, converter.model_filename(fmt)) for fmt in converter.FORMATS

@@ -1,4 +1,4 @@
-"""The Trainer's resume folder (components/trainer_module.py `_resume_dir`): a retried training
+"""The Trainer's resume folder (components/trainer/module.py `_resume_dir`): a retried training
 resumes from it, so its key must change with everything that shapes the model, or a changed
 pipeline would export weights trained for another one. (The SIGKILL-and-resume test and the
 removal after export run on real training in tests/test_pipeline_local.py.)"""
@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from litedet.components import trainer_module
-from litedet.components.training_config import TrainingConfig
+from litedet.components.trainer import module as trainer_module
+from litedet.components.trainer.config import TrainingConfig
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Transfer learning: where the backbone's weights come from (components/detection/weights.py),
-and the freeze-then-fine-tune schedule of the Trainer (components/trainer_module.py). The
+and the freeze-then-fine-tune schedule of the Trainer (components/trainer/module.py). The
 weights files are made here, in Keras' own cache format and naming; no network is needed, and
 "no network" is a refused loopback connection, not a mock."""
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from litedet.components import trainer_module
 from litedet.components.detection import model as model_lib
 from litedet.components.detection import weights
-from litedet.components.training_config import TrainingConfig
+from litedet.components.trainer import module as trainer_module
+from litedet.components.trainer.config import TrainingConfig
 
 SMALL = dict(num_classes=3, image_size=64, head_channels=16)
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: nothing listens, the refusal is instant

@@ -24,8 +24,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from litedet.components import features as f
-from litedet.components import preprocessing
-from litedet.components.detection import postprocess
+from litedet.components.detection import postprocess, preprocessing
 
 SERVING_SIGNATURE = "serving_default"
 EVAL_SIGNATURE = "detect_examples"

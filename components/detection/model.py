@@ -9,6 +9,8 @@ Layer names the trainer can rely on: the nested backbone model "backbone" (see
 ``set_backbone_trainable``) and the output layers "box_encodings" and "class_logits".
 """
 
+from __future__ import annotations
+
 import dataclasses
 import logging
 import math
@@ -61,19 +63,37 @@ class DetectorConfig:
         ``build_detector``.
     """
 
+    # The defaults are the `training:` section's (components/trainer/config.py, which explains
+    # each choice); tests/test_model.py holds them equal. The Trainer builds its config with
+    # `from_training`, never from these.
     num_classes: int
     alpha: float = 0.35
     image_size: int = 256
-    strides: tuple = (16, 32, 64, 128)
-    # 2 (not RetinaNet's 4): our finest level is stride 16, so the smallest anchors are 32 px;
-    # at 4 they would be 64 px and every small object a poor, forced match.
+    strides: tuple = (8, 16, 32, 64, 128)
+    # 2 (not RetinaNet's 4): the smallest anchors are 2x the finest stride (16 px at stride 8);
+    # at 4 they would be twice that and every small object a poor, forced match.
     anchor_scale: float = 2.0
     scales_per_octave: int = 2
     aspect_ratios: tuple = (1.0, 2.0, 0.5)
-    head_channels: int = 128  # TrainingConfig.head_channels explains the width
+    head_channels: int = 96
     head_depth: int = 1
     feature_pyramid: bool = True
     bn_momentum: float = 0.9
+
+    @classmethod
+    def from_training(cls, training, num_classes: int, image_size: int) -> DetectorConfig:
+        """The architecture a `training:` section (TrainingConfig) describes, for `num_classes`
+        classes at `image_size` (both read from the Transform output)."""
+        return cls(
+            num_classes=num_classes,
+            alpha=training.alpha,
+            image_size=image_size,
+            feature_pyramid=training.feature_pyramid,
+            head_channels=training.head_channels,
+            head_depth=training.head_depth,
+            strides=strides_from(training.finest_stride),
+            scales_per_octave=training.scales_per_octave,
+        )
 
     def __post_init__(self):
         # Configs often come from JSON (lists); tuples keep the frozen config hashable.

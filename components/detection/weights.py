@@ -93,7 +93,7 @@ def _copied(uri: str) -> str:
     """A local copy of a weights file on an object store (h5py reads local files only)."""
     import tensorflow as tf
 
-    from litedet.components import storage
+    from litedet.components import object_storage as storage
 
     if storage.uses_s3(uri):
         storage.configure()

@@ -91,7 +91,7 @@ def image_sizes(examples: Sequence[bytes]) -> List[Tuple[int, int]]:
 
 def decode_images(examples: Sequence[bytes]) -> List[np.ndarray]:
     """RGB uint8 images of the raw examples, decoded as the Transform graph decodes them."""
-    from litedet.components import preprocessing
+    from litedet.components.detection import preprocessing
 
     spec = {f.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)}
     return [

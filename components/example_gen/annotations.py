@@ -342,6 +342,12 @@ def read_voc(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
     return records, LabelMap(keys=tuple(names), names=tuple(names))
 
 
+# Formats whose annotations the driver reads into image records: dataset.format -> reader. The
+# ExampleGen (executor.SOURCES) and `litedet data inspect` dispatch on it; tfrecord sources are
+# read on the Beam workers instead.
+READERS = {"coco": read_coco, "voc": read_voc}
+
+
 def count_classes(config: DatasetConfig) -> int:
     """How many classes the ExampleGen's label map will have, without reading the images: the
     `class_names` when given, else the COCO files' categories. VOC and TFRecord datasets name

@@ -25,6 +25,12 @@ from tfx.types import component_spec, standard_artifacts
 from litedet.components import artifacts
 from litedet.components.example_gen import executor
 from litedet.components.example_gen.config import DatasetConfig
+from litedet.components.resources import Resources
+
+RESOURCES = {
+    "DatasetFingerprint": Resources(cpu=0.5, memory_gb=1),
+    "DetectionExampleGen": Resources(cpu=2, memory_gb=4),
+}
 
 
 class DetectionExampleGenSpec(component_spec.ComponentSpec):
@@ -76,3 +82,8 @@ def DatasetFingerprint(dataset: Parameter[str], input_base: Parameter[str]) -> O
 
     config = DatasetConfig.from_json(dataset)
     return {"fingerprint": dataset_fingerprint(config, input_base or config.root)}
+
+
+# It reads the dataset's files, state outside its inputs: it is what decides whether the
+# ExampleGen may be served from the cache, so it never is.
+DatasetFingerprint.STATEFUL = True

@@ -44,16 +44,34 @@ class DatasetConfigError(ValueError):
     """A dataset description that cannot be used; the message names the field."""
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetConfig:
-    root: str
-    format: str
-    sources: Dict[str, str]
-    split_ratios: Optional[Dict[str, int]] = None
-    images_dir: str = ""
-    annotations_dir: str = "Annotations"
-    class_names: Optional[List[str]] = None
-    max_objects_per_image: int = DEFAULT_MAX_OBJECTS_PER_IMAGE
+# `root` of the generated sample dataset (litedet/data/sample.py): the runners replace it with
+# the folder the sample was generated into. The sample is COCO, with these annotation files
+# (also the default `sources`: a dataset laid out like the sample needs only its root).
+SAMPLE_ROOT = "sample"
+SAMPLE_SOURCES = {
+    "train": "annotations/instances_train.json",
+    "eval": "annotations/instances_eval.json",
+}
+# Fields every real dataset must give (a YAML `dataset:` section without them is refused).
+REQUIRED = ("root", "format", "sources")
+
+
+@dataclasses.dataclass
+class DatasetSettings:
+    """The `dataset:` section of a configuration, every key with its default (`litedet config`
+    prints them). Checked when the pipeline is built, as a DatasetConfig."""
+
+    root: str = SAMPLE_ROOT
+    format: str = "coco"  # coco | voc | tfrecord
+    # {split: source relative to root}: a COCO file, a VOC image-set list or folder, a TFRecord
+    # glob.
+    sources: Dict[str, str] = dataclasses.field(default_factory=lambda: dict(SAMPLE_SOURCES))
+    split_ratios: Optional[Dict[str, int]] = None  # e.g. {"train": 4, "eval": 1}: re-split
+    images_dir: str = ""  # empty: images/ (coco), JPEGImages/ (voc)
+    annotations_dir: str = "Annotations"  # voc
+    class_names: Optional[List[str]] = None  # keep only these classes, in this order
+    # 0: transform.max_boxes. Images with more objects are quarantined, never cut.
+    max_objects_per_image: int = 0
     # Boxes may stick out of the image by this many pixels (rounding in the annotation tool) and
     # are clipped; further out, the image is quarantined as `box_outside_image`.
     clip_tolerance_px: float = 2.0
@@ -63,6 +81,13 @@ class DatasetConfig:
     # (`too_many_pixels`) before their pixels are decoded.
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     overlap_policy: str = OVERLAP_POLICIES[0]
+
+
+@dataclasses.dataclass
+class DatasetConfig(DatasetSettings):
+    """A dataset as the ExampleGen reads it: DatasetSettings, checked on construction."""
+
+    max_objects_per_image: int = DEFAULT_MAX_OBJECTS_PER_IMAGE
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -91,6 +116,11 @@ class DatasetConfig:
                     raise DatasetConfigError(
                         f"dataset.split_ratios.{split}: {ratio!r} must be a positive integer"
                     )
+        if self.root == SAMPLE_ROOT:
+            raise DatasetConfigError(
+                "dataset.root: 'sample' stands for the generated sample dataset; generate it "
+                "first (the runners do), or give your dataset's folder"
+            )
         if self.max_objects_per_image < 1:
             raise DatasetConfigError(
                 f"dataset.max_objects_per_image: {self.max_objects_per_image} must be >= 1"
@@ -141,20 +171,19 @@ class DatasetConfig:
             raise DatasetConfigError(
                 f"dataset: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
-        missing = [
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.name not in values
-            and f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-        ]
-        if missing:
-            raise DatasetConfigError(
-                f"dataset: missing {', '.join(missing)}; a dataset needs root, format "
-                f"({', '.join(FORMATS)}) and sources, e.g. "
-                '{"train": "annotations/train.json", "eval": "annotations/eval.json"}'
-            )
+        check_required(values)
         return cls(**values)
+
+
+def check_required(values: dict) -> None:
+    """A dataset description names at least root, format and sources."""
+    missing = [name for name in REQUIRED if name not in values]
+    if missing:
+        raise DatasetConfigError(
+            f"dataset: missing {', '.join(missing)}; a dataset needs root, format "
+            f"({', '.join(FORMATS)}) and sources, e.g. "
+            '{"train": "annotations/train.json", "eval": "annotations/eval.json"}'
+        )
 
 
 def _check_inside_root(field: str, path: str) -> None:

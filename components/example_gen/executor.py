@@ -308,20 +308,30 @@ def _read_tfrecords(pipeline, config: DatasetConfig, root: str):
     return items, label_map
 
 
+def _read_annotations(pipeline, config: DatasetConfig, root: str):
+    """COCO/VOC: the driver reads the annotations (annotations.READERS) into image records,
+    numbered in annotation order; the workers check and encode the images."""
+    parsed, static_label_map = annotations.READERS[config.format](config.with_root(root))
+    logging.info(
+        "Read %d image records from %s annotations under %s", len(parsed), config.format, root
+    )
+    for i, record in enumerate(parsed):  # in place: one list of records, not two
+        parsed[i] = dataclasses.replace(record, ordinal=(0, i))
+    items = pipeline | "Records" >> beam.Create(parsed, reshuffle=True)
+    label_map = pipeline | "LabelMap" >> beam.Create([static_label_map])
+    return items, label_map
+
+
+# dataset.format -> how its records enter the pipeline: (records, label map) PCollections.
+SOURCES = {
+    **{name: _read_annotations for name in annotations.READERS},
+    "tfrecord": _read_tfrecords,
+}
+
+
 def _records(pipeline, config: DatasetConfig, root: str):
-    """(records, label map) PCollections; COCO/VOC records numbered in annotation order."""
-    if config.format == "tfrecord":
-        items, label_map = _read_tfrecords(pipeline, config, root)
-    else:
-        reader = annotations.read_coco if config.format == "coco" else annotations.read_voc
-        parsed, static_label_map = reader(config.with_root(root))
-        logging.info(
-            "Read %d image records from %s annotations under %s", len(parsed), config.format, root
-        )
-        for i, record in enumerate(parsed):  # in place: one list of records, not two
-            parsed[i] = dataclasses.replace(record, ordinal=(0, i))
-        items = pipeline | "Records" >> beam.Create(parsed, reshuffle=True)
-        label_map = pipeline | "LabelMap" >> beam.Create([static_label_map])
+    """(records, label map) PCollections of the dataset, re-split when `split_ratios` says."""
+    items, label_map = SOURCES[config.format](pipeline, config, root)
     if config.split_ratios:
         items = items | "HashSplit" >> beam.Map(_resplit, config.split_ratios)
     return items, label_map

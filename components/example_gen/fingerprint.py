@@ -29,7 +29,7 @@ def _remote_files(root: str) -> Iterator[Tuple[str, int, float]]:
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from litedet.components import storage
+    from litedet.components import object_storage as storage
 
     storage.configure()
     # Beam's S3 file system wants options; empty ones make boto3 read the AWS environment.

@@ -29,6 +29,9 @@ from tfx.types import component_spec, standard_artifacts
 from litedet.components import artifacts
 from litedet.components.artifacts import TFLiteModels
 from litedet.components.pusher import executor, registry_settings
+from litedet.components.resources import Resources
+
+RESOURCES = {"LitedetPusher": Resources(cpu=0.5, memory_gb=2)}
 
 
 class LitedetPusherSpec(component_spec.ComponentSpec):
@@ -60,6 +63,8 @@ class LitedetPusherSpec(component_spec.ComponentSpec):
 
 
 class LitedetPusher(base_component.BaseComponent):
+    # It writes the model store, state outside its inputs: never served from a cache.
+    STATEFUL = True
     SPEC_CLASS = LitedetPusherSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 

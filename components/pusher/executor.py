@@ -65,7 +65,7 @@ PIPELINE_RUN_ID_KEY = "pipeline_run_id"
 
 LABEL_MAP_FILES = ("label_map.json", "labels.txt", "label_map.pbtxt")
 CONVERSION_FILE = "conversion.json"  # the TFLite step's summary (components/tflite)
-GATE_FILE = "gate.json"  # ModelGate's report (components/evaluation/gate.py)
+GATE_FILE = "gate.json"  # ModelGate's report (components/evaluation/executor.py)
 PUSH_RECORD = "push.json"  # in pushed_model.uri: what happened, for people and later steps
 
 

@@ -251,7 +251,8 @@ class MlflowRegistry:
                 f"MLflow registry at {self.tracking_uri}: {endpoint} failed after {attempts} "
                 f"attempt(s): {reason}. The model files are already in the store at "
                 f"{self._version_uri or '(not pushed)'}; register that version once the registry "
-                f"works (python -m components.pusher.registry CONFIG NAME URI) or delete it.",
+                "works (python -m litedet.components.pusher.registry CONFIG NAME URI) or delete "
+                "it.",
                 endpoint=endpoint,
                 attempts=attempts,
                 version_uri=self._version_uri,
@@ -645,7 +646,8 @@ class KubeflowModelRegistry:
                 f"Kubeflow Model Registry at {where}: {endpoint} failed after {attempts} "
                 f"attempt(s): {reason}. The model files are already in the store at "
                 f"{self._version_uri or '(not pushed)'}; register that version once the registry "
-                f"works (python -m components.pusher.registry CONFIG NAME URI) or delete it.",
+                "works (python -m litedet.components.pusher.registry CONFIG NAME URI) or delete "
+                "it.",
                 endpoint=endpoint,
                 attempts=attempts,
                 version_uri=self._version_uri,
@@ -763,9 +765,9 @@ def make_registry(config: Optional[Mapping[str, Any]], model_name: str = "") -> 
 
 
 def main(argv=None) -> int:
-    """`python -m components.pusher.registry CONFIG NAME VERSION_URI`: registers a version that
-    is already in the store (e.g. after a RegistryError); CONFIG is the registry's JSON config.
-    Prints the registry's version id."""
+    """`python -m litedet.components.pusher.registry CONFIG NAME VERSION_URI`: registers a
+    version that is already in the store (e.g. after a RegistryError); CONFIG is the registry's
+    JSON config. Prints the registry's version id."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -1,22 +1,15 @@
-"""RunReport: gate.json, push.json and the training logs -> one HTML page (render.py)."""
-
-import json
-import os
+"""RunReport: one HTML page per run (verdict, figures, curves, samples), written by executor.py
+and render.py; a `system.HTML` artifact, so the Kubeflow run page shows it."""
 
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
 from litedet.components import artifacts
+from litedet.components.report import executor
+from litedet.components.resources import Resources
 
-
-def _read_json(path: str):
-    import tensorflow as tf
-
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as handle:
-        return json.load(handle)
+RESOURCES = {"RunReport": Resources(cpu=1, memory_gb=4)}
 
 
 @component
@@ -29,30 +22,8 @@ def RunReport(
     report: OutputArtifact[artifacts.RunReport],
     code_fingerprint: Parameter[str] = "",  # not read: part of the cache key (pipeline.py)
 ) -> None:
-    from tfx.types import artifact_utils
-    from tfx.utils import path_utils
+    executor.write_report(model, model_run, examples, blessing, pushed_model, report)
 
-    from litedet.components.evaluation import gate as gate_lib
-    from litedet.components.evaluation import metrics as metrics_lib
-    from litedet.components.report import render
 
-    gate = _read_json(os.path.join(blessing.uri, gate_lib.GATE_FILE))
-    if gate is None:
-        raise ValueError(f"{blessing.uri} holds no {gate_lib.GATE_FILE}: not a ModelGate output")
-    training = _read_json(os.path.join(model_run.uri, "training.json")) or {}
-    push = _read_json(os.path.join(pushed_model.uri, "push.json"))
-    steps_per_epoch = min(
-        training.get("settings", {}).get("checkpoint_every_steps", 1),
-        training.get("settings", {}).get("train_steps", 1),
-    )
-    samples = render.plot_samples(
-        path_utils.serving_model_path(model.uri),
-        artifact_utils.get_split_uri([examples], metrics_lib.EVAL_SPLIT),
-        training.get("classes") or list(gate.get("ap50_per_class", {})),
-    )
-    pictures = {
-        "Precision-recall per class (IoU 0.5)": render.plot_pr_curves(gate.get("pr_curves", {})),
-        "Evaluation images: detections (score >= 0.3) in colour, ground truth in white": samples,
-        "Losses": render.plot_training(render.training_curves(model_run.uri), steps_per_epoch),
-    }
-    report.write(render.page(gate, push, training, pictures))
+# It reads what the pusher did, which depends on the model store: never cached on Kubeflow.
+RunReport.STATEFUL = True

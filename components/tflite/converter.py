@@ -57,12 +57,12 @@ from litedet.components.detection import (
 from litedet.components.detection import anchors as anchors_lib
 from litedet.components.detection.export import PREPROCESSED_SIGNATURE
 from litedet.components.features import RESIZE_MODES
-from litedet.components.tflite import FORMATS
+from litedet.components.tflite import FORMAT_SPECS, FORMATS
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 OUTPUT_NAMES = ("locations", "classes", "scores", "count")
 INPUT_NAME = "image"
-# Pixels [0, 255] -> [-1, 1]: components.preprocessing.normalize, written into the metadata.
+# Pixels [0, 255] -> [-1, 1] (detection/preprocessing.py, normalize), written into the metadata.
 INPUT_MEAN = 127.5
 INPUT_STD = 127.5
 # The uint8 input of the int8 model: value = (q - 128) / 127.5, as close to normalize() as an
@@ -198,24 +198,41 @@ def _calibration_dataset(representative_images: RepresentativeImages, size: int)
     return generate
 
 
+def _no_quantization(converter, source, representative_images) -> None:
+    pass
+
+
+def _float16_weights(converter, source, representative_images) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+
+
+def _full_integer(converter, source, representative_images) -> None:
+    if representative_images is None:
+        raise ValueError("a full-integer format needs representative_images for calibration")
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _calibration_dataset(
+        representative_images, source.image_size
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    # Outputs stay float32: they are the post-process op's, which always computes in float.
+
+
+# FormatSpec.quantization -> how the converter is set up for it.
+QUANTIZERS = {
+    "none": _no_quantization,
+    "float16_weights": _float16_weights,
+    "full_integer": _full_integer,
+}
+
+
 def _convert(source: _Source, concrete, fmt: str, representative_images) -> bytes:
+    if fmt not in FORMAT_SPECS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], source.model)
     converter.allow_custom_ops = True
-    if fmt == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif fmt == "int8":
-        if representative_images is None:
-            raise ValueError("the int8 format needs representative_images for calibration")
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _calibration_dataset(
-            representative_images, source.image_size
-        )
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        # Outputs stay float32: they are the post-process op's, which always computes in float.
-    elif fmt != "float32":
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    QUANTIZERS[FORMAT_SPECS[fmt].quantization](converter, source, representative_images)
     return converter.convert()
 
 
@@ -250,7 +267,7 @@ def _fix_outputs(model_bytes: bytes, fmt: str) -> bytes:
     subgraph.outputs = np.array(op_outputs, dtype=np.int32)
     for index, name in zip(op_outputs, OUTPUT_NAMES):
         subgraph.tensors[index].name = name.encode()
-    if fmt == "int8":
+    if FORMAT_SPECS[fmt].uint8_input:
         _pin_uint8_input(model, subgraph)
     return flatbuffer_utils.convert_object_to_bytearray(model)
 
@@ -520,7 +537,9 @@ def convert(
         paths = {}
         for fmt in formats:
             model_bytes = _fix_outputs(_convert(source, concrete, fmt, representative_images), fmt)
-            input_text = input_description(source.image_size, resize_mode, fmt == "int8")
+            input_text = input_description(
+                source.image_size, resize_mode, FORMAT_SPECS[fmt].uint8_input
+            )
             model_bytes = _write_metadata(model_bytes, labels_path, description, input_text)
             check_model(model_bytes, max_detections, one_box_per_row=not use_regular_nms)
             path = os.path.join(output_dir, model_filename(fmt))

@@ -21,7 +21,7 @@ from typing import Dict, Optional
 import numpy as np
 import tensorflow as tf
 
-from litedet.components import preprocessing
+from litedet.components.detection import preprocessing
 from litedet.components.features import RESIZE_MODES
 
 
@@ -48,8 +48,8 @@ def quantize(values: np.ndarray, dtype, scale: float, zero_point: int) -> np.nda
 
 
 def pixels(model_input: np.ndarray) -> np.ndarray:
-    """Model input in [-1, 1] (components/preprocessing.normalize) -> the uint8 RGB pixels it
-    came from, rounded: what a client hands a uint8 input."""
+    """Model input in [-1, 1] (components/detection/preprocessing.py, normalize) -> the uint8 RGB
+    pixels it came from, rounded: what a client hands a uint8 input."""
     values = (np.asarray(model_input, np.float32) + 1.0) * 127.5
     return np.clip(np.round(values), 0, 255).astype(np.uint8)
 
@@ -59,9 +59,9 @@ class TFLiteDetector:
 
     `detect(image)` resizes like the project's Transform (`resize_mode` "stretch": bilinear
     without antialiasing, each axis on its own; "letterbox": aspect kept, mid-gray padding, boxes
-    mapped back to the original image), normalizes to [-1, 1] (components/preprocessing.py),
-    hands a uint8 input the resized pixels rounded, as on-device clients do (an int8 input is
-    quantized), runs the model and returns numpy arrays:
+    mapped back to the original image), normalizes to [-1, 1]
+    (components/detection/preprocessing.py), hands a uint8 input the resized pixels rounded, as
+    on-device clients do (an int8 input is quantized), runs the model and returns numpy arrays:
       boxes   [K, 4] ymin, xmin, ymax, xmax normalized to the image, clipped to [0, 1]
       classes [K] float32 1-based labels (op index + 1), 0 on padding rows
       scores  [K] float32, 0 on padding rows

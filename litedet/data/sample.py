@@ -389,7 +389,7 @@ def _readme(num_train, num_eval, seed, summary):
     objects = ", ".join(f"{name}={count}" for name, count in summary["objects"].items())
     return f"""litedet "shapes" sample detection dataset ({VERSION})
 
-Synthetic, deterministic demo data written by pipeline/sample_data.py.
+Synthetic, deterministic demo data written by litedet/data/sample.py (`litedet data synth`).
 Same parameters and seed give byte-identical files.
 
 Layout

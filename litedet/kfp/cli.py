@@ -164,8 +164,8 @@ def add_verbs(subparsers) -> None:
 
 def parse_parameters(items: List[str]) -> Dict[str, Any]:
     """NAME=VALUE flags -> typed values, by the types the compiled pipeline declares."""
+    from litedet.components.run_time import PARAMETERS as RUNTIME_PARAMETERS
     from litedet.kfp.client import KfpError
-    from litedet.pipeline.kubeflow_v2_runner import RUNTIME_PARAMETERS
 
     values: Dict[str, Any] = {}
     for item in items:

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from litedet.components import features as f
-from litedet.components import preprocessing
+from litedet.components.detection import preprocessing
 
 DEFAULTS = {"image_size": 256, "resize_mode": "stretch", "max_boxes": 100}
 # A vocabulary of the training split's "label:name" pairs: how the Trainer learns the number of

@@ -1,4 +1,4 @@
-"""ModelGate: the one place that decides whether a trained model may ship.
+"""ModelGate's executor: the one place that decides whether a trained model may ship.
 
 Blessed only when all of these hold (each failure is written down as a reason):
 1. the SavedModel's mAP@0.5 (TFMA, the Evaluator) >= `min_map50`, and every metric is finite;
@@ -25,11 +25,6 @@ import shutil
 import tempfile
 from typing import Dict, List, Optional
 
-from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
-from tfx.dsl.component.experimental.decorators import component
-from tfx.types import standard_artifacts
-
-from litedet.components import artifacts
 from litedet.components.tflite import FORMATS
 
 GATE_FILE = "gate.json"
@@ -289,28 +284,25 @@ def _write_outputs(blessing, metrics, report: dict, model) -> None:
         handle.write(json.dumps(figures, indent=2))
 
 
-@component
-def ModelGate(
-    model: InputArtifact[standard_artifacts.Model],
-    evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
-    tflite_models: InputArtifact[artifacts.TFLiteModels],
-    examples: InputArtifact[standard_artifacts.Examples],
-    blessing: OutputArtifact[standard_artifacts.ModelBlessing],
-    metrics: OutputArtifact[artifacts.KfpMetrics],
-    model_store: Parameter[str],
-    num_classes: Parameter[int],
-    min_map50: Parameter[float],
-    max_map_drop: Parameter[float],
-    max_tflite_map_drop: Parameter[float],
-    ship_format: Parameter[str],
-    max_latency_ms: Parameter[float],
-    max_size_mb: Parameter[float],
-    latency_runs: Parameter[int] = 30,
-    # Not read: part of the cache key (pipeline.py). The store's state where it is known when
-    # the pipeline is built; the code's hash.
-    model_store_state: Parameter[str] = "",
-    code_fingerprint: Parameter[str] = "",
+def run_gate(
+    model,
+    evaluation,
+    tflite_models,
+    examples,
+    blessing,
+    metrics,
+    *,
+    model_store: str,
+    num_classes: int,
+    min_map50: float,
+    max_map_drop: float,
+    max_tflite_map_drop: float,
+    ship_format: str,
+    max_latency_ms: float,
+    max_size_mb: float,
+    latency_runs: int,
 ) -> None:
+    """The gate's whole execution: score, decide, write `blessing` and `metrics`."""
     from tfx.types import artifact_utils
 
     from litedet.components.evaluation import baseline as baseline_lib

@@ -1,7 +1,7 @@
 """TFX Trainer module: `run_fn` trains the MobileNetV2 SSDLite detector and exports it.
 
-Trainer loads `run_fn` by name (pipeline/pipeline.py). Settings arrive in `custom_config`
-(components/training_config.py) and, per run, in `hyperparameters` (RunParameters); the input
+Trainer loads `run_fn` by name (component.py). The `training:` section arrives whole in one
+carrier, the `hyperparameters` input RunParameters writes (run-time values merged in); the input
 size and the classes come from the Transform output, so they cannot disagree with the data.
 """
 
@@ -18,11 +18,11 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from litedet.components import features as f
-from litedet.components import trainer_callbacks
 from litedet.components.detection import export, input_pipeline, losses, weights
 from litedet.components.detection import model as model_lib
-from litedet.components.training_config import TrainingConfig, tuned_values
-from litedet.components.transform_module import LABEL_VOCABULARY
+from litedet.components.trainer import callbacks as trainer_callbacks
+from litedet.components.trainer.config import TrainingConfig
+from litedet.components.transform.module import LABEL_VOCABULARY
 
 
 def class_names(tf_transform_output) -> List[str]:
@@ -288,33 +288,44 @@ def _phases(settings: TrainingConfig, total_steps: int, pretrained: bool):
     return phases, steps_per_epoch
 
 
+def _validation(
+    strategy, detector, eval_features, anchors, num_classes, resume_dir, settings, steps_per_epoch
+):
+    """The validation-mAP callback (best checkpoint, early stopping), or None where several
+    workers train (each would score alone)."""
+    if getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
+        logging.info(
+            "Several workers: no validation mAP and no best checkpoint (the last "
+            "weights are exported)"
+        )
+        return None
+    return trainer_callbacks.ValidationMap(
+        detector,
+        eval_features,
+        anchors,
+        num_classes,
+        resume_dir,
+        steps_per_epoch,
+        nms={
+            "score_threshold": settings.score_threshold,
+            "iou_threshold": settings.nms_iou_threshold,
+            "max_detections": settings.max_detections,
+            "class_agnostic": settings.class_agnostic_nms,
+        },
+        patience=settings.early_stopping_patience,
+    )
+
+
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point."""
-    settings = TrainingConfig.from_custom_config(
-        fn_args.custom_config, getattr(fn_args, "hyperparameters", None)
-    )
+    settings = TrainingConfig.from_hyperparameters(getattr(fn_args, "hyperparameters", None))
     # First of all: MultiWorkerMirroredStrategy must configure collective ops before any
     # TensorFlow op runs in this process.
     strategy = strategy_for(settings.distribution)
     transform_output = tft.TFTransformOutput(fn_args.transform_output)
     image_size = int(transform_output.transformed_feature_spec()[f.IMAGE].shape[0])
     names = class_names(transform_output)
-    config = model_lib.DetectorConfig(
-        num_classes=len(names),
-        alpha=settings.alpha,
-        image_size=image_size,
-        feature_pyramid=settings.feature_pyramid,
-        head_channels=settings.head_channels,
-        head_depth=settings.head_depth,
-        strides=model_lib.strides_from(settings.finest_stride),
-        scales_per_octave=settings.scales_per_octave,
-    )
-    # TrainArgs holds the compiled step count; RunParameters may override it.
-    total_steps = int(
-        tuned_values(getattr(fn_args, "hyperparameters", None)).get(
-            "train_steps", fn_args.train_steps
-        )
-    )
+    config = model_lib.DetectorConfig.from_training(settings, len(names), image_size)
     # Before anything expensive: a missing weights file stops the run here, with what to do.
     weights_file = weights.resolve(settings.backbone_weights, settings.alpha, image_size)
     anchors = config.anchors()
@@ -325,43 +336,32 @@ def run_fn(fn_args) -> None:
         image_size,
         len(names),
         ", ".join(names),
-        total_steps,
+        settings.train_steps,
         weights_file or "random init",
     )
     with strategy.scope():
         detector = model_lib.build_detector(config, weights_file)
         trainer = DetectorTrainer(detector, anchors, settings.giou_weight)
     train_data, eval_data, eval_features = _datasets(fn_args, transform_output, anchors, settings)
-    phases, steps_per_epoch = _phases(settings, total_steps, weights_file is not None)
-    resume_dir = _resume_dir(fn_args, settings, total_steps)
+    phases, steps_per_epoch = _phases(settings, settings.train_steps, weights_file is not None)
+    resume_dir = _resume_dir(fn_args, settings, settings.train_steps)
+    validation = _validation(
+        strategy,
+        detector,
+        eval_features,
+        anchors,
+        len(names),
+        resume_dir,
+        settings,
+        steps_per_epoch,
+    )
     callbacks = [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")]
-    validation = None
-    if getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
-        logging.info(
-            "Several workers: no validation mAP and no best checkpoint (the last "
-            "weights are exported)"
-        )
-    else:
-        validation = trainer_callbacks.ValidationMap(
-            detector,
-            eval_features,
-            anchors,
-            len(names),
-            resume_dir,
-            steps_per_epoch,
-            nms={
-                "score_threshold": settings.score_threshold,
-                "iou_threshold": settings.nms_iou_threshold,
-                "max_detections": settings.max_detections,
-                "class_agnostic": settings.class_agnostic_nms,
-            },
-            patience=settings.early_stopping_patience,
-        )
+    if validation is not None:
         # Before TensorBoard in the list: the mAP it adds to the epoch's logs gets written.
         callbacks.insert(0, validation)
     callbacks.append(
         trainer_callbacks.ProgressLine(
-            total_steps,
+            settings.train_steps,
             settings.batch_size,
             steps_per_epoch,
             log_every_steps=settings.log_every_steps,
@@ -379,7 +379,7 @@ def run_fn(fn_args) -> None:
             steps_per_epoch,
             train_data,
             eval_data,
-            fn_args.eval_steps or settings.eval_steps,
+            settings.eval_steps,
             callbacks,
             resume_dir,
         )

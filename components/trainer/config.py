@@ -1,6 +1,9 @@
-"""Trainer settings with their defaults. pipeline/configs.py embeds them as `training:`; the
-pipeline hands them to the Trainer as `custom_config`, and a run's RunParameters (alpha,
-train_steps) override them. No TensorFlow import here."""
+"""The `training:` section: the Trainer's settings with their defaults.
+
+One carrier takes them to `run_fn`: RunParameters (components/trainer/component.py) writes the
+whole section, with a run's run-time values merged in, as the Trainer's `hyperparameters`
+input; `run_fn` reads it back with `from_hyperparameters` and hands it to the model factory
+(components/detection/model.py, `DetectorConfig.from_training`). No TensorFlow import here."""
 
 from __future__ import annotations
 
@@ -15,8 +18,6 @@ from litedet.components.detection import (
 )
 
 DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker")
-# Settings a run's RunParameters may override (components/run_parameters.py).
-RUN_PARAMETERS = ("alpha", "train_steps")
 
 
 @dataclasses.dataclass
@@ -85,6 +86,9 @@ class TrainingConfig:
     class_agnostic_nms: bool = True
 
     def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
         check_alpha(self.alpha)
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(
@@ -125,19 +129,22 @@ class TrainingConfig:
             return self.freeze_backbone_steps
         return self.train_steps // 5 if pretrained else 0
 
+    def to_hyperparameters(self) -> Dict[str, Any]:
+        """The section as the Trainer's `hyperparameters` input holds it (a KerasTuner
+        HyperParameters config: TFX's format for that channel)."""
+        return {"values": dataclasses.asdict(self)}
+
     @classmethod
-    def from_custom_config(
-        cls,
-        custom_config: Optional[Dict[str, Any]],
-        hyperparameters: Optional[Dict[str, Any]] = None,
-    ) -> TrainingConfig:
+    def from_hyperparameters(cls, hyperparameters: Optional[Dict[str, Any]]) -> TrainingConfig:
+        """The section back from the Trainer's `hyperparameters` input; checked."""
+        values = (hyperparameters or {}).get("values")
+        if not isinstance(values, dict):
+            raise ValueError(
+                "the Trainer's hyperparameters input holds no training settings: it must come "
+                "from RunParameters (components/trainer/component.py)"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in (custom_config or {}).get("training", {}).items() if k in known}
-        values.update(tuned_values(hyperparameters))
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"training: unknown setting(s) {', '.join(unknown)}")
         return cls(**values)
-
-
-def tuned_values(hyperparameters: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """The RUN_PARAMETERS settings in a KerasTuner HyperParameters config (or a plain dict)."""
-    values = (hyperparameters or {}).get("values", hyperparameters or {})
-    return {k: v for k, v in values.items() if k in RUN_PARAMETERS}
