@@ -130,6 +130,7 @@ class PipelineConfig:
 # Settings whose value is a free-form mapping rather than a section of fixed fields.
 MAPPING_SETTINGS = (
     "dataset.sources",
+    "dataset.images_dirs",
     "dataset.split_ratios",
     "push.registry",
     "kubeflow.env",

@@ -148,6 +148,18 @@ def _normalized_box(
     return ymin / height, xmin / width, ymax / height, xmax / width
 
 
+def _in_pixels(record: ImageRecord, width: int, height: int):
+    """The record's objects with pixel boxes (YOLO labels are fractions of the image)."""
+    if not record.normalized_boxes:
+        return record.objects
+    return tuple(
+        dataclasses.replace(
+            o, box=(o.box[0] * width, o.box[1] * height, o.box[2] * width, o.box[3] * height)
+        )
+        for o in record.objects
+    )
+
+
 def check_image(
     record: ImageRecord,
     data: bytes,
@@ -177,7 +189,7 @@ def check_image(
             f"{len(record.objects)} objects > max_objects_per_image={max_objects}",
         )
     boxes, labels, texts = [], [], []
-    for obj in record.objects:
+    for obj in _in_pixels(record, width, height):
         label = label_map.label_of(obj.category)
         if label is None:
             raise _Problem(
