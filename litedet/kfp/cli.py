@@ -151,6 +151,11 @@ def add_verbs(subparsers) -> None:
     run.add_argument(
         "--poll", type=float, default=30.0, help="seconds between --wait's checks (default 30)"
     )
+    run.add_argument(
+        "--gate-root",
+        help="with --wait and no --pipeline-root: the root the run got from the namespace's "
+        "kfp-launcher ConfigMap (defaultPipelineRoot), where --wait finds the gate's verdict",
+    )
 
     schedule = actions.add_parser("schedule", help="create a recurring run from a cron expression")
     _connection_flags(schedule)
@@ -312,12 +317,13 @@ def _wait(conn, run_id: str, args, root) -> int:
         failed = "; ".join(outcome.failed_tasks) or "no task reported an error"
         print(f"Run {run_id} ended {outcome.state}: {failed}", file=sys.stderr)
         return EXIT_FAILED
-    root = outcome.pipeline_root or root
+    root = outcome.pipeline_root or root or args.gate_root
     if not root:
         raise kfp_client.KfpError(
             f"run {run_id} SUCCEEDED; its verdict is in gate.json under the run's pipeline "
             "root, which it did not name (the namespace's kfp-launcher default applied): give "
-            f"--pipeline-root or ${PIPELINE_ROOT_ENV} with --wait"
+            "--gate-root with that default (kubectl get configmap kfp-launcher -o "
+            "jsonpath='{.data.defaultPipelineRoot}'), or run with --pipeline-root"
         )
     name = kfp_client.pipeline_name_of_run(conn, run_id)
     report = kfp_client.gate_verdict(root, name, run_id)
