@@ -98,9 +98,9 @@ IMAGE_PROJECT_DIR = "/opt/litedet"
 # scheme is known to neither: give the same bucket as s3:// with the MinIO endpoint.
 OBJECT_STORE_SCHEMES = ("gs://", "s3://")
 _MINIO = (
-    "minio:// is KFP's name for its MinIO, which TensorFlow and Beam cannot open; use "
-    "s3://BUCKET/... and kubeflow.env.AWS_ENDPOINT_URL=http://minio-service.kubeflow:9000 "
-    "(docs/kubeflow.md)"
+    "minio:// is KFP's name for its in-cluster store, which TensorFlow and Beam cannot open; "
+    "use s3://BUCKET/... and kubeflow.env.AWS_ENDPOINT_URL=http://seaweedfs.kubeflow:9000 "
+    "(KFP 2.16+; http://minio-service.kubeflow:9000 before) (docs/kubeflow.md)"
 )
 
 
