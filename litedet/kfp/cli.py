@@ -20,11 +20,16 @@ EXAMPLES = {
     "compile": f"""examples:
   litedet compile --image registry.example.com/litedet:0.1.0 \\
       --pipeline-root gs://my-bucket/litedet/root --config coco_on_gcs.yaml
+  litedet compile --image REGISTRY/litedet:0.2.0 --config k8s/examples/kfp-standalone-config.yaml \\
+      --pipeline-root s3://mlpipeline/v2/artifacts          # KFP 2.16/2.17 with its SeaweedFS
   litedet compile --output litedet.json ...     # TFX's PipelineJob form (Vertex AI) instead
 
 The image and pipeline root may come from ${IMAGE_ENV} and ${PIPELINE_ROOT_ENV}. The dataset
-root (dataset.root) must be gs://... or an absolute path mounted in every step; it becomes the
-run-time parameter input_base, so each run can read another copy of the data.""",
+root (dataset.root) must be gs://, s3:// or an absolute path mounted in every step; it becomes
+the run-time parameter input_base, so each run can read another copy of the data. Compiling
+reads nothing over the network: give evaluation.num_classes for a dataset on a store. s3://
+needs kubeflow.env.AWS_ENDPOINT_URL and kubeflow.secret_env credentials, or
+kubeflow.aws_s3_ambient_credentials: true (AWS S3 with the pods' own credentials).""",
     "kfp": """examples:
   export KFP_ENDPOINT=https://kubeflow.example.com/pipeline KFP_NAMESPACE=team-vision
   export KFP_BEARER_TOKEN=...         # a token that endpoint accepts (docs/kubeflow.md)
