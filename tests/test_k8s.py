@@ -745,6 +745,19 @@ def test_the_multi_user_overlay_leaves_the_profile_controllers_objects_alone(all
     assert ("ServiceAccount", "litedet-submitter") in kinds
 
 
+@needs_kubectl
+def test_the_kfp_overlays_leave_the_runs_service_accounts_to_kfp(all_rendered):
+    """Runs get KFP's default account (standalone pipeline-runner, multi-user default-editor):
+    no overlay makes, binds or replaces it, and the smoke script names none."""
+    for name in (STANDALONE, MULTI_USER):
+        for d in all_rendered[name]:
+            subjects = [s.get("name") for s in d.get("subjects", [])]
+            for account in ("standalone_service_account", "multi_user_service_account"):
+                assert KFP_2_17[account] not in subjects, (name, d["metadata"]["name"])
+                assert d["metadata"]["name"] != KFP_2_17[account], name
+    assert "--service-account" not in (K8S / "smoke.sh").read_text()
+
+
 def _in_profile_prefixes(uri, namespace):
     bucket = KFP_2_17["bucket"]
     prefixes = [f"s3://{bucket}/" + p.format(ns=namespace) for p in KFP_2_17["profile_prefixes"]]

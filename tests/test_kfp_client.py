@@ -920,6 +920,7 @@ def test_the_smoke_script_dry_run_passes_against_loopback_kfp_and_s3(
     assert len(version["pipeline_spec"]["root"]["dag"]["tasks"]) == 13
     [run] = fake.runs
     assert "pipeline_root" not in run["runtime_config"]
+    assert "service_account" not in run  # KFP's default account runs it (pipeline-runner)
     assert set(run["runtime_config"]["parameters"]) == {"train_steps", "min_map50"}
     listed = s3.list_objects_v2(Bucket="mlpipeline", Prefix="litedet-smoke/datasets/")
     keys = [item["Key"] for item in listed["Contents"]]
