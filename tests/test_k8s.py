@@ -704,7 +704,7 @@ def test_the_standalone_example_config_compiles_against_the_overlay(all_rendered
     _check_step_settings(config, provider)
     root = _compile_root(STANDALONE_CONFIG)
     assert root == launcher["data"]["defaultPipelineRoot"]
-    for uri in (config.dataset["root"], config.push.destination):
+    for uri in (config.dataset.root, config.push.destination):
         assert uri.startswith(f"s3://{KFP_2_17['bucket']}/"), uri
     assert kv2.preflight(config, "litedet-kfp.yaml", "r.example.com/litedet:1", root) == 80
 
@@ -785,10 +785,10 @@ def test_the_multi_user_launcher_patch_and_example_stay_inside_the_profiles_pref
     config = configs.load_config(str(MULTI_USER_CONFIG))
     _check_step_settings(config, provider)
     compile_root = _compile_root(MULTI_USER_CONFIG)
-    for uri in (config.dataset["root"], config.push.destination, compile_root):
+    for uri in (config.dataset.root, config.push.destination, compile_root):
         assert _in_profile_prefixes(uri, namespace), uri
     # Models and data outside private-artifacts/, which KFP's ARTIFACT_RETENTION_DAYS expires.
-    for uri in (config.dataset["root"], config.push.destination):
+    for uri in (config.dataset.root, config.push.destination):
         assert f"/private/{namespace}/" in uri, uri
     assert kv2.preflight(config, "litedet-kfp.yaml", "r.example.com/litedet:1", compile_root)
 

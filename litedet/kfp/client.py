@@ -489,7 +489,7 @@ def list_runs(conn: Connection, experiment: Optional[str] = None, limit: int = 2
 # The run states after which nothing changes (KFP v2beta1 RuntimeState).
 FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")
 GATE_TASK = "ModelGate"  # the task whose `blessing` output holds gate.json
-GATE_FILE = "gate.json"  # components/evaluation/gate.py, GATE_FILE
+GATE_FILE = "gate.json"  # components/evaluation/executor.py, GATE_FILE
 
 
 @dataclasses.dataclass(frozen=True)
