@@ -35,6 +35,7 @@ QUARANTINE_REASONS = {
     "zero_area_box": "a box has zero or negative width or height (after clipping)",
     "too_many_objects": "more objects than max_objects_per_image: they would be cut in Transform",
     "malformed_record": "a TFRecord entry is not a usable TF OD API tf.Example",
+    "malformed_label": "a YOLO label line is not 'class x y w h' (or a polygon) in [0, 1]",
     "path_outside_root": "the file named lies outside the dataset root (.., absolute, symlink)",
     "not_a_regular_file": "the file named is a folder, FIFO, device or socket",
     "file_too_large": "the file is larger than max_image_bytes",
