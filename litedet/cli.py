@@ -208,9 +208,16 @@ def _run_pipeline(config, verbose: bool) -> int:
         )
     dataset = local_runner.resolve_dataset(config)
     print(f"Dataset: {dataset.format} at {dataset.root}", flush=True)
-    # Before any step: a split that would be empty stops here, in one line.
-    inspect.check_runnable(inspect.inspect(dataset))
     run_dir = console.start_run_folder(config)
+    # Before any step: a split that would be empty stops here, in one line, with the list of
+    # what is missing in the run folder.
+    report = inspect.inspect(dataset)
+    try:
+        inspect.check_runnable(report)
+    except inspect.DataError as error:
+        kept = console.keep_quarantine_lines(inspect.quarantine_lines(report), {}, run_dir)
+        print(f"litedet: error: {error}; every image set aside: {kept}", file=sys.stderr)
+        return 2
     log_path = console.setup_logging(run_dir, verbose)
     definition = local_runner.build(config, dataset)
     progress = console.Progress(

@@ -237,15 +237,17 @@ def keep_quarantine(quarantine_uri: str, run_dir: str) -> str:
 
 
 def keep_quarantine_lines(lines: str, summary: dict, run_dir: str) -> str:
-    """A failed ExampleGen's quarantine list (TFX removes a failed step's outputs), written into
-    the run folder with its summary; returns the list's path."""
+    """A quarantine list that has no artifact to copy from (a failed ExampleGen's: TFX removes a
+    failed step's outputs; or the check before a run), written into the run folder with its
+    summary when there is one; returns the list's path."""
     import json
 
     target = os.path.join(run_dir, QUARANTINE_FILE)
     with open(target, "w") as f:
         f.write(lines)
-    with open(os.path.join(run_dir, "quarantine_summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    if summary:
+        with open(os.path.join(run_dir, "quarantine_summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
     return target
 
 

@@ -155,11 +155,18 @@ def test_a_split_whose_images_are_elsewhere_stops_in_one_line_before_the_run(tmp
     settings["dataset"]["images_dir"] = "train2017"
     path = tmp_path / "wrong.yaml"
     path.write_text(yaml.safe_dump(settings))
-    result = _litedet("run", "--config", str(path), *TINY_RUN, cwd=str(tmp_path))
+    out = tmp_path / "outputs"
+    result = _litedet(
+        "run", "--config", str(path), "--set", f"output_dir={out}", *TINY_RUN, cwd=str(tmp_path)
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     [line] = result.stderr.strip().splitlines()
     assert "split 'eval': none of its 2 images is there under" in line
     assert "dataset.images_dirs.eval" in line and "Traceback" not in result.stdout
+    [run_dir] = (out / "runs").iterdir()
+    kept = [json.loads(x) for x in (run_dir / "quarantine.jsonl").read_text().splitlines()]
+    assert str(run_dir / "quarantine.jsonl") in line
+    assert [(e["split"], e["reason"]) for e in kept] == [("eval", "missing_image")] * 2
 
 
 @pytest.mark.slow

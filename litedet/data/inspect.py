@@ -24,8 +24,17 @@ class SplitReport:
     images: int = 0  # records the annotations name
     found: Optional[int] = None  # of those, image files present (None: not checked)
     objects: int = 0
-    problems: int = 0  # records already set aside by the reader (malformed label, bad name...)
-    missing_examples: List[str] = dataclasses.field(default_factory=list)  # a few paths
+    # Quarantine entries (as the ExampleGen writes them) of the images that cannot be used:
+    # set aside by the reader (a malformed label, a bad file name) or missing.
+    set_aside: List[dict] = dataclasses.field(default_factory=list)
+
+    @property
+    def problems(self) -> int:
+        return sum(1 for entry in self.set_aside if entry["reason"] != "missing_image")
+
+    @property
+    def missing(self) -> List[str]:
+        return [e["image"] for e in self.set_aside if e["reason"] == "missing_image"]
 
 
 @dataclasses.dataclass
@@ -51,13 +60,36 @@ def inspect(dataset: DatasetConfig, check_files: bool = True) -> Optional[Report
         report.images += 1
         report.objects += len(record.objects)
         if record.problem:
-            report.problems += 1
+            report.set_aside.append(_entry(record, *record.problem))
         elif check:
             if os.path.isfile(record.image_path):
                 report.found += 1
-            elif len(report.missing_examples) < 3:
-                report.missing_examples.append(record.image_path)
+            else:
+                report.set_aside.append(
+                    _entry(record, "missing_image", f"{record.image_path} does not exist")
+                )
     return Report(dataset, splits, list(label_map.names))
+
+
+def _entry(record, reason: str, detail: str) -> dict:
+    return {
+        "source_id": record.source_id,
+        "split": record.split,
+        "image": record.image_path,
+        "reason": reason,
+        "detail": detail,
+    }
+
+
+def quarantine_lines(report: Report) -> str:
+    """Every image the report found unusable, as quarantine.jsonl lines."""
+    import json
+
+    return "".join(
+        json.dumps(entry, sort_keys=True) + "\n"
+        for split in report.splits.values()
+        for entry in split.set_aside
+    )
 
 
 def check_runnable(report: Optional[Report]) -> None:
@@ -82,8 +114,8 @@ def check_runnable(report: Optional[Report]) -> None:
             )
             raise DataError(
                 f"split '{split}': none of its {r.images} images is there {where}, e.g. "
-                f"{r.missing_examples[0] if r.missing_examples else '?'}; point the split at "
-                "its image folder (`litedet data inspect` lists what is missing)"
+                f"{r.missing[0] if r.missing else '?'}; point the split at its image folder "
+                "(`litedet data inspect` lists what is missing)"
             )
 
 
@@ -92,9 +124,9 @@ def print_report(report: Report) -> None:
     print(f"{dataset.format} dataset at {dataset.root}")
     for split, r in report.splits.items():
         found = "" if r.found is None else f", {r.found} found"
-        missing = "" if r.found is None else f", {r.images - r.problems - r.found} missing"
+        missing = "" if r.found is None else f", {len(r.missing)} missing"
         problems = f", {r.problems} set aside by the reader" if r.problems else ""
         print(f"  {split}: {r.images} images{found}{missing}{problems}, {r.objects} objects")
-        for path in r.missing_examples:
+        for path in r.missing[:3]:
             print(f"    missing: {path}")
     print(f"  classes ({len(report.classes)}): {', '.join(report.classes)}")
