@@ -57,6 +57,7 @@ def _error(message: str, code: int) -> int:
 def main(args) -> int:
     import logging
 
+    from litedet.components import storage
     from litedet.components.pusher import registry as registry_lib
     from litedet.components.pusher import store
     from litedet.pipeline import configs
@@ -76,6 +77,8 @@ def main(args) -> int:
             2,
         )
     try:
+        if storage.uses_s3(destination):
+            storage.configure()  # s3:// through tf.io.gfile (tensorflow-io)
         versions = store.list_versions(destination)
         if args.version not in versions:
             have = ", ".join(map(str, versions)) or "none"
@@ -87,7 +90,7 @@ def main(args) -> int:
         uri = store.version_uri(destination, args.version)
         store.verify(uri)
         manifest = store.read_manifest(uri)
-    except store.StoreError as e:
+    except (store.StoreError, storage.StorageError) as e:
         return _error(f"push.destination {destination}: {e}", 2)
     name = config.push.model_name
     try:

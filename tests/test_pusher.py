@@ -502,6 +502,34 @@ def test_litedet_register_registers_a_stored_version(tmp_path, any_mlflow):
     ]
 
 
+def test_litedet_register_reads_a_version_from_an_s3_store(tmp_path, s3_server, mlflow_server):
+    """The store on a real S3-compatible server (moto, on loopback): the command finds the
+    version there, checks its files and registers it, its files read back from MLflow."""
+    from litedet.components import storage
+
+    storage.configure()
+    dest = f"s3://{s3_server['bucket']}/register-test/models"
+    _, uri = store.push_version(dest, make_files(str(tmp_path / "src")), {"alpha": 0.5})
+    name = MODEL_NAME + "-s3"
+    config = write_config(
+        tmp_path,
+        dest,
+        {"kind": "mlflow", "tracking_uri": mlflow_server["url"], "experiment_name": "s3"},
+        name,
+    )
+
+    result = litedet_register("1", "--config", config)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].endswith(f"({uri}) in mlflow: version 1")
+    seen = read_back(mlflow_server, name, 1)
+    assert seen["tags"]["litedet.store_uri"] == uri == f"{dest}/1"
+    manifest = store.read_manifest(uri)
+    assert {k: v for k, v in seen["files"].items() if k != "manifest.json"} == {
+        file: info["sha256"] for file, info in manifest["files"].items()
+    }
+
+
 def test_litedet_register_without_a_registry_says_which_setting(tmp_path):
     dest = str(tmp_path / "store")
     store.push_version(dest, make_files(str(tmp_path / "src")), {})
