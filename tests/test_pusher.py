@@ -570,7 +570,9 @@ def test_mlflow_down_files_stay_in_the_store_and_the_step_fails_clearly(tmp_path
     store.verify(uri)
     message = str(failure.value)
     assert "\n" not in message
-    assert message.startswith(f"MLflow registry at http://127.0.0.1:{port}: ")
+    assert message.startswith(
+        f"MLflow registry at http://127.0.0.1:{port} (push.registry.tracking_uri): "
+    )
     # The first call: is this store version registered already (registration is idempotent)?
     assert "search_model_versions failed after 3 attempt(s)" in message
     assert "Connection refused" in message
@@ -860,7 +862,10 @@ def test_kubeflow_registry_down_fails_clearly(tmp_path):
     with pytest.raises(registry_lib.RegistryError) as failure:
         registry.register(MODEL_NAME, uri, store.read_manifest(uri))
     message = str(failure.value)
-    assert "connect failed after 2 attempt(s)" in message
+    assert message.startswith(
+        f"Kubeflow Model Registry at http://127.0.0.1:{registry.port} "
+        "(push.registry.server_address, port): connect failed after 2 attempt(s)"
+    )
     assert f"already in the store at {uri}" in message and "litedet register 1" in message
 
 

@@ -110,7 +110,8 @@ class KubeflowModelRegistry:
     def _fail(self, what: str):
         def make(reason: str, attempts: int) -> RegistryError:
             return RegistryError(
-                f"Kubeflow Model Registry at {self.server_address}:{self.port}: {what} failed "
+                f"Kubeflow Model Registry at {self.server_address}:{self.port} "
+                f"(push.registry.server_address, port): {what} failed "
                 f"after {attempts} attempt(s): {reason}. "
                 f"{recovery_hint(self._version_uri, self._manifest)}",
                 endpoint=what,

@@ -212,7 +212,8 @@ class MlflowRegistry:
     def _fail(self, what: str):
         def make(reason: str, attempts: int) -> RegistryError:
             return RegistryError(
-                f"MLflow registry at {self.tracking_uri}: {what} failed after {attempts} "
+                f"MLflow registry at {self.tracking_uri} (push.registry.tracking_uri): {what} "
+                f"failed after {attempts} "
                 f"attempt(s): {reason}. {recovery_hint(self._version_uri, self._manifest)}",
                 endpoint=what,
                 attempts=attempts,
