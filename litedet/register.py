@@ -57,7 +57,6 @@ def _error(message: str, code: int) -> int:
 def main(args) -> int:
     import logging
 
-    from litedet.components import storage
     from litedet.components.pusher import registry as registry_lib
     from litedet.components.pusher import store
     from litedet.pipeline import configs
@@ -76,9 +75,16 @@ def main(args) -> int:
             f'"tracking_uri": "https://..."}}) in the --config file',
             2,
         )
+    if destination.startswith("s3://"):
+        # s3:// through tf.io.gfile: tensorflow-io. Imported only here: with AWS_* variables set,
+        # importing the module loads TensorFlow (for Beam's workers; components/storage.py).
+        from litedet.components import storage
+
+        try:
+            storage.configure()
+        except storage.StorageError as e:
+            return _error(f"push.destination {destination}: {e}", 2)
     try:
-        if storage.uses_s3(destination):
-            storage.configure()  # s3:// through tf.io.gfile (tensorflow-io)
         versions = store.list_versions(destination)
         if args.version not in versions:
             have = ", ".join(map(str, versions)) or "none"
@@ -90,7 +96,7 @@ def main(args) -> int:
         uri = store.version_uri(destination, args.version)
         store.verify(uri)
         manifest = store.read_manifest(uri)
-    except (store.StoreError, storage.StorageError) as e:
+    except store.StoreError as e:
         return _error(f"push.destination {destination}: {e}", 2)
     name = config.push.model_name
     try:

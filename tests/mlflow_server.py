@@ -60,7 +60,8 @@ def running_server(root, venv="mlflow"):
             cwd=root,
         )
     try:
-        deadline = time.monotonic() + 90
+        # MLflow 3.17.2 took 50-66 s to come up here (2 cores), more on a busy machine.
+        deadline = time.monotonic() + 240
         while True:
             try:
                 if requests.get(url + "/health", timeout=5).status_code == 200:
