@@ -67,7 +67,7 @@ RUN test_only='^(blinker|flask|flask-cors|hypothesis|importlib[-_]resources|inic
  && python -m pip install --requirement /tmp/requirements-runtime.txt \
  && python -m pip uninstall --yes --requirement /tmp/requirements-test-only.txt \
  && rm /tmp/requirements.lock /tmp/requirements-runtime.txt /tmp/requirements-test-only.txt \
- && python -c "import importlib.util as u; need = ('tensorflow_io', 'boto3', 'apache_beam.io.aws.s3filesystem'); missing = [m for m in need if u.find_spec(m) is None]; assert not missing, f'missing {missing}'"
+ && python -c "import importlib.util as u; need = ('tensorflow_io', 'boto3', 'apache_beam.io.aws.s3filesystem', 'mlflow', 'model_registry'); missing = [m for m in need if u.find_spec(m) is None]; assert not missing, f'missing {missing}'"
 
 # The GPU variant: TensorFlow's CUDA build of the version requirements.lock pins.
 RUN case "$TENSORFLOW_VARIANT" in \

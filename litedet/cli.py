@@ -15,6 +15,7 @@ import time
 from typing import List, Optional
 
 from litedet import console
+from litedet import register as register_verb
 from litedet.components.tflite import FORMATS
 from litedet.kfp import cli as kfp_cli
 
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(convert)
     convert.add_argument("--out", required=True, help="folder to write")
     kfp_cli.add_verbs(verbs)
+    register_verb.add_verb(verbs)
     return parser
 
 
@@ -421,6 +423,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
     console.quiet_environment(getattr(args, "verbose", False))
     if args.verb in kfp_cli.VERBS:
         return kfp_cli.main(args)
+    if args.verb == register_verb.VERB:
+        return register_verb.main(args)
     try:
         if args.verb == "data":
             return _data(args)

@@ -428,6 +428,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         quarantine.set_int_custom_property("num_quarantined", sum(summary["quarantined"].values()))
         for split, count in summary["examples"].items():
             examples.set_int_custom_property(f"num_examples_{split}", count)
+        # What data the model learned from, for the pusher's lineage (components/pusher).
+        if exec_properties.get(FINGERPRINT_KEY):
+            label_map_artifact = artifact_utils.get_single_instance(output_dict[LABEL_MAP_KEY])
+            label_map_artifact.set_string_custom_property(
+                "data_fingerprint", str(exec_properties[FINGERPRINT_KEY])
+            )
 
 
 def _write_lines(lines: List[str], path: str) -> None:
