@@ -195,11 +195,20 @@ def _check_backbone_weights(config, alphas) -> None:
 
 
 def _run_pipeline(config, verbose: bool) -> int:
+    started = time.time()
+    run_dir = console.start_run_folder(config)
+    log_path = console.setup_logging(run_dir, verbose)
+    # Native libraries (TensorFlow's import, the TFLite converter, Beam's workers) write their
+    # logs to stderr: into run.log. What litedet itself says stays on the terminal.
+    with console.native_logs_to(log_path, enabled=not verbose):
+        return _run_in(config, run_dir, log_path, started)
+
+
+def _run_in(config, run_dir: str, log_path: str, started: float) -> int:
     from litedet import run_summary
     from litedet.data import inspect
     from litedet.pipeline import local_runner
 
-    started = time.time()
     _check_backbone_weights(config, [config.training.alpha])
     if config.uses_sample_data:
         s = config.sample_data
@@ -210,7 +219,6 @@ def _run_pipeline(config, verbose: bool) -> int:
         )
     dataset = local_runner.resolve_dataset(config)
     print(f"Dataset: {dataset.format} at {dataset.root}", flush=True)
-    run_dir = console.start_run_folder(config)
     # Before any step: a split that would be empty stops here, in one line, with the list of
     # what is missing in the run folder.
     report = inspect.inspect(dataset)
@@ -220,7 +228,6 @@ def _run_pipeline(config, verbose: bool) -> int:
         kept = console.keep_quarantine_lines(inspect.quarantine_lines(report), {}, run_dir)
         print(f"litedet: error: {error}; every image set aside: {kept}", file=sys.stderr)
         return 2
-    log_path = console.setup_logging(run_dir, verbose)
     definition = local_runner.build(config, dataset)
     progress = console.Progress(
         total=len(definition.components), echo_training=not sys.stdout.isatty()
@@ -231,8 +238,7 @@ def _run_pipeline(config, verbose: bool) -> int:
     # absl's --verbosity, eating the next argument) must not reach them. They are parsed already.
     sys.argv = sys.argv[:1]
     try:
-        with console.native_logs_to(log_path, enabled=not verbose):
-            local_runner.execute(definition)
+        local_runner.execute(definition)
     except Exception as error:  # noqa: BLE001 - every failure becomes one line and an exit code
         return _step_failed(error, progress.current or "the pipeline", run_dir, log_path)
     finally:

@@ -53,22 +53,28 @@ TRAINING_LOG_PREFIX = "Training "
 
 @contextlib.contextmanager
 def native_logs_to(log_path: str, enabled: bool = True):
-    """Sends what native code writes to stderr (TensorFlow's and the TFLite converter's C++
-    logs, Beam workers started meanwhile) to the run's log file instead of the terminal. Python's
-    own output is unchanged: the progress lines go to stdout."""
+    """Sends what native code writes to file descriptor 2 (TensorFlow's import-time and C++
+    logs, the TFLite converter's, Beam's worker processes started meanwhile) to the run's log
+    file instead of the terminal, while Python's `sys.stderr` (litedet's own error lines) keeps
+    writing to the terminal."""
     if not enabled:
         yield
         return
     sys.stderr.flush()
-    saved = os.dup(2)
+    terminal = os.dup(2)
     target = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    original = sys.stderr
     try:
         os.dup2(target, 2)
+        sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1)
         yield
     finally:
         sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        if sys.stderr is not original:
+            sys.stderr.close()
+        sys.stderr = original
+        os.dup2(terminal, 2)
+        os.close(terminal)
         os.close(target)
 
 
