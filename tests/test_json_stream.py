@@ -82,7 +82,10 @@ def test_numbers_and_characters_cut_by_a_chunk_are_read_whole(monkeypatch):
         ('{"é": [1, {"x": [2, }]}'.encode(), "Expecting value at byte 21"),
         (b'{"a": [1, ' + b"[" * 100_000 + b"]" * 100_000 + b"]}", "starting at byte 10 is nested"),
         (b'{"a": [{"n": ' + b"7" * 5000 + b"}]}", "starting at byte 7 cannot be read: Exceeds"),
-        (b'{"a": [{"n": 1}, {"m": [1, 2', "Expecting ',' delimiter at byte 28"),
+        (
+            b'{"a": [{"n": 1}, {"m": [1, 2',
+            "the file ends at byte 28, inside the value starting at byte 17",
+        ),
     ],
 )
 def test_broken_json_says_what_and_where(data, message, monkeypatch):

@@ -84,6 +84,11 @@ class _Text:
                 if self.more(wanted):  # maybe cut off by the chunk's end
                     wanted *= 2  # a huge value is re-tried a few times, not once per chunk
                     continue
+                if not self.text[e.pos :].strip():  # nothing left to read: cut off
+                    raise JSONStreamError(
+                        f"the file ends at byte {self.byte(e.pos)}, inside the value starting "
+                        f"at byte {self.byte(self.pos)} (truncated?)"
+                    ) from e
                 raise JSONStreamError(f"{e.msg} at byte {self.byte(e.pos)}") from e
             except RecursionError as e:  # the C decoder's own depth limit: refused, not a crash
                 raise JSONStreamError(
