@@ -212,6 +212,8 @@ def test_byte_and_pixel_limits_quarantine_before_decoding(tmp_path):
         ({"images_dir": "../elsewhere"}, "dataset.images_dir: '../elsewhere' must be a path"),
         ({"annotations_dir": "/abs/Annotations"}, "dataset.annotations_dir: '/abs/Annotations'"),
         ({"sources": {"train": "../up.json"}}, "dataset.sources.train: '../up.json' must be"),
+        ({"class_names": ["cat", "do\ng"]}, r"dataset.class_names\[1\]: class name .* line break"),
+        ({"class_names": ["cat", " "]}, r"dataset.class_names\[1\]: class name ' ' is empty"),
     ],
 )
 def test_limits_and_folders_are_validated_naming_the_field(values, message):

@@ -12,12 +12,11 @@ import collections
 import dataclasses
 import math
 import os
-import unicodedata
 import xml.etree.ElementTree as ElementTree
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from litedet.components.example_gen import files, json_stream
-from litedet.components.example_gen.config import DatasetConfig
+from litedet.components.example_gen.config import DatasetConfig, label_name_problem
 
 
 class AnnotationError(ValueError):
@@ -146,21 +145,6 @@ def file_name_problem(name: str, where: str) -> Tuple[str, ...]:
     if "\x00" in name:
         return ("unencodable_file_name", f"{where}: {name!r} holds a NUL character")
     return ()
-
-
-def label_name_problem(name: str) -> Optional[str]:
-    """Why `name` cannot be a class name, else None. Names become one line each of labels.txt
-    (the TFLite models' metadata): a line break or another control character would shift every
-    label after it, so such names are refused, not rewritten."""
-    if not name.strip():
-        return f"class name {name!r} is empty"
-    bad = sorted({c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")})
-    if bad:
-        return (
-            f"class name {name!r} holds a line break or control character "
-            f"({', '.join(f'U+{ord(c):04X}' for c in bad)})"
-        )
-    return None
 
 
 def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:

@@ -20,13 +20,8 @@ from typing import List, Optional, Tuple
 
 from PIL import Image
 
-from litedet.components.example_gen.annotations import (
-    ImageRecord,
-    LabelMap,
-    ObjectAnnotation,
-    label_name_problem,
-)
-from litedet.components.example_gen.config import DEFAULT_MAX_IMAGE_PIXELS
+from litedet.components.example_gen.annotations import ImageRecord, LabelMap, ObjectAnnotation
+from litedet.components.example_gen.config import DEFAULT_MAX_IMAGE_PIXELS, label_name_problem
 
 # Every reason an image can be quarantined for, with what it means; docs and tests use this list.
 QUARANTINE_REASONS = {
