@@ -879,6 +879,7 @@ def convert_by_cli(config, out):
     return done.returncode, done.stderr
 
 
+@pytest.mark.slow  # a process start (TensorFlow's import) per example
 @settings(max_examples=2, **SETTINGS)
 @given(images=st.lists(coco_image, min_size=2, max_size=6), broken=COCO_BREAK)
 @example(images=POLICIES, broken=("json", "deep", 0.5))
