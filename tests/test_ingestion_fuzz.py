@@ -359,7 +359,7 @@ VOC_OBJECT = st.tuples(
         st.tuples(st.just("inside"), st.floats(0, 0.4), st.floats(0, 0.4), st.floats(0.1, 0.5)),
         st.tuples(st.just("any"), VOC_NUMBER, VOC_NUMBER, VOC_NUMBER, VOC_NUMBER),
     ),
-    st.sampled_from(["0", "1"]),
+    weighted(("0", 6), ("1", 2), ("2", 1), ("yes", 1)),  # difficult: only 0 and 1 are flags
 )
 voc_image = st.fixed_dictionaries(
     {
