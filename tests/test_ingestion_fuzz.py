@@ -1,17 +1,22 @@
-"""Property-based fuzzing of DetectionExampleGen (docs/security.md): generated COCO and VOC
-datasets, valid and broken (missing, truncated and foreign files, FIFOs, bad boxes, NaN and
-infinity, huge numbers, unknown categories, `..` and absolute paths, symlinks out of the root,
-unencodable names, duplicate ids, copies across splits, wrong types), through the real executor
-(Beam, in process).
+"""Property-based fuzzing of DetectionExampleGen (docs/security.md): generated COCO, VOC and
+TFRecord datasets, valid and broken (missing, truncated and foreign files, FIFOs, sockets, symlink
+loops, PNGs TensorFlow refuses, EXIF-rotated JPEGs, bad boxes, NaN and infinity, huge numbers,
+unknown categories, `..` and absolute paths, symlinks out of the root, unencodable names,
+duplicate ids, annotations of no image, iscrowd values of every type, copies across splits, wrong
+types, JSON damaged at any depth; TFRecord entries damaged in their framing or their features),
+through the real executor (Beam, in process) and, for a few, through `litedet data convert` as a
+subprocess.
 
 Properties, for every input:
 - it ends, in time (a watchdog thread; a FIFO must not hang a worker);
-- it either fails with AnnotationError naming the annotation file, exactly when the generator
-  broke a file as a whole (a wrong type where the format wants a number or a name, malformed XML,
-  an image-set id without its file), or runs to the end (possibly EmptySplitError, a split left
-  without a usable image);
-- every image of the annotations is one example or one quarantine line with a known reason and a
-  detail: summary.json's counts add up to the images, the TFRecords and quarantine.jsonl agree;
+- it either fails with AnnotationError naming the annotation file (and, for damaged JSON, the
+  byte offset), exactly when the generator broke a file as a whole (a wrong type where the
+  format wants a number or a name, malformed XML or JSON, an image-set id without its file), or
+  runs to the end (possibly EmptySplitError, a split left without a usable image);
+- every image of the annotations (every TFRecord entry; every image id annotations name without
+  an image) is one example or one quarantine line with a known reason and a detail: summary.json's
+  counts add up, the TFRecords and quarantine.jsonl agree;
+- every example kept decodes with TensorFlow (the Transform's decoder) at its declared size;
 - nothing outside the root is read: a sentinel image and annotation sit beside the root, reached
   by `..`, absolute paths and symlinks, and neither is ever opened (an audit hook watches every
   open() of this process, where the in-process Beam runner reads) nor found in an example.
