@@ -1,5 +1,7 @@
 # The image every litedet Kubeflow pipeline step runs in (docs/cluster.md, "Image").
 #   docker build --build-arg TFX_IMAGE_DIGEST=sha256:... -t REGISTRY/litedet:0.2.0 .
+#   ... --build-arg BACKBONE_WEIGHTS="0.35:224 0.5:224"    ImageNet weights to bake (default below)
+#   ... --build-arg TENSORFLOW_VARIANT=gpu -t REGISTRY/litedet:0.2.0-gpu .   CUDA TensorFlow
 # The base is the TFX image of the TFX version in requirements.lock (tests/test_kubeflow.py
 # checks that they match): TFX's Kubeflow V2 entrypoint and its heavy dependencies come with it.
 #
@@ -39,8 +41,14 @@ RUN python -m pip wheel --no-deps --wheel-dir /wheels .
 
 FROM tfx
 ARG TFX_IMAGE_DIGEST
+# cpu: the base image's TensorFlow. gpu: the same TensorFlow version from its `and-cuda` extra,
+# which adds NVIDIA's CUDA 12.3 / cuDNN 8.9 libraries as pip wheels (pinned by that TensorFlow
+# release); the node needs an NVIDIA driver for CUDA 12.3 and the device plugin
+# (kubeflow.trainer_accelerator: nvidia.com/gpu). tests/test_kubeflow.py checks the pin.
+ARG TENSORFLOW_VARIANT=cpu
 LABEL org.opencontainers.image.base.name="docker.io/tensorflow/tfx:1.16.0" \
-      org.opencontainers.image.base.digest="${TFX_IMAGE_DIGEST}"
+      org.opencontainers.image.base.digest="${TFX_IMAGE_DIGEST}" \
+      io.litedet.tensorflow-variant="${TENSORFLOW_VARIANT}"
 
 # The compiled pipeline names files here (pipeline/kubeflow_v2_runner.py, IMAGE_PROJECT_DIR). The
 # steps start here too (`python -m` puts this folder first on sys.path): it holds no Python
@@ -59,7 +67,15 @@ RUN test_only='^(blinker|flask|flask-cors|hypothesis|importlib[-_]resources|inic
  && python -m pip install --requirement /tmp/requirements-runtime.txt \
  && python -m pip uninstall --yes --requirement /tmp/requirements-test-only.txt \
  && rm /tmp/requirements.lock /tmp/requirements-runtime.txt /tmp/requirements-test-only.txt \
- && python -c "import importlib.util as u; need = ('tensorflow_io', 'boto3', 'apache_beam.io.aws.s3filesystem'); missing = [m for m in need if u.find_spec(m) is None]; assert not missing, f'missing {missing}'"
+ && python -c "import importlib.util as u; need = ('tensorflow_io', 'boto3', 'apache_beam.io.aws.s3filesystem', 'mlflow', 'model_registry'); missing = [m for m in need if u.find_spec(m) is None]; assert not missing, f'missing {missing}'"
+
+# The GPU variant: TensorFlow's CUDA build of the version requirements.lock pins.
+RUN case "$TENSORFLOW_VARIANT" in \
+      cpu) ;; \
+      gpu) python -m pip install "tensorflow[and-cuda]==2.16.2" \
+           && python -c "import importlib.util as u, tensorflow as tf; assert tf.__version__ == '2.16.2', tf.__version__; missing = [m for m in ('nvidia.cudnn', 'nvidia.cublas') if u.find_spec(m) is None]; assert not missing, f'missing CUDA libraries {missing}'" ;; \
+      *) echo "TENSORFLOW_VARIANT must be cpu or gpu, not $TENSORFLOW_VARIANT" >&2; exit 1 ;; \
+    esac
 
 # litedet itself, not editable; then the curated schema at the path the compiled pipeline names.
 COPY --from=wheel /wheels /tmp/wheels
@@ -76,9 +92,15 @@ USER 10001:10001
 ENV HOME=/home/litedet
 
 # ImageNet backbone weights for clusters whose pods cannot reach the internet: baked into the
-# user's Keras cache, where `training.backbone_weights: imagenet` looks first. ALPHA:SIZE pairs,
-# e.g. --build-arg BACKBONE_WEIGHTS="0.35:224 0.5:224" (components/detection/weights.py).
-ARG BACKBONE_WEIGHTS=""
+# user's Keras cache, where `training.backbone_weights: imagenet` looks first, downloaded at build
+# time from Keras' own location (the build machine needs the internet). ALPHA:SIZE pairs; the
+# default is the configuration's default alpha (training.alpha) at the ImageNet size nearest its
+# default input size (transform.image_size 256 -> 224); tests/test_kubeflow.py keeps them equal.
+# Bake every alpha a run may ask for, e.g. --build-arg BACKBONE_WEIGHTS="0.35:224 0.5:224"; "" for
+# none. LITEDET_IMAGE_WEIGHTS records the list: in the image nothing is downloaded, and a run-time
+# alpha not baked fails the Trainer at once with this build argument (weights.check_image_weights).
+ARG BACKBONE_WEIGHTS="0.35:224"
 RUN if [ -n "$BACKBONE_WEIGHTS" ]; then \
       python -m litedet.components.detection.weights $BACKBONE_WEIGHTS; \
     fi
+ENV LITEDET_IMAGE_WEIGHTS="${BACKBONE_WEIGHTS}"

@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format venv lock bench clean system-deps mlflow-venv
+.PHONY: demo test test-fast lint format venv lock bench clean system-deps mlflow-venv smoke
 
 demo: system-deps $(STAMP)
 	$(VENV)/bin/litedet demo
@@ -26,11 +26,22 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# tflite-support's metadata writers load libusb-1.0 (a Debian package) at import.
+# tflite-support's metadata writers load libusb-1.0 (a Debian package) at import; the tests lint
+# k8s/smoke.sh with shellcheck (a Debian package). kubectl is no Debian package: docs/toolchain.md.
 system-deps:
 	@ldconfig -p | grep -q libusb-1.0.so.0 || { \
 	  echo "Installing libusb-1.0-0 (needed by tflite-support)"; \
 	  $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq libusb-1.0-0; }
+	@command -v shellcheck >/dev/null || { \
+	  echo "Installing shellcheck (the tests lint k8s/smoke.sh)"; \
+	  $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq shellcheck; }
+
+# The smoke test on your own KFP 2.16/2.17 cluster (kubectl's current context), e.g.
+#   make smoke SMOKE_ARGS="--image localhost/litedet:smoke --kind kind"
+#   make smoke SMOKE_ARGS="--mode multi-user --namespace my-profile --image REG/litedet:smoke --push"
+# k8s/smoke.sh --help says what it does; docs/kubeflow.md, "Smoke test on a real cluster".
+smoke: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" PYTHON="$(abspath $(PY))" k8s/smoke.sh $(SMOKE_ARGS)
 
 # The registry tests run a real MLflow server from its own Python 3.10 virtualenv (MLflow needs
 # protobuf 4+, TFX 1.16 refuses it), cached under $$LITEDET_CACHE or ~/.cache/litedet

@@ -55,9 +55,13 @@ def build_trainer(alpha: float, image_size: int, num_classes: int):
     import tensorflow as tf
 
     from litedet.components.detection import model as model_lib
+    from litedet.components.trainer.config import TrainingConfig
     from litedet.components.trainer.module import DetectorTrainer
 
-    config = model_lib.DetectorConfig(num_classes=num_classes, alpha=alpha, image_size=image_size)
+    # The detector the Trainer builds at the default settings, at this alpha.
+    config = model_lib.DetectorConfig.from_training(
+        TrainingConfig(alpha=alpha), num_classes, image_size
+    )
     trainer = DetectorTrainer(model_lib.build_detector(config))
     trainer.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
     return trainer, config.anchors()

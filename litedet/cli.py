@@ -15,6 +15,7 @@ import time
 from typing import List, Optional
 
 from litedet import console
+from litedet import register as register_verb
 from litedet.components.tflite import FORMATS
 from litedet.kfp import cli as kfp_cli
 
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace a non-empty --out (only once the new output is complete)",
     )
     kfp_cli.add_verbs(verbs)
+    register_verb.add_verb(verbs)
     return parser
 
 
@@ -204,6 +206,7 @@ def _check_backbone_weights(config, alphas) -> None:
 
 def _run_pipeline(config, verbose: bool) -> int:
     from litedet import run_summary
+    from litedet.data import inspect
     from litedet.pipeline import local_runner
 
     started = time.time()
@@ -218,23 +221,88 @@ def _run_pipeline(config, verbose: bool) -> int:
     dataset = local_runner.resolve_dataset(config)
     print(f"Dataset: {dataset.format} at {dataset.root}", flush=True)
     run_dir = console.start_run_folder(config)
+    # Before any step: a split that would be empty stops here, in one line, with the list of
+    # what is missing in the run folder.
+    report = inspect.inspect(dataset)
+    try:
+        inspect.check_runnable(report)
+    except inspect.DataError as error:
+        kept = console.keep_quarantine_lines(inspect.quarantine_lines(report), {}, run_dir)
+        print(f"litedet: error: {error}; every image set aside: {kept}", file=sys.stderr)
+        return 2
     log_path = console.setup_logging(run_dir, verbose)
     definition = local_runner.build(config, dataset)
-    progress = console.Progress(total=len(definition.components))
+    progress = console.Progress(
+        total=len(definition.components), echo_training=not sys.stdout.isatty()
+    )
     logging.getLogger().addHandler(progress)
     print(f"Running pipeline '{config.pipeline_name}' (log: {log_path})", flush=True)
     # TFX's Beam executors parse sys.argv with absl flags: our own flags (-v would be read as
     # absl's --verbosity, eating the next argument) must not reach them. They are parsed already.
     sys.argv = sys.argv[:1]
     try:
-        local_runner.execute(definition)
+        with console.native_logs_to(log_path, enabled=not verbose):
+            local_runner.execute(definition)
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line and an exit code
+        return _step_failed(error, progress.current or "the pipeline", run_dir, log_path)
     finally:
         logging.getLogger().removeHandler(progress)
     summary = run_summary.latest_run(os.path.abspath(config.metadata_path))
+    console.keep_quarantine(summary.components["DetectionExampleGen"].uri("quarantine"), run_dir)
     console.print_summary(summary, time.time() - started, config, run_dir)
     if "ModelGate" in summary.components and not summary.gate_report()["blessed"]:
         return EXIT_NOT_BLESSED
     return 0
+
+
+def _step_failed(error: Exception, step: str, run_dir: str, log_path: str) -> int:
+    """One line for a failed step: what failed and what to do. Exit 2 when the data or the
+    configuration is at fault, 1 otherwise; the traceback goes to the run's log."""
+    from litedet.components.example_gen.executor import EmptySplitError
+
+    logging.error("%s failed", step, exc_info=error)
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if isinstance(error, EmptySplitError):
+        kept = console.keep_quarantine_lines(error.quarantine_lines, error.summary, run_dir)
+        print(
+            f"litedet: error: {step} failed: {first_line}. Every image set aside, with its "
+            f"reason: {kept}; fix those images or the dataset settings and run again",
+            file=sys.stderr,
+        )
+        return 2
+    if isinstance(error, _data_errors()):
+        print(
+            f"litedet: error: {step} failed: {first_line} (fix what it names and run again; "
+            f"details in {log_path})",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        f"litedet: error: {step} failed: {type(error).__name__}: {first_line} (an internal "
+        f"error: the traceback is in {log_path}; please report it with that file)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _data_errors() -> tuple:
+    """What a user fixes in their data or settings (exit 2), as opposed to an internal error."""
+    from litedet.components.detection.weights import WeightsUnavailable
+    from litedet.components.example_gen.annotations import AnnotationError
+    from litedet.components.example_gen.config import DatasetConfigError
+    from litedet.components.pusher.store import StoreError
+    from litedet.data.inspect import DataError
+    from litedet.pipeline.configs import ConfigError
+
+    return (
+        ConfigError,
+        DatasetConfigError,
+        AnnotationError,
+        DataError,
+        FileNotFoundError,
+        StoreError,
+        WeightsUnavailable,
+    )
 
 
 def _number_list(text: str, kind, flag: str) -> list:
@@ -354,20 +422,16 @@ def _data(args) -> int:
             f"label map in {os.path.join(args.out, 'label_map')}"
         )
         return 0
-    reader = annotations.READERS.get(dataset.format)
-    if reader is None:
+    from litedet.data import inspect
+
+    report = inspect.inspect(dataset)
+    if report is None:
         print(
             f"inspect reads {', '.join(annotations.READERS)} annotations; for {dataset.format} "
             "run `litedet data convert`: its quarantine summary counts every record"
         )
         return 2
-    records, label_map = reader(dataset)
-    print(f"{dataset.format} dataset at {dataset.root}")
-    for split in dataset.sources:
-        split_records = [r for r in records if r.split == split]
-        objects = sum(len(r.objects) for r in split_records)
-        print(f"  {split}: {len(split_records)} images, {objects} objects")
-    print(f"  classes ({len(label_map.names)}): {', '.join(label_map.names)}")
+    inspect.print_report(report)
     return 0
 
 
@@ -384,11 +448,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
     console.quiet_environment(getattr(args, "verbose", False))
     if args.verb in kfp_cli.VERBS:
         return kfp_cli.main(args)
-    from litedet.components.detection.weights import WeightsUnavailable
-    from litedet.components.example_gen.annotations import AnnotationError
-    from litedet.components.pusher.store import StoreError
-    from litedet.pipeline.configs import ConfigError
-
+    if args.verb == register_verb.VERB:
+        return register_verb.main(args)
     try:
         if args.verb == "data":
             return _data(args)
@@ -416,7 +477,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
             )
             return 2
         return _run_pipeline(config, args.verbose)
-    except (ConfigError, AnnotationError, FileNotFoundError, StoreError, WeightsUnavailable) as e:
+    except _data_errors() as e:
         print(f"litedet: error: {e}", file=sys.stderr)
         return 2
 

@@ -6,6 +6,7 @@ per pipeline step (Progress) and, at the end, the summary (print_summary).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -13,25 +14,25 @@ import time
 
 
 class Progress(logging.Handler):
-    """Turns the runner's component log lines into one progress line per step."""
+    """Turns the runner's component log lines into one progress line per step. With
+    `echo_training`, the Trainer's own progress log lines (step, loss, img/s, validation mAP)
+    are printed too, as plain lines: a terminal gets one refreshing line from the Trainer
+    instead (components/trainer/callbacks.py), but a log file or a CI console would otherwise
+    see nothing for the whole training."""
 
-    MARKERS = (
-        ("is running.", "running"),
-        ("A cached execution", "cached"),
-        ("is finished.", "done"),
-    )
-
-    def __init__(self, total: int):
+    def __init__(self, total: int, echo_training: bool = False):
         super().__init__(logging.INFO)
-        self.total, self.done = total, 0
+        self.total, self.done, self.echo_training = total, 0, echo_training
         self.started, self.cached = time.time(), False
+        self.current = ""  # the step running now: what a failure names
 
     def emit(self, record: logging.LogRecord) -> None:
         # The local runner runs one component at a time, so the lines come in order.
         message = record.getMessage()
         if message.startswith("Component ") and message.endswith(" is running."):
             self.started, self.cached = time.time(), False
-            print(f"  [{self.done + 1}/{self.total}] {message.split()[1]} ...", flush=True)
+            self.current = message.split()[1]
+            print(f"  [{self.done + 1}/{self.total}] {self.current} ...", flush=True)
         elif message.startswith("A cached execution"):
             self.cached = True
         elif message.startswith("Component ") and message.endswith(" is finished."):
@@ -42,6 +43,33 @@ class Progress(logging.Handler):
                 f"{time.time() - self.started:.1f} s",
                 flush=True,
             )
+        elif self.echo_training and message.startswith(TRAINING_LOG_PREFIX):
+            print("      " + message[len(TRAINING_LOG_PREFIX) :], flush=True)
+
+
+# The Trainer's progress log lines start with this (components/trainer/callbacks.py).
+TRAINING_LOG_PREFIX = "Training "
+
+
+@contextlib.contextmanager
+def native_logs_to(log_path: str, enabled: bool = True):
+    """Sends what native code writes to stderr (TensorFlow's and the TFLite converter's C++
+    logs, Beam workers started meanwhile) to the run's log file instead of the terminal. Python's
+    own output is unchanged: the progress lines go to stdout."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    target = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.dup2(target, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(target)
 
 
 CONFIG_FILE = "config.yaml"
@@ -194,6 +222,33 @@ def print_verdict(summary) -> None:
         )
     else:
         print(f"  pushed:            nothing ({push['push_reason']})")
+
+
+QUARANTINE_FILE = "quarantine.jsonl"
+
+
+def keep_quarantine(quarantine_uri: str, run_dir: str) -> str:
+    """The ExampleGen's quarantine list, copied into the run folder; returns the copy's path."""
+    import shutil
+
+    target = os.path.join(run_dir, QUARANTINE_FILE)
+    shutil.copyfile(os.path.join(quarantine_uri, QUARANTINE_FILE), target)
+    return target
+
+
+def keep_quarantine_lines(lines: str, summary: dict, run_dir: str) -> str:
+    """A quarantine list that has no artifact to copy from (a failed ExampleGen's: TFX removes a
+    failed step's outputs; or the check before a run), written into the run folder with its
+    summary when there is one; returns the list's path."""
+    import json
+
+    target = os.path.join(run_dir, QUARANTINE_FILE)
+    with open(target, "w") as f:
+        f.write(lines)
+    if summary:
+        with open(os.path.join(run_dir, "quarantine_summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    return target
 
 
 def copy_report(summary, run_dir: str) -> str:

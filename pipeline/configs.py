@@ -70,6 +70,12 @@ class KubeflowConfig:
     trainer_accelerator_count: int = 1
     trainer_node_selector: Dict[str, str] = dataclasses.field(default_factory=dict)
     trainer_tolerations: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    # s3:// locations (pipeline root, dataset, model store) need an endpoint in `env`
+    # (AWS_ENDPOINT_URL) and credentials in `secret_env` (AWS_ACCESS_KEY_ID,
+    # AWS_SECRET_ACCESS_KEY), or `litedet compile` refuses them. true: the target is AWS S3 and the
+    # pods have ambient AWS credentials (IRSA, EKS Pod Identity, an instance profile): no endpoint,
+    # no Secret needed.
+    aws_s3_ambient_credentials: bool = False
 
 
 @dataclasses.dataclass
@@ -130,6 +136,7 @@ class PipelineConfig:
 # Settings whose value is a free-form mapping rather than a section of fixed fields.
 MAPPING_SETTINGS = (
     "dataset.sources",
+    "dataset.images_dirs",
     "dataset.split_ratios",
     "push.registry",
     "kubeflow.env",
@@ -342,6 +349,11 @@ def _validate_kubeflow(k: KubeflowConfig) -> None:
         raise ConfigError(
             f"kubeflow.trainer_accelerator: {k.trainer_accelerator!r} must be a Kubernetes "
             "resource name such as nvidia.com/gpu"
+        )
+    if not isinstance(k.aws_s3_ambient_credentials, bool):
+        raise ConfigError(
+            f"kubeflow.aws_s3_ambient_credentials: {k.aws_s3_ambient_credentials!r} must be "
+            "true or false"
         )
     if k.trainer_accelerator_count < 1:
         raise ConfigError("kubeflow.trainer_accelerator_count: must be >= 1")

@@ -17,6 +17,10 @@ input the open-source KFP v2 backend builds, then runs TFX's own Kubeflow V2 ent
   does not know (every type this project adds) by importing the title itself.
 - Object storage: configured for this process (components/object_storage.py) before TFX starts.
 - Executor output: values KFP's ML Metadata converter refuses (null) are left out.
+- A step compiled with an accelerator (kubeflow.trainer_accelerator) fails at once when
+  TensorFlow sees no GPU (`require_accelerator`), instead of training on the CPU.
+- A pipeline root TensorFlow cannot open (KFP's fallback minio://...) fails at once, naming the
+  kfp-launcher setting to fix (`check_artifact_uris`).
 """
 
 from __future__ import annotations
@@ -87,6 +91,52 @@ def mend_executor_input(
     return mended
 
 
+class StepError(RuntimeError):
+    """A step that cannot do its work here; the message says what to change."""
+
+
+def require_accelerator(environ=None, list_gpus=None) -> None:
+    """Fails when the compiler asked for an accelerator (kfp_spec.ACCELERATOR_ENV) and TensorFlow
+    sees no GPU: a CPU-only image (build the GPU variant), or a node without the device."""
+    from litedet.pipeline.kfp_spec import ACCELERATOR_ENV
+
+    environ = os.environ if environ is None else environ
+    wanted = environ.get(ACCELERATOR_ENV, "")
+    if not wanted:
+        return
+    if list_gpus is None:
+        import tensorflow as tf
+
+        def list_gpus():
+            return tf.config.list_physical_devices("GPU")
+
+    found = list_gpus()
+    if not found:
+        raise StepError(
+            f"kubeflow.trainer_accelerator is {wanted!r} but TensorFlow sees no GPU in this pod: "
+            "build the image with --build-arg TENSORFLOW_VARIANT=gpu (docs/cluster.md, "
+            '"Image"), check that the node has the NVIDIA driver and device plugin, or remove '
+            "kubeflow.trainer_accelerator to train on the CPU"
+        )
+
+
+def check_artifact_uris(executor_input: Dict[str, Any]) -> None:
+    """Output artifacts under a minio:// root: KFP's fallback pipeline root, used when neither the
+    run nor the namespace's kfp-launcher ConfigMap names one. TensorFlow and Beam cannot open it;
+    fail before any work, saying where the root comes from."""
+    for key, artifact_list in executor_input.get("outputs", {}).get("artifacts", {}).items():
+        for artifact in artifact_list.get("artifacts", []):
+            uri = artifact.get("uri", "")
+            if uri.startswith("minio://"):
+                raise StepError(
+                    f"output {key!r} is at {uri}: the run's pipeline root is minio://, KFP's "
+                    "fallback when neither the run nor the namespace's kfp-launcher ConfigMap "
+                    "(defaultPipelineRoot) names one, and TensorFlow cannot open it; set "
+                    "defaultPipelineRoot to s3://... (k8s/overlays/kfp-standalone, "
+                    "kfp-multi-user/kfp-launcher-patch.yaml) or run with --pipeline-root s3://..."
+                )
+
+
 def _without_nulls(value):
     if isinstance(value, dict):
         return {k: _without_nulls(v) for k, v in value.items() if v is not None}
@@ -134,6 +184,8 @@ def main(argv: List[str]) -> None:
     if storage.ENDPOINT_ENV in os.environ or "AWS_ACCESS_KEY_ID" in os.environ:
         storage.configure()
     executor_input = json.loads(_flag(argv, "--json_serialized_invocation_args"))
+    check_artifact_uris(executor_input)
+    require_accelerator()
     spec_text = _flag(argv, "--json_serialized_inputs_spec_args")
     mended = mend_executor_input(executor_input, json.loads(spec_text) if spec_text else None)
     argv = _replace_flag(argv, "--json_serialized_invocation_args", json.dumps(mended))
@@ -151,7 +203,11 @@ def main(argv: List[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
     from litedet.components import object_storage as storage
 
-    storage.exit_process(0)  # an exception above exits non-zero before this
+    try:
+        main(sys.argv[1:])
+    except StepError as error:  # one line in the step's log, no traceback
+        print(f"litedet step: error: {error}", file=sys.stderr, flush=True)
+        storage.exit_process(1)
+    storage.exit_process(0)  # any other exception above exits non-zero before this

@@ -36,6 +36,9 @@ MAX_TASK_NAME = 128 - len("-driver")
 PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 # Executor kinds the backend runs (compiler/visitor.go); "resolver" is refused at run creation.
 EXECUTABLE_KINDS = ("container", "importer")
+# Set on a step that asked for an accelerator (its Kubernetes resource name): the step's
+# entrypoint fails at once when TensorFlow sees no such device (pipeline/kfp_entrypoint.py).
+ACCELERATOR_ENV = "LITEDET_REQUIRED_ACCELERATOR"
 # A Kubernetes extended resource name, as the driver puts the accelerator type in the pod.
 RESOURCE_NAME = re.compile(r"^[a-z0-9.-]+/[a-z0-9.-]+$")
 
@@ -122,7 +125,14 @@ def adapt(
         if label is None or "container" not in executors.get(label, {}):
             raise ValueError(f"placement for {task_name!r}: no such container task")
         if where.get("accelerator"):
-            resources = executors[label]["container"].setdefault("resources", {})
+            container = executors[label]["container"]
+            # The step itself checks that TensorFlow sees the device it was placed for
+            # (kfp_entrypoint.require_accelerator): a pod on a GPU node with a CPU-only image, or
+            # without the device plugin's libraries, would otherwise train on the CPU unnoticed.
+            merged = {item["name"]: item["value"] for item in container.get("env", [])}
+            merged[ACCELERATOR_ENV] = where["accelerator"]
+            container["env"] = [{"name": k, "value": v} for k, v in sorted(merged.items())]
+            resources = container.setdefault("resources", {})
             resources["accelerator"] = {
                 "type": where["accelerator"],
                 "count": str(int(where.get("accelerator_count") or 1)),

@@ -64,9 +64,9 @@ IMAGE_PROJECT_DIR = "/opt/litedet"
 # scheme is known to neither: give the same bucket as s3:// with the MinIO endpoint.
 OBJECT_STORE_SCHEMES = ("gs://", "s3://")
 _MINIO = (
-    "minio:// is KFP's name for its MinIO, which TensorFlow and Beam cannot open; use "
-    "s3://BUCKET/... and kubeflow.env.AWS_ENDPOINT_URL=http://minio-service.kubeflow:9000 "
-    "(docs/kubeflow.md)"
+    "minio:// is KFP's name for its in-cluster store, which TensorFlow and Beam cannot open; "
+    "use s3://BUCKET/... and kubeflow.env.AWS_ENDPOINT_URL=http://seaweedfs.kubeflow:9000 "
+    "(KFP 2.16+; http://minio-service.kubeflow:9000 before) (docs/kubeflow.md)"
 )
 
 
@@ -99,6 +99,41 @@ def check_pipeline_root(root: str) -> None:
         raise KubeflowConfigError(
             f"pipeline root {root!r}: the KFP v2 launcher keeps artifacts only in an object "
             "store, not on a volume; use gs://bucket/path or s3://bucket/path"
+        )
+
+
+S3_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def check_s3_settings(config: configs.PipelineConfig, pipeline_root: str) -> None:
+    """Every step opens s3:// itself (tensorflow-io, Beam's boto3) with the AWS environment the
+    compiled pipeline gives it: an s3:// location without an endpoint and credentials there
+    would fail in every pod, so it is refused here, unless the configuration says the target is
+    AWS S3 with the pods' ambient credentials."""
+    k = config.kubeflow
+    locations = [
+        ("--pipeline-root", pipeline_root),
+        ("dataset.root", config.dataset.root),
+        ("push.destination", config.push.destination or ""),
+    ]
+    on_s3 = [(name, uri) for name, uri in locations if uri.startswith("s3://")]
+    if not on_s3 or k.aws_s3_ambient_credentials:
+        return
+    name, uri = on_s3[0]
+    if not k.env.get("AWS_ENDPOINT_URL"):
+        raise KubeflowConfigError(
+            f"{name} {uri}: s3:// needs kubeflow.env.AWS_ENDPOINT_URL (e.g. "
+            "http://seaweedfs.kubeflow:9000 on KFP 2.16+) and kubeflow.secret_env for "
+            f"{' and '.join(S3_CREDENTIALS)}; for AWS S3 with the pods' own credentials set "
+            "kubeflow.aws_s3_ambient_credentials: true (k8s/examples/)"
+        )
+    missing = [v for v in S3_CREDENTIALS if v not in k.secret_env]
+    if missing:
+        raise KubeflowConfigError(
+            f"{name} {uri}: s3:// needs kubeflow.secret_env.{missing[0]} (SECRET/KEY of a "
+            "Kubernetes Secret, e.g. mlpipeline-minio-artifact/accesskey and "
+            "mlpipeline-minio-artifact/secretkey); for AWS S3 with the pods' own credentials "
+            "set kubeflow.aws_s3_ambient_credentials: true"
         )
 
 
@@ -143,6 +178,17 @@ def _num_classes(config: configs.PipelineConfig) -> int:
     evaluation.num_classes, dataset.class_names, or the compile-time dataset's COCO files."""
     if config.evaluation.num_classes:
         return config.evaluation.num_classes
+    if config.dataset.class_names:
+        return len(config.dataset.class_names)
+    root = config.dataset.root
+    # Compiling reads nothing over the network: a store may be unreachable from here (and
+    # tensorflow-io's S3 client waits minutes on an unknown host), and the steps read the
+    # dataset at run time anyway.
+    if root.startswith(OBJECT_STORE_SCHEMES) or not os.path.isdir(root):
+        raise KubeflowConfigError(
+            f"evaluation.num_classes: the compiler does not read the dataset at {root} (it is "
+            "not on this machine); set evaluation.num_classes or dataset.class_names"
+        )
     from litedet.components.example_gen import annotations
 
     try:
@@ -199,6 +245,24 @@ def _with_parameter_defaults(job: dict, defaults: Dict[str, Any]) -> dict:
     return job
 
 
+def preflight(
+    config: configs.PipelineConfig, output_path: str, image: str, pipeline_root: str
+) -> int:
+    """Every check `compile_pipeline` makes before its slow imports, at once and offline; returns
+    the class count. Raises KubeflowConfigError naming the setting."""
+    if not re.fullmatch(r"[a-z0-9][A-Za-z0-9._/:-]*(@sha256:[0-9a-f]{64})?", image or ""):
+        raise KubeflowConfigError(
+            f"image {image!r}: give a container image reference such as "
+            "registry.example.com/litedet:0.1.0"
+        )
+    check_pipeline_root(pipeline_root)
+    check_dataset_root(config.dataset.root)
+    check_s3_settings(config, pipeline_root)
+    if not output_path.endswith((".yaml", ".yml", ".json")):
+        raise KubeflowConfigError(f"{output_path}: the output must end in .yaml or .json")
+    return _num_classes(config)
+
+
 def compile_pipeline(
     config: configs.PipelineConfig,
     output_path: str,
@@ -213,15 +277,7 @@ def compile_pipeline(
     the repository.
 
     `config.dataset.root` becomes the default of the input_base run-time parameter."""
-    if not re.fullmatch(r"[a-z0-9][A-Za-z0-9._/:-]*(@sha256:[0-9a-f]{64})?", image or ""):
-        raise KubeflowConfigError(
-            f"image {image!r}: give a container image reference such as "
-            "registry.example.com/litedet:0.1.0"
-        )
-    check_pipeline_root(pipeline_root)
-    check_dataset_root(config.dataset.root)
-    if not output_path.endswith((".yaml", ".yml", ".json")):
-        raise KubeflowConfigError(f"{output_path}: the output must end in .yaml or .json")
+    num_classes = preflight(config, output_path, image, pipeline_root)
 
     from tfx import v1 as tfx
 
@@ -232,7 +288,6 @@ def compile_pipeline(
         schema_path=_schema_in_image(config, image_project_dir),
         push=dataclasses.replace(config.push, destination=_push_destination(config, pipeline_root)),
     )
-    num_classes = _num_classes(config)
     defaults = {name: run_time.setting(config, name) for name in run_time.PARAMETERS}
     runtime_parameters = {
         name: tfx.dsl.experimental.RuntimeParameter(

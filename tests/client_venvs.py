@@ -6,6 +6,12 @@ MediaPipe Tasks, ...): each needs packages that cannot live in the project's vir
 under the cache folder (litedet.paths) and returns its python. A changed requirements file gets a
 new virtualenv; concurrent callers wait on a lock. `python -m tests.client_venvs NAME` does the
 same from the shell (the Makefile builds the MLflow one before the tests).
+
+The virtualenvs: `mlflow` (the MLflow 2.22.5 server, 110 s to build here) and `mlflow3` (MLflow
+3.17.2, 123 s) for the registry tests; `kserve` (KServe's SDK, whose InferenceService models
+check k8s/examples/inferenceservice.yaml); `mediapipe`, `mediapipe-0.10.14` and `tflite-support`
+for the on-device client tests. Timings: first build with a warm pip cache, on 2 cores shared
+with other installs.
 """
 
 from __future__ import annotations

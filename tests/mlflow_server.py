@@ -1,8 +1,10 @@
-"""A real MLflow 2.22.5 tracking server on loopback for the registry tests (tests/conftest.py
-starts one per session): SQLite backend, artifacts proxied by the server (the 2.x default,
---serve-artifacts) into a temporary folder. It runs from its own Python 3.10 virtualenv
-(tests/client_venvs.py builds it once, about 70 s): MLflow's dependencies clash with the pinned
-TFX stack."""
+"""Real MLflow tracking servers on loopback for the registry tests: MLflow 2.22.5 (the `mlflow`
+client virtualenv; tests/conftest.py starts one per session) and MLflow 3.17.2 (`mlflow3`;
+tests/test_pusher.py runs the registry tests against both). SQLite backend, artifacts proxied by
+the server (--serve-artifacts, the default) into a temporary folder. Each runs from its own
+Python 3.10 virtualenv (tests/client_venvs.py builds it once, about two minutes): the MLflow
+server's dependencies (protobuf 4+) clash with the pinned TFX stack. The project's own client is
+mlflow-skinny from requirements.lock."""
 
 import contextlib
 import json
@@ -27,9 +29,10 @@ def closed_port():
 
 
 @contextlib.contextmanager
-def running_server(root):
-    """Yields {"url", "python", "root"} of a server whose state lives under `root`."""
-    python = client_venvs.ensure("mlflow")
+def running_server(root, venv="mlflow"):
+    """Yields {"url", "python", "root", "version"} of a server whose state lives under `root`,
+    from the client virtualenv `venv` (tests/requirements/<venv>.txt)."""
+    python = client_venvs.ensure(venv)
     port = closed_port()
     url = f"http://127.0.0.1:{port}"
     log_path = os.path.join(root, "server.log")
@@ -57,7 +60,8 @@ def running_server(root):
             cwd=root,
         )
     try:
-        deadline = time.monotonic() + 90
+        # MLflow 3.17.2 took 50-66 s to come up here (2 cores), more on a busy machine.
+        deadline = time.monotonic() + 240
         while True:
             try:
                 if requests.get(url + "/health", timeout=5).status_code == 200:
@@ -68,7 +72,13 @@ def running_server(root):
                 with open(log_path) as log:
                     raise RuntimeError(f"mlflow server did not come up:\n{log.read()[-3000:]}")
             time.sleep(0.3)
-        yield {"url": url, "python": python, "root": root}
+        version = subprocess.run(
+            [python, "-c", "import mlflow; print(mlflow.__version__)"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout.strip()
+        yield {"url": url, "python": python, "root": root, "version": version}
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server and its gunicorn workers
         try:

@@ -62,9 +62,9 @@ def test_bad_settings_are_refused_naming_the_setting(override, message):
 
 
 def test_a_bad_dataset_section_names_the_field():
-    with pytest.raises(ConfigError, match="dataset.format: 'yolo'"):
+    with pytest.raises(ConfigError, match="dataset.format: 'darknet'"):
         configs.load_config(
-            None, ['dataset={"root": "/d", "format": "yolo", "sources": {"train": "a"}}']
+            None, ['dataset={"root": "/d", "format": "darknet", "sources": {"train": "a"}}']
         )
 
 

@@ -12,7 +12,7 @@ from tests import datasets
 from tests.datasets import feature_values, image_bytes
 
 
-def run_example_gen(tmp_path, config: DatasetConfig):
+def run_example_gen(tmp_path, config: DatasetConfig, fingerprint: str = ""):
     """Runs the real executor (Beam DirectRunner, in process) into fresh artifact folders."""
     from tfx.types import standard_artifacts
 
@@ -26,7 +26,10 @@ def run_example_gen(tmp_path, config: DatasetConfig):
     }
     for key, (artifact,) in outputs.items():
         artifact.uri = str(tmp_path / "out" / key)
-    Executor().Do({}, outputs, {"dataset": config.to_json(), "input_base": config.root})
+    properties = {"dataset": config.to_json(), "input_base": config.root}
+    if fingerprint:
+        properties["input_fingerprint"] = fingerprint
+    Executor().Do({}, outputs, properties)
     return {key: artifact.uri for key, (artifact,) in outputs.items()}, outputs
 
 
@@ -64,7 +67,10 @@ def test_coco_boxes_labels_and_crowd(tmp_path):
     empty = {"file_name": "empty.jpg", "width": 64, "height": 48, "anns": []}
     sources = datasets.write_coco(str(tmp_path / "d"), {"train": [GOOD, crowd], "eval": [empty]})
     config = DatasetConfig(root=str(tmp_path / "d"), format="coco", sources=sources)
-    uris, outputs = run_example_gen(tmp_path, config)
+    uris, outputs = run_example_gen(tmp_path, config, fingerprint="sha256:d474")
+    # The dataset's fingerprint travels on the label map, for the pusher's lineage.
+    label_map = outputs["label_map"][0]
+    assert label_map.get_string_custom_property("data_fingerprint") == "sha256:d474"
 
     train = {
         feature_values(e, "image/filename")[0]: e

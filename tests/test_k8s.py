@@ -43,13 +43,29 @@ S3_DEFAULT_FIELDS = {
 S3_CREDENTIAL_FIELDS = {"fromEnv", "secretRef"}
 S3_SECRET_REF_FIELDS = {"secretName", "accessKeyKey", "secretKeyKey"}
 
+# Overlays whose objects live in litedet's own namespace (`litedet`, from the base); the KFP
+# 2.17 overlays land in `kubeflow` (standalone) and a profile namespace (multi-user).
+LITEDET_NAMESPACE_OVERLAYS = ("local-pvc", "minio", "object-store")
+STANDALONE, MULTI_USER = "kfp-standalone", "kfp-multi-user"
+# Overlays that own a namespace's egress (NetworkPolicies, LimitRange, quota, Pod Security).
+NAMESPACE_OWNING_OVERLAYS = LITEDET_NAMESPACE_OVERLAYS + (MULTI_USER,)
+
+# `kubectl kustomize` renders the overlays. kubectl is no Debian package: on a machine without it
+# these tests fail, saying so, unless skipping them is asked for (never silently).
 kubectl = shutil.which("kubectl")
+SKIP_WITHOUT_KUBECTL = os.environ.get("LITEDET_SKIP_KUBECTL_TESTS") == "1"
 needs_kubectl = pytest.mark.skipif(
-    kubectl is None, reason="kubectl is not installed: `kubectl kustomize` renders the overlays"
+    kubectl is None and SKIP_WITHOUT_KUBECTL,
+    reason="kubectl is not installed and LITEDET_SKIP_KUBECTL_TESTS=1 asked to skip",
 )
 
 
 def render(kustomization_dir):
+    if kubectl is None:
+        pytest.fail(
+            "kubectl is not installed: these tests render k8s/ with `kubectl kustomize`; install "
+            "kubectl 1.29+ (docs/toolchain.md), or set LITEDET_SKIP_KUBECTL_TESTS=1 to skip them"
+        )
     result = subprocess.run(
         [kubectl, "kustomize", str(kustomization_dir)], capture_output=True, text=True, timeout=60
     )
@@ -58,8 +74,20 @@ def render(kustomization_dir):
 
 
 @pytest.fixture(scope="module")
-def rendered():
+def all_rendered():
     return {overlay.name: render(overlay) for overlay in OVERLAYS}
+
+
+@pytest.fixture(scope="module")
+def rendered(all_rendered):
+    """The overlays for litedet's own namespace (the rules below hold for each of them)."""
+    return {name: all_rendered[name] for name in LITEDET_NAMESPACE_OVERLAYS}
+
+
+@pytest.fixture(scope="module")
+def namespace_owning(all_rendered):
+    """The overlays that set up a namespace: its egress, Pod Security, LimitRange, quota."""
+    return {name: all_rendered[name] for name in NAMESPACE_OWNING_OVERLAYS}
 
 
 def _validate(document):
@@ -90,13 +118,13 @@ def _image_uid():
 
 
 def test_every_overlay_exists():
-    assert {o.name for o in OVERLAYS} == {"local-pvc", "minio", "object-store"}
-    assert set(LAUNCHER_SECRETS) == {o.name for o in OVERLAYS}
+    assert {o.name for o in OVERLAYS} == set(LITEDET_NAMESPACE_OVERLAYS) | {STANDALONE, MULTI_USER}
+    assert set(LAUNCHER_SECRETS) == set(LITEDET_NAMESPACE_OVERLAYS)
 
 
 @needs_kubectl
-def test_every_overlay_renders_and_validates(rendered):
-    for name, documents in rendered.items():
+def test_every_overlay_renders_and_validates(all_rendered):
+    for name, documents in all_rendered.items():
         assert documents, name
         for document in documents:
             _validate(document)
@@ -114,8 +142,8 @@ def test_every_namespaced_object_lands_in_the_pipeline_namespace_with_the_litede
 
 
 @needs_kubectl
-def test_no_secret_values_are_committed(rendered):
-    for documents in rendered.values():
+def test_no_secret_values_are_committed(all_rendered):
+    for documents in all_rendered.values():
         assert not [d for d in documents if d["kind"] == "Secret"]
     for path in K8S.rglob("*.yaml"):
         text = path.read_text()
@@ -141,8 +169,8 @@ def _rules(role):
 
 
 @needs_kubectl
-def test_rbac_is_namespaced_and_least_privilege(rendered):
-    for documents in rendered.values():
+def test_rbac_is_namespaced_and_least_privilege(all_rendered):
+    for documents in all_rendered.values():
         kinds = {d["kind"] for d in documents}
         assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
         for role in (d for d in documents if d["kind"] == "Role"):
@@ -153,10 +181,10 @@ def test_rbac_is_namespaced_and_least_privilege(rendered):
 
 
 @needs_kubectl
-def test_no_role_grants_anything_on_pods(rendered):
+def test_no_role_grants_anything_on_pods(all_rendered):
     """A `patch pods` grant cannot be narrowed to a step's own pod: it would let every step
     rewrite every pod in the namespace (Argo < 3.4 needs it; not granted, see rbac.yaml)."""
-    for documents in rendered.values():
+    for documents in all_rendered.values():
         for role in (d for d in documents if d["kind"] == "Role"):
             for rule in role["rules"]:
                 assert not {r for r in rule["resources"] if r.split("/")[0] == "pods"}, rule
@@ -228,8 +256,8 @@ def test_the_launcher_reads_exactly_the_secrets_its_providers_name(rendered):
 
 
 @needs_kubectl
-def test_the_namespace_enforces_baseline_and_warns_on_restricted(rendered):
-    for documents in rendered.values():
+def test_the_namespace_enforces_baseline_and_warns_on_restricted(namespace_owning):
+    for documents in namespace_owning.values():
         labels = _one(documents, "Namespace")["metadata"]["labels"]
         assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
         assert labels["pod-security.kubernetes.io/warn"] == "restricted"
@@ -239,7 +267,7 @@ def test_the_namespace_enforces_baseline_and_warns_on_restricted(rendered):
 @needs_kubectl
 def test_the_restricted_component_enforces_restricted_on_any_overlay(tmp_path):
     component = K8S / "components" / "pod-security-restricted"
-    for overlay in OVERLAYS:
+    for overlay in (o for o in OVERLAYS if o.name in NAMESPACE_OWNING_OVERLAYS):
         folder = tmp_path / overlay.name
         folder.mkdir()
         (folder / "kustomization.yaml").write_text(
@@ -387,8 +415,8 @@ REFUSED = [
 
 
 @needs_kubectl
-def test_step_pods_egress_is_denied_unless_a_rule_opens_it(rendered):
-    for name, documents in rendered.items():
+def test_step_pods_egress_is_denied_unless_a_rule_opens_it(namespace_owning):
+    for name, documents in namespace_owning.items():
         policies = [d for d in documents if d["kind"] == "NetworkPolicy"]
         deny = [p for p in policies if not p["spec"].get("egress")]
         assert len(deny) == 1, name
@@ -402,22 +430,22 @@ def test_step_pods_egress_is_denied_unless_a_rule_opens_it(rendered):
 
 @needs_kubectl
 @pytest.mark.parametrize("what, destination, port, protocol", NEEDED, ids=[n[0] for n in NEEDED])
-def test_step_pods_reach_what_a_run_needs(rendered, what, destination, port, protocol):
-    for name, documents in rendered.items():
+def test_step_pods_reach_what_a_run_needs(namespace_owning, what, destination, port, protocol):
+    for name, documents in namespace_owning.items():
         assert _egress_allowed(documents, destination, port, protocol), (name, what)
 
 
 @needs_kubectl
 @pytest.mark.parametrize("what, destination, port, protocol", REFUSED, ids=[n[0] for n in REFUSED])
-def test_step_pods_reach_nothing_else(rendered, what, destination, port, protocol):
-    for name, documents in rendered.items():
+def test_step_pods_reach_nothing_else(namespace_owning, what, destination, port, protocol):
+    for name, documents in namespace_owning.items():
         assert not _egress_allowed(documents, destination, port, protocol), (name, what)
 
 
 @needs_kubectl
-def test_only_the_gcs_overlays_reach_the_internet_and_only_over_https(rendered):
+def test_only_the_gcs_overlays_reach_the_internet_and_only_over_https(namespace_owning):
     storage_googleapis = {"ip": "142.250.74.123"}
-    for name, documents in rendered.items():
+    for name, documents in namespace_owning.items():
         uses_gcs = name in ("object-store", "local-pvc")
         assert _egress_allowed(documents, storage_googleapis, 443) is uses_gcs, name
         assert not _egress_allowed(documents, storage_googleapis, 80), name
@@ -500,7 +528,7 @@ def test_the_minio_example_config_uses_the_store_and_secret_the_launcher_uses(re
 
 
 @needs_kubectl
-def test_the_limit_range_admits_every_component_the_pipeline_sizes(rendered):
+def test_the_limit_range_admits_every_component_the_pipeline_sizes(namespace_owning):
     """LimitRange max must fit the largest step (the Trainer), and its default request must
     stay under the smallest step's limit, or admission rejects those pods."""
     from kubernetes.utils.quantity import parse_quantity
@@ -508,7 +536,7 @@ def test_the_limit_range_admits_every_component_the_pipeline_sizes(rendered):
     from litedet.pipeline.kubeflow_v2_runner import DEFAULT_RESOURCES, component_resources
 
     sizes = list(component_resources().values()) + [DEFAULT_RESOURCES]
-    for documents in rendered.values():
+    for documents in namespace_owning.values():
         limit_range = _one(documents, "LimitRange")
         [container] = [x for x in limit_range["spec"]["limits"] if x["type"] == "Container"]
         assert max(s.cpu for s in sizes) <= parse_quantity(container["max"]["cpu"])
@@ -546,3 +574,242 @@ def test_the_recurring_run_example_is_valid_cli_input():
     assert kfp_client.normalize_cron(settings["cron"]) == "0 0 3 * * *"
     assert kfp_cli.parse_parameters([f"{k}={v}" for k, v in settings["parameters"].items()])
     assert 1 <= settings["max_concurrency"] <= 10
+
+
+# --- KFP 2.17 as installed: standalone and multi-user ------------------------------------------
+# Facts read from kubeflow/pipelines at tag 2.17.0 (docs/cluster.md, "KFP 2.17 as installed",
+# lists each with its source path; test_the_docs_give_every_fact_its_source keeps the two in step).
+KFP_2_17 = {
+    # manifests/kustomize/third-party/seaweedfs/base/seaweedfs/seaweedfs-service.yaml
+    "store_service": "seaweedfs",
+    "store_namespace": "kubeflow",
+    "store_service_ports": {8333: 8333, 9000: 8333},  # service port -> pod port (S3)
+    # .../seaweedfs-deployment.yaml: the pods' label
+    "store_pod_labels": {"app": "seaweedfs"},
+    # .../seaweedfs-networkpolicy.yaml: S3 ingress from profile namespaces, pod port 8333
+    "store_ingress_namespace_label": ("app.kubernetes.io/part-of", "kubeflow-profile"),
+    "store_ingress_port": 8333,
+    # .../mlpipeline-minio-artifact-secret.yaml (keys); sync.py writes the same per profile
+    "secret": "mlpipeline-minio-artifact",
+    "secret_keys": ("accesskey", "secretkey"),
+    # sync.py S3_BUCKET_NAME; base/installs/generic/pipeline-install-config.yaml bucketName
+    "bucket": "mlpipeline",
+    # backend/src/apiserver/common/const.go DefaultPipelineRunnerServiceAccount
+    "standalone_service_account": "pipeline-runner",
+    # manifests/kustomize/base/installs/multi-user/api-service/params.env
+    "multi_user_service_account": "default-editor",
+    # sync.py put_user_policy: the profile key's object prefixes
+    "profile_prefixes": ("artifacts/", "private-artifacts/{ns}/", "private/{ns}/", "shared/"),
+    # sync.py: the namespaces the profile controller acts on
+    "profile_controller_label": ("pipelines.kubeflow.org/enabled", "true"),
+    # backend/src/v2/config/env.go defaultPipelineRoot; sync.py's per-profile default
+    "fallback_root": "minio://mlpipeline/v2/artifacts",
+    "profile_default_root": "minio://mlpipeline/private-artifacts/{ns}/v2/artifacts",
+    # backend/src/v2/objectstore/config.go DefaultEndpointInMultiUserMode
+    "default_minio_endpoint": "seaweedfs.kubeflow:9000",
+}
+KFP_2_17_SOURCES = (
+    "manifests/kustomize/third-party/seaweedfs/base/seaweedfs/seaweedfs-service.yaml",
+    "manifests/kustomize/third-party/seaweedfs/base/seaweedfs/seaweedfs-networkpolicy.yaml",
+    "manifests/kustomize/third-party/seaweedfs/base/seaweedfs/mlpipeline-minio-artifact-secret.yaml",
+    "manifests/kustomize/base/installs/multi-user/pipelines-profile-controller/sync.py",
+    "manifests/kustomize/base/installs/multi-user/pipelines-profile-controller/"
+    "decorator-controller.yaml",
+    "manifests/kustomize/base/installs/multi-user/api-service/params.env",
+    "manifests/kustomize/base/installs/generic/pipeline-install-config.yaml",
+    "manifests/kustomize/base/pipeline/kfp-launcher-configmap.yaml",
+    "backend/src/apiserver/common/const.go",
+    "backend/src/apiserver/resource/resource_manager.go",
+    "backend/src/v2/config/env.go",
+    "backend/src/v2/driver/root_dag.go",
+    "backend/src/v2/objectstore/config.go",
+)
+STANDALONE_CONFIG = K8S / "examples" / "kfp-standalone-config.yaml"
+MULTI_USER_CONFIG = K8S / "examples" / "kfp-multi-user-config.yaml"
+LAUNCHER_PATCH = K8S / "overlays" / MULTI_USER / "kfp-launcher-patch.yaml"
+
+
+def _store_endpoint_ok(endpoint):
+    """host:port of KFP 2.17's SeaweedFS S3 from a pod in any namespace."""
+    host, _, port = endpoint.partition(":")
+    names = {
+        f"{KFP_2_17['store_service']}.{KFP_2_17['store_namespace']}{suffix}"
+        for suffix in ("", ".svc", ".svc.cluster.local")
+    }
+    return host in names and int(port) in KFP_2_17["store_service_ports"]
+
+
+def _check_s3_provider(providers_text):
+    default = yaml.safe_load(providers_text)["s3"]["default"]
+    assert set(default) <= S3_DEFAULT_FIELDS
+    assert _store_endpoint_ok(default["endpoint"]), default["endpoint"]
+    assert default["disableSSL"] is True and default["forcePathStyle"] is True
+    assert default["credentials"]["fromEnv"] is False
+    assert default["credentials"]["secretRef"] == {
+        "secretName": KFP_2_17["secret"],
+        "accessKeyKey": KFP_2_17["secret_keys"][0],
+        "secretKeyKey": KFP_2_17["secret_keys"][1],
+    }
+    return default
+
+
+def _check_step_settings(config, provider):
+    """The steps (TensorFlow, Beam) reach the store the launcher reaches, with its Secret."""
+    scheme = "http" if provider["disableSSL"] else "https"
+    assert config.kubeflow.env["AWS_ENDPOINT_URL"] == f"{scheme}://{provider['endpoint']}"
+    assert config.kubeflow.env["AWS_REGION"] == provider["region"]
+    secret = provider["credentials"]["secretRef"]
+    assert config.kubeflow.secret_env == {
+        "AWS_ACCESS_KEY_ID": f"{secret['secretName']}/{secret['accessKeyKey']}",
+        "AWS_SECRET_ACCESS_KEY": f"{secret['secretName']}/{secret['secretKeyKey']}",
+    }
+    assert not config.kubeflow.aws_s3_ambient_credentials
+
+
+def _compile_root(config_path):
+    """The --pipeline-root of the compile command the example's header gives."""
+    [root] = re.findall(r"--pipeline-root (s3://\S+)", config_path.read_text())
+    return root
+
+
+@needs_kubectl
+def test_the_standalone_overlay_only_sets_kfps_launcher_config_in_kubeflow(all_rendered):
+    """Standalone KFP runs everything in its own namespace as pipeline-runner: the overlay adds
+    nothing there that would bind KFP's services or other users' pipelines (no quota,
+    LimitRange, NetworkPolicy, Namespace, service account or Role)."""
+    documents = all_rendered[STANDALONE]
+    assert [(d["kind"], d["metadata"]["name"]) for d in documents] == [
+        ("ConfigMap", "kfp-launcher")
+    ]
+    [launcher] = documents
+    assert launcher["metadata"]["namespace"] == KFP_2_17["store_namespace"]
+    root = launcher["data"]["defaultPipelineRoot"]
+    assert root.startswith(f"s3://{KFP_2_17['bucket']}/")
+    # The same objects KFP's own fallback root addresses, under a scheme TensorFlow opens.
+    assert root == KFP_2_17["fallback_root"].replace("minio://", "s3://")
+    from litedet.pipeline import kubeflow_v2_runner as kv2
+
+    kv2.check_pipeline_root(root)
+    _check_s3_provider(launcher["data"]["providers"])
+
+
+@needs_kubectl
+def test_the_standalone_example_config_compiles_against_the_overlay(all_rendered):
+    from litedet.pipeline import configs
+    from litedet.pipeline import kubeflow_v2_runner as kv2
+
+    [launcher] = all_rendered[STANDALONE]
+    provider = _check_s3_provider(launcher["data"]["providers"])
+    config = configs.load_config(str(STANDALONE_CONFIG))
+    _check_step_settings(config, provider)
+    root = _compile_root(STANDALONE_CONFIG)
+    assert root == launcher["data"]["defaultPipelineRoot"]
+    for uri in (config.dataset.root, config.push.destination):
+        assert uri.startswith(f"s3://{KFP_2_17['bucket']}/"), uri
+    assert kv2.preflight(config, "litedet-kfp.yaml", "r.example.com/litedet:1", root) == 80
+
+
+def _seaweedfs_admits(namespace_labels, pod_port):
+    """KFP 2.17's seaweedfs NetworkPolicy, first rule: S3 from profile namespaces."""
+    key, value = KFP_2_17["store_ingress_namespace_label"]
+    return namespace_labels.get(key) == value and pod_port == KFP_2_17["store_ingress_port"]
+
+
+@needs_kubectl
+def test_the_multi_user_overlay_makes_a_profile_namespace_seaweedfs_admits(all_rendered):
+    documents = all_rendered[MULTI_USER]
+    namespace = _one(documents, "Namespace")
+    name, labels = namespace["metadata"]["name"], namespace["metadata"]["labels"]
+    for d in documents:
+        assert d["metadata"].get("namespace", name) == name
+    # SeaweedFS admits the steps' S3 traffic, on the pod port its Service maps 9000 and 8333 to.
+    for service_port, pod_port in KFP_2_17["store_service_ports"].items():
+        assert _seaweedfs_admits(labels, pod_port), service_port
+    assert not _seaweedfs_admits({"app.kubernetes.io/part-of": "litedet"}, 8333)
+    key, value = KFP_2_17["profile_controller_label"]
+    assert labels[key] == value  # KFP's profile controller writes the namespace's KFP objects
+    # and the steps' own egress rules let them out to it.
+    seaweedfs = _pod(KFP_2_17["store_namespace"], **KFP_2_17["store_pod_labels"])
+    assert _egress_allowed(documents, seaweedfs, KFP_2_17["store_ingress_port"])
+
+
+@needs_kubectl
+def test_the_multi_user_overlay_leaves_the_profile_controllers_objects_alone(all_rendered):
+    """The profile controller creates kfp-launcher and the Secret; default-editor runs the
+    steps. The overlay creates none of them and no runner account of its own."""
+    documents = all_rendered[MULTI_USER]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in documents}
+    assert ("ConfigMap", "kfp-launcher") not in kinds
+    assert not [k for k in kinds if k[0] == "Secret"]
+    assert not [k for k in kinds if "litedet-pipeline-runner" in k[1]]
+    assert ("ServiceAccount", "litedet-submitter") in kinds
+
+
+@needs_kubectl
+def test_the_kfp_overlays_leave_the_runs_service_accounts_to_kfp(all_rendered):
+    """Runs get KFP's default account (standalone pipeline-runner, multi-user default-editor):
+    no overlay makes, binds or replaces it, and the smoke script names none."""
+    for name in (STANDALONE, MULTI_USER):
+        for d in all_rendered[name]:
+            subjects = [s.get("name") for s in d.get("subjects", [])]
+            for account in ("standalone_service_account", "multi_user_service_account"):
+                assert KFP_2_17[account] not in subjects, (name, d["metadata"]["name"])
+                assert d["metadata"]["name"] != KFP_2_17[account], name
+    assert "--service-account" not in (K8S / "smoke.sh").read_text()
+
+
+def _in_profile_prefixes(uri, namespace):
+    bucket = KFP_2_17["bucket"]
+    prefixes = [f"s3://{bucket}/" + p.format(ns=namespace) for p in KFP_2_17["profile_prefixes"]]
+    return any(uri.rstrip("/").startswith(p) or uri + "/" == p for p in prefixes)
+
+
+@needs_kubectl
+def test_the_multi_user_launcher_patch_and_example_stay_inside_the_profiles_prefixes(
+    all_rendered,
+):
+    from litedet.pipeline import configs
+    from litedet.pipeline import kubeflow_v2_runner as kv2
+
+    namespace = _one(all_rendered[MULTI_USER], "Namespace")["metadata"]["name"]
+    patch = yaml.safe_load(LAUNCHER_PATCH.read_text().replace("PROFILE", namespace))
+    assert set(patch) == {"data"}  # a merge patch of data keys only: clusterDomain is kept
+    root = patch["data"]["defaultPipelineRoot"]
+    assert _in_profile_prefixes(root, namespace), root
+    assert root.startswith(f"s3://{KFP_2_17['bucket']}/private-artifacts/{namespace}/")
+    # The controller's own default, with the scheme TensorFlow can open.
+    assert root == KFP_2_17["profile_default_root"].format(ns=namespace).replace("minio", "s3")
+    provider = _check_s3_provider(patch["data"]["providers"])
+    assert not _in_profile_prefixes(f"s3://{KFP_2_17['bucket']}/litedet/models", namespace)
+
+    config = configs.load_config(str(MULTI_USER_CONFIG))
+    _check_step_settings(config, provider)
+    compile_root = _compile_root(MULTI_USER_CONFIG)
+    for uri in (config.dataset.root, config.push.destination, compile_root):
+        assert _in_profile_prefixes(uri, namespace), uri
+    # Models and data outside private-artifacts/, which KFP's ARTIFACT_RETENTION_DAYS expires.
+    for uri in (config.dataset.root, config.push.destination):
+        assert f"/private/{namespace}/" in uri, uri
+    assert kv2.preflight(config, "litedet-kfp.yaml", "r.example.com/litedet:1", compile_root)
+
+
+def test_the_docs_give_every_kfp_fact_its_source():
+    text = (REPO / "docs" / "cluster.md").read_text()
+    missing = [path for path in KFP_2_17_SOURCES if path not in text]
+    assert not missing, f"docs/cluster.md does not name: {missing}"
+    for fact in ("seaweedfs", "8333", "kubeflow-profile", "pipeline-runner", "default-editor"):
+        assert fact in text, fact
+    for prefix in KFP_2_17["profile_prefixes"]:
+        assert prefix.format(ns="<ns>") in text, prefix
+
+
+@pytest.mark.parametrize("path", [STANDALONE_CONFIG, MULTI_USER_CONFIG, MINIO_CONFIG])
+def test_every_example_config_passes_the_compilers_checks_offline(path):
+    """What `litedet compile` checks before it imports TFX: s3:// settings, the class count
+    (never read from the store). tests/test_kubeflow.py compiles them through the CLI."""
+    from litedet.pipeline import configs
+    from litedet.pipeline import kubeflow_v2_runner as kv2
+
+    config = configs.load_config(str(path))
+    root = _compile_root(path)
+    assert kv2.preflight(config, "litedet-kfp.yaml", "r.example.com/litedet:1", root) > 0

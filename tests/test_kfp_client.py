@@ -29,6 +29,7 @@ from litedet.kfp import client as kfp_client
 from litedet.kfp.client import Connection, KfpError
 
 INT64_FIELDS = {"max_concurrency", "interval_second", "total_size"}
+FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")
 NOW = "2026-11-28T09:00:00Z"
 
 PIPELINE_SPEC = {
@@ -106,6 +107,11 @@ class FakeKfp:
         self.pipelines, self.versions, self.experiments = {}, {}, {}
         self.runs, self.recurring_runs = [], []
         self.requests = []  # (method, path, query, headers) of every request
+        # What the cluster does with a run, one state per GET of it, e.g. ["RUNNING",
+        # "SUCCEEDED"]; on reaching a final state `on_final(run)` plays the pipeline's effects
+        # (gate.json, a pushed version) and may set run["run_details"].
+        self.run_states = []
+        self.on_final = None
 
     # -- helpers --
     def _new_id(self):
@@ -144,17 +150,28 @@ class FakeKfp:
         if "uploadfile" not in files:
             raise BadRequest(400, "missing uploadfile")
         data = files["uploadfile"]
-        document = yaml.safe_load(data if isinstance(data, str) else data.decode())
-        spec = pipeline_spec_pb2.PipelineSpec()
-        try:  # what the server's isPipelineSpec does: strict protojson, name and root present
-            json_format.ParseDict(document, spec)
-        except json_format.ParseError:
-            raise BadRequest(
-                400, "Failed to create a pipeline due to invalid input: unknown template format"
-            ) from None
-        if not spec.pipeline_info.name or not spec.HasField("root"):
-            raise BadRequest(400, "unknown template format")
-        return document
+        # The server decodes every YAML document and takes the one that is a PipelineSpec
+        # (template.go, isV2Spec); a second one is the PlatformSpec (Kubernetes settings).
+        documents = [
+            d for d in yaml.safe_load_all(data if isinstance(data, str) else data.decode()) if d
+        ]
+        for document in documents:
+            spec = pipeline_spec_pb2.PipelineSpec()
+            try:  # what the server's isPipelineSpec does: strict protojson, name and root
+                json_format.ParseDict(document, spec)
+            except json_format.ParseError:
+                continue
+            if spec.pipeline_info.name and spec.HasField("root"):
+                for other in documents:
+                    if other is not document:
+                        try:
+                            json_format.ParseDict(other, pipeline_spec_pb2.PlatformSpec())
+                        except json_format.ParseError:
+                            raise BadRequest(400, "platform spec is invalid") from None
+                return document
+        raise BadRequest(
+            400, "Failed to create a pipeline due to invalid input: unknown template format"
+        )
 
     def _add_version(self, pipeline_id, name, spec, description=""):
         if any(
@@ -298,6 +315,51 @@ class FakeKfp:
             )
             self.runs.append(run)
             return 200, {k: v for k, v in run.items() if not k.startswith("_")}
+        if method == "GET" and route.startswith("runs/"):
+            run = next((r for r in self.runs if r["run_id"] == route.split("/")[1]), None)
+            if run is None:
+                raise BadRequest(404, "Run not found")
+            states = run.setdefault("_states", list(self.run_states))
+            if states and run["state"] not in FINAL_STATES:
+                run["state"] = states.pop(0)
+                if run["state"] in FINAL_STATES:
+                    run["finished_at"] = NOW
+                    if self.on_final is not None:
+                        self.on_final(run)
+            return 200, {k: v for k, v in run.items() if not k.startswith("_")}
+        if method == "GET" and route.startswith("pipelines/") and "/versions/" in route:
+            _, pipeline_id, _, version_id = route.split("/")
+            version = self.versions.get(version_id)
+            if version is None or version["pipeline_id"] != pipeline_id:
+                raise BadRequest(404, "Pipeline version not found")
+            return 200, {k: v for k, v in version.items() if not k.startswith("_")}
+        if (method, route) == ("GET", "recurringruns"):
+            items, total = self._page(
+                (
+                    j
+                    for j in self.recurring_runs
+                    if self._matches(j, query)
+                    and j.get("namespace", "") == query.get("namespace", "")
+                ),
+                query,
+            )
+            return 200, ({"recurringRuns": items, "total_size": total} if items else {})
+        if route.startswith("recurringruns/"):
+            job_id, _, verb = route.split("/")[1].partition(":")
+            job = next((j for j in self.recurring_runs if j["recurring_run_id"] == job_id), None)
+            if job is None:
+                raise BadRequest(404, f"Recurring run {job_id} not found")
+            if (method, verb) == ("GET", ""):
+                return 200, {k: v for k, v in job.items() if not k.startswith("_")}
+            if (method, verb) == ("POST", "disable"):
+                job["mode"], job["status"] = "DISABLE", "DISABLED"
+                return 200, {}
+            if (method, verb) == ("POST", "enable"):
+                job["mode"], job["status"] = "ENABLE", "ENABLED"
+                return 200, {}
+            if (method, verb) == ("DELETE", ""):
+                self.recurring_runs.remove(job)
+                return 200, {}
         if (method, route) == ("GET", "runs"):
             items, total = self._page(
                 (
@@ -323,10 +385,16 @@ class FakeKfp:
             if body.get("mode") not in ("ENABLE", "DISABLE"):
                 raise BadRequest(400, "Recurring run's mode is invalid")
             self._run_spec(body)
-            job = dict(body, recurring_run_id=self._new_id(), created_at=NOW, status="ENABLED")
+            job = dict(
+                body,
+                recurring_run_id=self._new_id(),
+                created_at=NOW,
+                status="ENABLED",
+                _seq=len(self.recurring_runs),
+            )
             job["max_concurrency"] = str(job["max_concurrency"])  # int64 travels as a string
             self.recurring_runs.append(job)
-            return 200, job
+            return 200, {k: v for k, v in job.items() if not k.startswith("_")}
         return 404, {"error": "Not Found", "code": 5, "message": f"no route {method} {path}"}
 
 
@@ -373,6 +441,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         self._serve("POST")
+
+    def do_DELETE(self):
+        self._serve("DELETE")
 
 
 @pytest.fixture
@@ -629,3 +700,251 @@ def test_cli_errors_are_one_line_and_exit_non_zero(kfp_server, capsys):
     assert err.startswith("litedet: error: ") and err.count("\n") == 1
     assert _cli(["kfp", "run", "--param", "colour=red", "--endpoint", endpoint]) == 1
     assert "not a run-time parameter" in capsys.readouterr().err
+
+
+# --- run --wait: the run's state and the gate's verdict ---------------------------------------
+
+
+def _gate_writer(s3, bucket, root_key, blessed, pushed_version=None, models_key=None):
+    """on_final for FakeKfp: what a real run leaves in the store, at the URIs KFP's driver
+    gives: <root>/<pipeline name>/<run id>/ModelGate/<uuid>/blessing/gate.json."""
+
+    def write(run):
+        if run["state"] != "SUCCEEDED":
+            return
+        key = f"{root_key}/litedet/{run['run_id']}/ModelGate/0f3c9a1b/blessing/gate.json"
+        report = {"blessed": blessed, "reasons": [] if blessed else ["mAP@0.5 0.1 < 0.5"]}
+        report["map50"] = 0.9 if blessed else 0.1
+        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(report).encode())
+        if pushed_version is not None:
+            s3.put_object(
+                Bucket=bucket, Key=f"{models_key}/{pushed_version}/manifest.json", Body=b"{}"
+            )
+
+    return write
+
+
+@pytest.fixture
+def uploaded(kfp_server, package):
+    fake, endpoint = kfp_server
+    kfp_client.upload(_conn(endpoint), package, "litedet")
+    return fake, endpoint
+
+
+@pytest.mark.parametrize("blessed, code", [(True, 0), (False, 3)])
+def test_run_wait_exits_by_the_gates_verdict(uploaded, s3_server, blessed, code, capsys):
+    fake, endpoint = uploaded
+    s3, bucket = s3_server["client"], s3_server["bucket"]
+    fake.run_states = ["PENDING", "RUNNING", "RUNNING", "SUCCEEDED"]
+    fake.on_final = _gate_writer(s3, bucket, f"wait-{blessed}", blessed)
+    root = f"s3://{bucket}/wait-{blessed}"
+    argv = ["kfp", "run", "--endpoint", endpoint, "--pipeline-root", root, "--wait", "--poll", "0"]
+    assert _cli(argv) == code
+    out = capsys.readouterr().out
+    assert "RUNNING" in out and "SUCCEEDED" in out
+    assert ("blessed (mAP@0.5 0.9" in out) if blessed else ("not blessed (mAP@0.5 0.1" in out)
+    [run] = fake.runs
+    assert len([r for r in fake.requests if r[1] == f"/apis/v2beta1/runs/{run['run_id']}"]) >= 4
+
+
+def test_run_wait_reports_a_failed_run_with_its_failed_task(uploaded, capsys):
+    fake, endpoint = uploaded
+    fake.run_states = ["RUNNING", "FAILED"]
+
+    def failed(run):
+        run["run_details"] = {
+            "task_details": [
+                {"display_name": "Transform", "state": "SUCCEEDED"},
+                {
+                    "display_name": "Trainer",
+                    "state": "FAILED",
+                    "error": {"code": 2, "message": "training.backbone_weights=imagenet ..."},
+                },
+            ]
+        }
+
+    fake.on_final = failed
+    assert _cli(["kfp", "run", "--endpoint", endpoint, "--wait", "--poll", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "ended FAILED: Trainer: training.backbone_weights=imagenet" in err
+    assert err.count("\n") == 1
+
+
+def test_run_wait_without_a_root_asks_for_the_namespaces_default(uploaded, s3_server, capsys):
+    """A run that names no root gets the namespace's kfp-launcher default, which the client
+    cannot see: --wait says so, and --gate-root gives it."""
+    fake, endpoint = uploaded
+    s3, bucket = s3_server["client"], s3_server["bucket"]
+    fake.run_states = ["SUCCEEDED"]
+    fake.on_final = _gate_writer(s3, bucket, "launcher-default", True)
+    argv = ["kfp", "run", "--endpoint", endpoint, "--wait", "--poll", "0"]
+    assert _cli(argv) == 1
+    assert "--gate-root" in capsys.readouterr().err
+    assert "pipeline_root" not in fake.runs[0]["runtime_config"]
+    gate_root = f"s3://{bucket}/launcher-default"
+    assert _cli(argv + ["--gate-root", gate_root]) == 0
+    assert "pipeline_root" not in fake.runs[1]["runtime_config"]  # still the namespace's root
+
+
+def test_run_wait_gives_up_after_its_timeout(uploaded, capsys):
+    fake, endpoint = uploaded
+    fake.run_states = ["RUNNING"] * 1000
+    argv = ["kfp", "run", "--endpoint", endpoint, "--wait", "--poll", "0.01", "--wait-timeout"]
+    assert _cli(argv + ["0.05"]) == 1
+    assert "still RUNNING after" in capsys.readouterr().err
+
+
+def test_a_store_the_client_cannot_reach_is_a_clear_error(uploaded, capsys, monkeypatch):
+    fake, endpoint = uploaded
+    fake.run_states = ["SUCCEEDED"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    argv = ["kfp", "run", "--endpoint", endpoint, "--wait", "--poll", "0"]
+    assert _cli(argv + ["--pipeline-root", "s3://nowhere/root"]) == 1
+    err = capsys.readouterr().err
+    assert "reading the gate's verdict under s3://nowhere/root/litedet/" in err
+    assert "port-forward svc/seaweedfs" in err and err.count("\n") == 1
+
+
+# --- schedules: pause, resume, delete ----------------------------------------------------------
+
+
+def test_a_schedule_is_paused_resumed_and_deleted_by_name_or_id(uploaded, capsys):
+    fake, endpoint = uploaded
+    job_id = kfp_client.schedule(_conn(endpoint), "litedet", "0 3 * * *", {}, name="nightly")
+    connection = ["--endpoint", endpoint]
+    assert _cli(["kfp", "schedule", "--pause", "nightly"] + connection) == 0
+    assert fake.recurring_runs[0]["mode"] == "DISABLE"
+    assert f"Paused recurring run 'nightly' ({job_id})" in capsys.readouterr().out
+    assert _cli(["kfp", "schedule", "--resume", job_id] + connection) == 0
+    assert fake.recurring_runs[0]["mode"] == "ENABLE"
+    assert _cli(["kfp", "schedule", "--delete", "nightly"] + connection) == 0
+    assert fake.recurring_runs == []
+    capsys.readouterr()
+    assert _cli(["kfp", "schedule", "--pause", "nightly"] + connection) == 1
+    assert "no recurring run named 'nightly'" in capsys.readouterr().err
+    methods = {(m, p) for m, p, _, _ in fake.requests}
+    assert ("POST", f"/apis/v2beta1/recurringruns/{job_id}:disable") in methods
+    assert ("POST", f"/apis/v2beta1/recurringruns/{job_id}:enable") in methods
+    assert ("DELETE", f"/apis/v2beta1/recurringruns/{job_id}") in methods
+
+
+def test_two_schedules_of_one_name_need_the_id(uploaded, capsys):
+    _, endpoint = uploaded
+    for _ in range(2):
+        kfp_client.schedule(_conn(endpoint), "litedet", "@daily", {}, name="twice")
+    assert _cli(["kfp", "schedule", "--delete", "twice", "--endpoint", endpoint]) == 1
+    assert "2 recurring runs are named 'twice'" in capsys.readouterr().err
+
+
+def test_schedule_actions_exclude_each_other():
+    with pytest.raises(SystemExit):
+        _cli(["kfp", "schedule", "--pause", "a", "--delete", "a", "--endpoint", "http://x"])
+
+
+# --- k8s/smoke.sh ------------------------------------------------------------------------------
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+SMOKE = REPO / "k8s" / "smoke.sh"
+
+
+def test_the_smoke_script_parses_and_passes_shellcheck():
+    import shutil
+    import subprocess
+
+    subprocess.run(["bash", "-n", str(SMOKE)], check=True)
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is not installed: `make system-deps` installs it (apt)"
+    result = subprocess.run([shellcheck, str(SMOKE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def _smoke(endpoint, s3_server, tmp_path, *args):
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = os.path.dirname(sys.executable)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PYTHON": sys.executable,
+        "LITEDET": os.path.join(bin_dir, "litedet"),
+        "KFP_ENDPOINT": endpoint,
+        "AWS_ENDPOINT_URL": s3_server["url"],
+        "SMOKE_POLL_S": "0",
+        "TMPDIR": str(tmp_path),
+        "HOME": str(tmp_path),  # kfp.Client's context file
+        **s3_server["keys"],
+    }
+    return subprocess.run(
+        ["bash", str(SMOKE), "--dry-run", "--image", "localhost/litedet:smoke", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+
+
+def test_the_smoke_script_dry_run_passes_against_loopback_kfp_and_s3(
+    kfp_server, s3_server, tmp_path
+):
+    """Every call that talks to KFP or the store runs for real (compile, upload, run --wait
+    without --pipeline-root, the store before and after) against the loopback API server and
+    S3 server; the cluster-changing ones (kubectl apply, docker, kind) are printed."""
+    fake, endpoint = kfp_server
+    s3 = s3_server["client"]
+    s3.create_bucket(Bucket="mlpipeline")
+    # The standalone overlay's kfp-launcher root, where the run's artifacts land.
+    fake.run_states = ["RUNNING", "SUCCEEDED"]
+    fake.on_final = _gate_writer(
+        s3, "mlpipeline", "v2/artifacts", True, pushed_version=1, models_key="litedet-smoke/models"
+    )
+    result = _smoke(endpoint, s3_server, tmp_path, "--kind", "kind")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "smoke: PASS: blessed, and one new version was pushed" in out
+    assert "+ would run: kubectl apply -f" in out
+    assert "+ would run: docker build -t localhost/litedet:smoke ." in out
+    assert "+ would run: kind load docker-image localhost/litedet:smoke --name kind" in out
+    assert "the pipeline root runs get: s3://mlpipeline/v2/artifacts" in out
+    # The compiled pipeline was uploaded, and run with no root: the ConfigMap's applies.
+    [pipeline] = fake.pipelines.values()
+    assert pipeline["display_name"] == "litedet-smoke"
+    [version] = fake.versions.values()
+    assert len(version["pipeline_spec"]["root"]["dag"]["tasks"]) == 13
+    [run] = fake.runs
+    assert "pipeline_root" not in run["runtime_config"]
+    assert "service_account" not in run  # KFP's default account runs it (pipeline-runner)
+    assert set(run["runtime_config"]["parameters"]) == {"train_steps", "min_map50"}
+    listed = s3.list_objects_v2(Bucket="mlpipeline", Prefix="litedet-smoke/datasets/")
+    keys = [item["Key"] for item in listed["Contents"]]
+    assert any(k.endswith("annotations/instances_train.json") for k in keys)
+
+
+def test_the_smoke_script_fails_when_the_store_disagrees_with_the_verdict(
+    kfp_server, s3_server, tmp_path
+):
+    """Multi-user: a blessed verdict but no pushed version is a FAIL."""
+    fake, endpoint = kfp_server
+    s3 = s3_server["client"]
+    s3.create_bucket(Bucket="mlpipeline")
+    fake.run_states = ["SUCCEEDED"]
+    fake.on_final = _gate_writer(s3, "mlpipeline", "private-artifacts/team-a/v2/artifacts", True)
+    result = _smoke(
+        endpoint, s3_server, tmp_path, "--mode", "multi-user", "--namespace", "team-a", "--push"
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "smoke: FAIL: blessed, but 0 new versions in the store (expected 1)" in result.stdout
+    assert "+ would run: kubectl -n team-a patch configmap kfp-launcher --type merge" in (
+        result.stdout
+    )
+    assert "the pipeline root runs get: s3://mlpipeline/private-artifacts/team-a/v2/artifacts" in (
+        result.stdout
+    )
+    assert fake.requests[-1][2].get("namespace", "team-a") == "team-a"

@@ -115,7 +115,10 @@ def test_steps_get_their_environment_secrets_and_the_trainer_its_placement(packa
     platform_executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for label, executor in executors.items():
         env = {e["name"]: e["value"] for e in executor["container"]["env"]}
-        assert env == {"AWS_ENDPOINT_URL": "http://minio-service.kubeflow:9000"}
+        expected_env = {"AWS_ENDPOINT_URL": "http://minio-service.kubeflow:9000"}
+        if label == "Trainer_executor":  # checks at its start that TensorFlow sees the GPU
+            expected_env[kfp_spec.ACCELERATOR_ENV] = "nvidia.com/gpu"
+        assert env == expected_env
         [secret] = platform_executors[label]["secretAsEnv"]
         # The store-writer credential reaches the pusher only; it replaces the shared one there.
         expected = "store-writer" if label == "LitedetPusher_executor" else "litedet-s3"

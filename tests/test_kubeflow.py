@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -563,3 +564,202 @@ def test_the_image_sets_no_secret():
     for name in names:
         assert not configs.SECRET_NAME.search(name), name
         assert not name.startswith(("AWS_", "GOOGLE_", "MLFLOW_", "KFP_")), name
+
+
+def _arg_default(name):
+    [argument] = [
+        rest
+        for instruction, rest in _final_stage()
+        if instruction == "ARG" and rest.split("=")[0] == name
+    ]
+    return argument.partition("=")[2].strip('"')
+
+
+def test_the_image_bakes_the_default_alphas_weights_and_then_stops_downloading():
+    """Pods of a cluster without egress train with the ImageNet weights the image holds: by
+    default those of the configuration's default alpha at the ImageNet size nearest its default
+    input size. LITEDET_IMAGE_WEIGHTS (what the Trainer checks) is set after the download, or
+    the build's own download would be refused."""
+    from litedet.components.detection import weights
+    from litedet.pipeline.configs import TrainingConfig, TransformConfig
+
+    expected = f"{TrainingConfig().alpha}:{weights.nearest_size(TransformConfig().image_size)}"
+    assert _arg_default("BACKBONE_WEIGHTS") == expected == "0.35:224"
+    assert TrainingConfig().backbone_weights == weights.IMAGENET
+    final = _final_stage()
+    download = next(
+        i
+        for i, (instruction, rest) in enumerate(final)
+        if instruction == "RUN" and "litedet.components.detection.weights" in rest
+    )
+    [marker] = [
+        i
+        for i, (instruction, rest) in enumerate(final)
+        if instruction == "ENV" and rest.startswith(weights.IMAGE_WEIGHTS_ENV + "=")
+    ]
+    assert marker > download
+    assert final[marker][1] == f'{weights.IMAGE_WEIGHTS_ENV}="${{BACKBONE_WEIGHTS}}"'
+    user = max(i for i, (instruction, _) in enumerate(final) if instruction == "USER")
+    assert download > user  # into the step user's Keras cache (HOME), not root's
+    readme = (REPO / "README.md").read_text()
+    assert f'--build-arg BACKBONE_WEIGHTS="{expected}' in readme  # the build line matches
+
+
+def test_the_gpu_variant_installs_the_cuda_build_of_the_pinned_tensorflow():
+    from importlib import metadata
+
+    pinned = re.search(r"^tensorflow==(\S+)$", (REPO / "requirements.lock").read_text(), re.M)
+    text = (REPO / "Dockerfile").read_text()
+    assert _arg_default("TENSORFLOW_VARIANT") == "cpu"
+    assert f'"tensorflow[and-cuda]=={pinned.group(1)}"' in text
+    assert f"tf.__version__ == '{pinned.group(1)}'" in text
+    # The extra exists for this TensorFlow release and brings the CUDA libraries the build
+    # checks for.
+    tf_metadata = metadata.metadata("tensorflow")
+    assert tf_metadata["Version"] == pinned.group(1)
+    cuda = [r for r in tf_metadata.get_all("Requires-Dist") if "extra == 'and-cuda'" in r]
+    assert any(r.startswith("nvidia-cudnn-cu12") for r in cuda)
+    assert any(r.startswith("nvidia-cublas-cu12") for r in cuda)
+    assert "'nvidia.cudnn', 'nvidia.cublas'" in text
+    assert "--build-arg TENSORFLOW_VARIANT=gpu" in (REPO / "README.md").read_text()
+
+
+# --- `litedet compile` as a user runs it: no network, refusals in one line ----------------------
+
+NO_NETWORK = """
+import socket
+def _refuse(self, *args, **kwargs):
+    raise OSError("litedet compile opened a network connection: %r" % (args,))
+socket.socket.connect = _refuse
+socket.socket.connect_ex = _refuse
+"""
+
+
+def _litedet(tmp_path, *argv, timeout=180):
+    """The `litedet` command in a subprocess whose sockets cannot connect anywhere."""
+    site = tmp_path / "no-network"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(NO_NETWORK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LITEDET_", "S3_"))}
+    env["PYTHONPATH"] = f"{site}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    started = time.monotonic()
+    result = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "litedet"), *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+    )
+    return result, time.monotonic() - started
+
+
+REFUSED = [
+    (
+        ["--pipeline-root", "s3://b/root", "--set", "dataset.root=gs://b/d"],
+        "--pipeline-root s3://b/root: s3:// needs kubeflow.env.AWS_ENDPOINT_URL",
+    ),
+    (
+        [
+            "--pipeline-root",
+            "gs://b/root",
+            "--set",
+            "dataset.root=s3://b/d",
+            "--set",
+            "kubeflow.env.AWS_ENDPOINT_URL=http://seaweedfs.kubeflow:9000",
+        ],
+        "dataset.root s3://b/d: s3:// needs kubeflow.secret_env.AWS_ACCESS_KEY_ID",
+    ),
+    (
+        ["--pipeline-root", "gs://b/root", "--set", "push.destination=s3://b/models"],
+        "push.destination s3://b/models: s3:// needs kubeflow.env.AWS_ENDPOINT_URL",
+    ),
+    (  # the README's old example: counting classes used to wait on the S3 host, then abort
+        [
+            "--config",
+            "k8s/examples/minio-config.yaml",
+            "--set",
+            "evaluation.num_classes=0",
+            "--pipeline-root",
+            "s3://mlpipeline/litedet/pipeline-root",
+        ],
+        "evaluation.num_classes: the compiler does not read the dataset at "
+        "s3://mlpipeline/datasets/coco",
+    ),
+]
+
+
+@pytest.mark.parametrize("argv, message", REFUSED, ids=["root", "dataset", "store", "classes"])
+def test_compile_refuses_s3_without_endpoint_and_credentials_in_one_line(tmp_path, argv, message):
+    default_dataset = [] if "--config" in argv else ["--set", f"dataset={json.dumps(DATASET)}"]
+    result, seconds = _litedet(
+        tmp_path,
+        "compile",
+        "--image",
+        IMAGE,
+        "--output",
+        str(tmp_path / "p.yaml"),
+        "--set",
+        "evaluation.num_classes=5",
+        *default_dataset,
+        *argv,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("litedet: error: ")
+    assert message in result.stderr
+    assert "Compiling" not in result.stdout  # refused before TFX is imported
+    assert seconds < 30  # the CLI's own imports only; no store, no TFX
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_aws_s3_with_ambient_credentials_needs_no_endpoint_or_secret():
+    config = configs.load_config(
+        None,
+        [
+            f"dataset={json.dumps(dict(DATASET, root='s3://b/d'))}",
+            "evaluation.num_classes=5",
+            "kubeflow.aws_s3_ambient_credentials=true",
+        ],
+    )
+    assert kv2.preflight(config, "p.yaml", IMAGE, "s3://b/root") == 5
+    with pytest.raises(configs.ConfigError, match="aws_s3_ambient_credentials"):
+        configs.load_config(None, ['kubeflow={"aws_s3_ambient_credentials": "maybe"}'])
+
+
+@pytest.mark.parametrize(
+    "example, root",
+    [
+        ("kfp-standalone-config.yaml", "s3://mlpipeline/v2/artifacts"),
+        (
+            "kfp-multi-user-config.yaml",
+            "s3://mlpipeline/private-artifacts/kubeflow-user-example-com/v2/artifacts",
+        ),
+        ("minio-config.yaml", "s3://mlpipeline/litedet/pipeline-root"),
+    ],
+)
+def test_the_example_configs_compile_offline(tmp_path, example, root):
+    """As the README and each file's header give the command, with every socket refused."""
+    out = tmp_path / "litedet-kfp.yaml"
+    result, seconds = _litedet(
+        tmp_path,
+        "compile",
+        "--image",
+        IMAGE,
+        "--config",
+        f"k8s/examples/{example}",
+        "--pipeline-root",
+        root,
+        "--output",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Wrote" in result.stdout and seconds < 150
+    spec, platform = kv2.load_package(str(out))
+    assert len(spec["root"]["dag"]["tasks"]) == 13
+    # Every step gets the store's endpoint and the Secret's keys.
+    for executor in spec["deploymentSpec"]["executors"].values():
+        env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
+        assert env["AWS_ENDPOINT_URL"].startswith("http://"), example
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert len(executors) == len(spec["deploymentSpec"]["executors"])
+    assert f"--pipeline-root {root}" in (REPO / "k8s" / "examples" / example).read_text()

@@ -240,3 +240,16 @@ def test_decode_in_serving_signature_has_static_k():
     assert concrete.structured_outputs["detection_classes"].shape.as_list() == [None, 7]
     detections = serve(tf.zeros([2, 4, 4]), tf.concat([logits_with((1, 2, 5.0))] * 2, axis=0))
     assert detections["num_detections"].numpy().tolist() == [1.0, 1.0]
+
+
+def test_the_detector_defaults_are_the_training_sections():
+    """DetectorConfig's own defaults describe the model the Trainer builds at the default
+    settings (from_training), so a benchmark or test that builds one gets today's detector."""
+    from litedet.components.trainer.config import TrainingConfig
+
+    built = model_lib.DetectorConfig.from_training(TrainingConfig(), num_classes=5, image_size=256)
+    assert built == model_lib.DetectorConfig(num_classes=5, image_size=256)
+    custom = model_lib.DetectorConfig.from_training(
+        TrainingConfig(alpha=0.5, finest_stride=16, head_channels=64), 3, 320
+    )
+    assert (custom.alpha, custom.strides[0], custom.head_channels) == (0.5, 16, 64)

@@ -1,9 +1,12 @@
 """The MLflow registry's credentials (docs/security.md, item 8): sent to the tracking server's own
 origin only, never over plain http:// unless allowed, never in the configuration.
 
-Real HTTP on loopback: a fake MLflow tracking server and a second server (another port, so
-another origin) that a server response names as the run's artifact location; each records the
-Authorization header of every request it receives. No mocking of requests.
+MLflow's own client (MlflowClient) sends the requests; real HTTP on loopback: a recording MLflow
+tracking server (it answers the few REST calls a registration makes, in MLflow's JSON) and a
+second server (another port, so another origin) that a server response names as the run's
+artifact location, or that a redirect points at; each records the Authorization header of every
+request it receives. A real MLflow server cannot show which headers reached it, hence the
+recording one. No mocking of requests or of MLflow's client.
 """
 
 import http.server
@@ -64,17 +67,25 @@ class RecordingServer:
 
 def fake_mlflow(artifact_uri):
     """The REST answers MlflowRegistry.register needs, with the run's artifact location
-    `artifact_uri(tracking_server)`."""
+    `artifact_uri[0]`."""
+
+    def run():
+        return {
+            "info": {"run_id": "r1", "experiment_id": "1", "artifact_uri": artifact_uri[0]},
+            "data": {},
+        }
 
     def respond(method, path, body):
         if path.endswith("/model-versions/search"):
             return {"model_versions": []}
         if path.endswith("/experiments/get-by-name"):
-            return {"experiment": {"experiment_id": "1"}}
-        if path.endswith("/runs/create"):
-            return {"run": {"info": {"run_id": "r1", "artifact_uri": artifact_uri[0]}}}
+            return {"experiment": {"experiment_id": "1", "name": "litedet"}}
+        if path.endswith("/runs/create") or path.endswith("/runs/get"):
+            return {"run": run()}
+        if path.endswith("/runs/update"):
+            return {"run_info": run()["info"]}
         if path.endswith("/model-versions/create"):
-            return {"model_version": {"version": "1", "status": "READY"}}
+            return {"model_version": {"name": MODEL_NAME, "version": "1", "status": "READY"}}
         return {}
 
     return respond
@@ -93,6 +104,9 @@ def stored_version(tmp_path):
     ],
 )
 def test_the_token_goes_to_the_tracking_server_only(tmp_path, monkeypatch, location):
+    """A run whose artifact location is another HTTP server: MLflow's client would send that
+    server the tracking credentials, so the registration stops before any upload, naming the
+    setting; the other server never sees a request."""
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", TOKEN)
     uri, manifest = stored_version(tmp_path)
     artifact_uri = [""]
@@ -105,12 +119,17 @@ def test_the_token_goes_to_the_tracking_server_only(tmp_path, monkeypatch, locat
             mlflow.url, MODEL_NAME, retries=0, allow_insecure_http=True
         )
 
-        assert registry.register(MODEL_NAME, uri, manifest) == "1"
+        with pytest.raises(registry_lib.RegistryError) as refused:
+            registry.register(MODEL_NAME, uri, manifest)
 
-    uploads = [seen for seen in other.seen if seen[0] == "PUT"]
-    assert len(uploads) == len(manifest["files"]) + 1  # every file and the manifest
-    assert [auth for _, _, auth in other.seen] == [None] * len(other.seen)
+    message = str(refused.value)
+    assert "is another server" in message and "push.registry.artifact_location" in message
+    assert "MLFLOW_TRACKING_TOKEN" in message and TOKEN not in message
+    assert f"litedet register {manifest['version']}" in message
+    assert other.seen == []
     assert mlflow.seen and all(auth == f"Bearer {TOKEN}" for _, _, auth in mlflow.seen)
+    # The run that could not get its files is marked failed.
+    assert ("POST", "/api/2.0/mlflow/runs/update", f"Bearer {TOKEN}") in mlflow.seen
 
 
 def test_the_tracking_server_itself_still_gets_the_token_for_its_artifacts(tmp_path, monkeypatch):
@@ -123,44 +142,73 @@ def test_the_tracking_server_itself_still_gets_the_token_for_its_artifacts(tmp_p
         registry = registry_lib.MlflowRegistry(
             mlflow.url, MODEL_NAME, retries=0, allow_insecure_http=True
         )
-        registry.register(MODEL_NAME, uri, manifest)
+        assert registry.register(MODEL_NAME, uri, manifest) == "1"
 
-    uploads = [auth for method, _, auth in mlflow.seen if method == "PUT"]
-    assert len(uploads) == len(manifest["files"]) + 1
-    assert set(uploads) == {"Basic Y2k6cHc="}  # base64("ci:pw")
+    uploads = [
+        (path, auth)
+        for method, path, auth in mlflow.seen
+        if method == "PUT" and path.startswith("/api/2.0/mlflow-artifacts/artifacts/1/r1/")
+    ]
+    assert len(uploads) == len(manifest["files"]) + 1  # every file and the manifest
+    assert {auth for _, auth in uploads} == {"Basic Y2k6cHc="}  # base64("ci:pw")
+    assert {auth for _, _, auth in mlflow.seen} == {"Basic Y2k6cHc="}
 
 
-def test_a_redirect_is_not_followed_with_the_token(tmp_path, monkeypatch):
-    """A tracking server (or a proxy before it) answering 307 to another origin: the request
-    fails, naming the redirect, and the other origin never sees a request."""
+def test_a_redirect_to_another_origin_loses_the_token(tmp_path, monkeypatch):
+    """A tracking server (or a proxy before it) answering 307 to another origin: MLflow's client
+    (requests) follows it without the Authorization header, so the other origin never sees the
+    token; its answer (404) fails the registration, naming the call."""
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", TOKEN)
-    with RecordingServer(lambda *a: {}) as other:
 
-        class Redirect(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(307)
-                self.send_header("Location", other.url + self.path)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        seen = []
 
-            def log_message(self, *args):
-                pass
+        def _handle(self):
+            NotFound.seen.append((self.command, self.path, self.headers.get("Authorization")))
+            payload = b'{"error_code": "ENDPOINT_NOT_FOUND", "message": "no"}'
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            registry = registry_lib.MlflowRegistry(
-                f"http://127.0.0.1:{server.server_address[1]}",
-                MODEL_NAME,
-                retries=0,
-                allow_insecure_http=True,
-            )
-            with pytest.raises(registry_lib.RegistryError, match="redirect"):
-                registry.register(MODEL_NAME, "/store/1", {})
-        finally:
-            server.shutdown()
-            server.server_close()
-    assert other.seen == []
+        do_GET = do_POST = _handle
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def _handle(self):
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{other.server_address[1]}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _handle
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        registry = registry_lib.MlflowRegistry(
+            f"http://127.0.0.1:{server.server_address[1]}",
+            MODEL_NAME,
+            retries=0,
+            allow_insecure_http=True,
+        )
+        with pytest.raises(registry_lib.RegistryError, match="search_model_versions failed"):
+            registry.register(MODEL_NAME, "/store/1", {"version": 1})
+    finally:
+        for running in (server, other):
+            running.shutdown()
+            running.server_close()
+    assert NotFound.seen, "the redirect was not followed: nothing was tested"
+    assert [auth for _, _, auth in NotFound.seen] == [None] * len(NotFound.seen)
 
 
 @pytest.mark.parametrize(

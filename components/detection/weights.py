@@ -11,6 +11,10 @@
 No TensorFlow import at module level: the CLI checks the setting before it starts a run.
 `python -m litedet.components.detection.weights 0.35:224 0.5:224` downloads files into the
 cache (the Dockerfile bakes chosen alphas into the image for clusters without egress).
+
+Inside the image `$LITEDET_IMAGE_WEIGHTS` lists the ALPHA:SIZE pairs baked at build time (the
+Dockerfile sets it, empty when none): there nothing is downloaded, and a run-time alpha whose
+file is not baked stops at once with the build command that bakes it (`check_image_weights`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ NONE = "none"
 IMAGENET_SIZES = (96, 128, 160, 192, 224)
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
 DOWNLOAD_TIMEOUT_S = 20.0
+# Set by the Dockerfile to the baked ALPHA:SIZE pairs: its presence means "in the image".
+IMAGE_WEIGHTS_ENV = "LITEDET_IMAGE_WEIGHTS"
 
 
 class WeightsUnavailable(RuntimeError):
@@ -89,6 +95,30 @@ def _imagenet(alpha: float, image_size: int, download: bool, timeout_s: float) -
     )
 
 
+def check_image_weights(setting: str, alpha: float, image_size: int, environ=None) -> None:
+    """In the step image (`$LITEDET_IMAGE_WEIGHTS` set), an ImageNet file that was not baked in
+    fails here, at once, with the build argument that bakes it: pods of a cluster without egress
+    would otherwise wait on a download that cannot happen. Outside the image: nothing to check."""
+    environ = os.environ if environ is None else environ
+    if IMAGE_WEIGHTS_ENV not in environ or not is_pretrained(setting):
+        return
+    if setting.lower() != IMAGENET:
+        return
+    size = nearest_size(image_size)
+    name = imagenet_filename(alpha, size)
+    if os.path.exists(os.path.join(keras_cache_dir(), name)):
+        return
+    baked = environ.get(IMAGE_WEIGHTS_ENV, "").split()
+    wanted = " ".join(sorted(set(baked) | {f"{float(alpha)}:{size}"}))
+    raise WeightsUnavailable(
+        f"training.backbone_weights=imagenet at alpha {alpha} needs {name}, which this image "
+        f"does not hold (it bakes: {' '.join(baked) or 'none'}); rebuild it with "
+        f'docker build --build-arg BACKBONE_WEIGHTS="{wanted}" (docs/cluster.md, "Image"), '
+        "or run with an alpha it holds, or set training.backbone_weights to a gs:// / s3:// "
+        "file or 'none'"
+    )
+
+
 def _copied(uri: str) -> str:
     """A local copy of a weights file on an object store (h5py reads local files only)."""
     import tensorflow as tf
@@ -115,6 +145,7 @@ def resolve(
     if not is_pretrained(setting):
         return None
     if setting.lower() == IMAGENET:
+        check_image_weights(setting, alpha, image_size)  # in the image: baked or nothing
         return _imagenet(alpha, image_size, download, timeout_s)
     if "://" in setting:
         return _copied(setting)

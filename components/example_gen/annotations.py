@@ -1,4 +1,5 @@
-"""Annotation parsers: COCO JSON and Pascal VOC XML into format-neutral `ImageRecord`s.
+"""Annotation parsers: COCO JSON, Pascal VOC XML and YOLO txt labels into format-neutral
+`ImageRecord`s.
 
 A malformed annotation file raises `AnnotationError` naming the file and what is wrong: one bad
 file means the dataset description itself is broken, so the component fails rather than guessing.
@@ -17,6 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from litedet.components.example_gen import files, json_stream
 from litedet.components.example_gen.config import DatasetConfig, label_name_problem
+from litedet.components.example_gen.files import is_remote
 
 
 class AnnotationError(ValueError):
@@ -47,6 +49,9 @@ class ImageRecord:
     # (reason, detail) of a problem found in the annotation itself: the image is quarantined
     # for it without being read.
     problem: Tuple[str, ...] = ()
+    # True: the objects' boxes are fractions of the image's size (YOLO), scaled to pixels once
+    # the image is decoded (records.check_image).
+    normalized_boxes: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,10 +163,11 @@ def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
     `ambiguous_image_id` (whose boxes are whose is unknown), and the annotations of an id that no
     image has become one `annotation_without_image` record per such id (counted, not lost).
     """
-    images_dir = os.path.join(config.root, config.default_images_dir())
     records: List[ImageRecord] = []
     categories: Dict[int, str] = {}
+    parents: Dict[int, Any] = {}  # category id -> its `supercategory`
     for split, relative in config.sources.items():
+        images_dir = os.path.join(config.root, config.images_dir_for(split))
         path = os.path.join(config.root, relative)
         images: List[Tuple[int, dict]] = []
         objects_by_image: Dict[int, List[ObjectAnnotation]] = {}
@@ -172,6 +178,7 @@ def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
             for i, item in enumerate(items):
                 if field == "categories":
                     _add_category(categories, item, i, path)
+                    parents[item["id"]] = item.get("supercategory")
                 elif field == "annotations":
                     _add_object(objects_by_image, problems, category_keys, item, i, path)
                 else:
@@ -220,10 +227,24 @@ def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
                     ),
                 )
             )
-    ordered = sorted(categories)
+    skipped = placeholders(categories, parents)
+    ordered = [c for c in sorted(categories) if c not in skipped]
     return records, LabelMap(
         keys=tuple(str(c) for c in ordered), names=tuple(categories[c] for c in ordered)
     )
+
+
+def placeholders(categories: Dict[int, str], parents: Dict[int, Any]) -> set:
+    """Category ids that are not classes: Roboflow's COCO export lists the dataset itself as a
+    category (id 0), the `supercategory` of every other one, and no box uses it. Left out of
+    the label map (a class that can never be detected would still cost a head output and drag
+    the per-class mAP); a box that names one quarantines its image as `unknown_category`.
+    COCO 2017's own supercategories ("person" over "person") are not categories of others."""
+    return {
+        c
+        for c, name in categories.items()
+        if any(parent == name and other != c for other, parent in parents.items())
+    }
 
 
 def _add_category(categories: Dict[int, str], cat, i: int, path: str) -> None:
@@ -412,19 +433,187 @@ def read_voc(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
       The image records, in the sources' order (a file that may not be read is a record with
       its `problem`, quarantined later), and the label map.
     """
-    images_dir = os.path.join(config.root, config.default_images_dir())
     records = []
     for split, source in config.sources.items():
+        images_dir = os.path.join(config.root, config.images_dir_for(split))
         for path in _voc_annotation_files(config, source):
             records.append(_voc_record(config, path, images_dir, split))
     names = config.class_names or sorted({o.category for r in records for o in r.objects})
     return records, LabelMap(keys=tuple(names), names=tuple(names))
 
 
+# Ultralytics' image suffixes (its IMG_FORMATS): every such file in a YOLO source folder is an
+# image of the dataset; one this project cannot decode is quarantined, never skipped.
+YOLO_IMAGE_SUFFIXES = (
+    ".bmp",
+    ".dng",
+    ".jpeg",
+    ".jpg",
+    ".mpo",
+    ".png",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".pfm",
+    ".heic",
+)
+YOLO_DATA_FILES = ("data.yaml", "data.yml")
+
+
+def yolo_label_path(image_path: str) -> str:
+    """Ultralytics' rule: the last `/images/` of the path becomes `/labels/`, the suffix `.txt`."""
+    head, sep, tail = image_path.rpartition("/images/")
+    path = head + "/labels/" + tail if sep else image_path
+    return os.path.splitext(path)[0] + ".txt"
+
+
+def yolo_class_names(config: DatasetConfig) -> List[str]:
+    """`class_names`, else the `names` of the data.yaml at the root (a list, or {index: name})."""
+    import tensorflow as tf
+    import yaml
+
+    if config.class_names:
+        return list(config.class_names)
+    for name in YOLO_DATA_FILES:
+        path = os.path.join(config.root, name)
+        if not tf.io.gfile.exists(path):
+            continue
+        try:
+            with tf.io.gfile.GFile(path) as f:
+                data = yaml.safe_load(f.read())
+        except yaml.YAMLError as e:
+            raise AnnotationError(f"{path}: not valid YAML ({e})") from e
+        names = data.get("names") if isinstance(data, dict) else None
+        if isinstance(names, dict) and sorted(names) == list(range(len(names))):
+            names = [names[i] for i in range(len(names))]
+        _require(
+            isinstance(names, list) and names and all(isinstance(n, str) for n in names),
+            path,
+            "'names' must be a list of class names or a mapping {0: name, 1: ...}",
+        )
+        for i, name in enumerate(names):
+            problem = label_name_problem(name)
+            _require(problem is None, path, f"names[{i}]: {problem}")
+        return names
+    raise AnnotationError(
+        f"dataset.class_names: a yolo dataset names its classes in {YOLO_DATA_FILES[0]} at the "
+        f"root ({config.root}), and there is none; list them in dataset.class_names"
+    )
+
+
+def _yolo_images(config: DatasetConfig, source: str, split: str) -> List[str]:
+    """The image paths of a YOLO source: every image file under a folder (sorted), or the lines
+    of a list file (`./x` relative to the list's folder, else to the root)."""
+    import tensorflow as tf
+
+    path = os.path.join(config.root, source)
+    if tf.io.gfile.isdir(path):
+        found = []
+        for folder, _, names in tf.io.gfile.walk(path):
+            found += [
+                os.path.join(folder, n) for n in names if n.lower().endswith(YOLO_IMAGE_SUFFIXES)
+            ]
+        return sorted(found)
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except tf.errors.NotFoundError as e:
+        raise AnnotationError(
+            f"{path}: dataset.sources.{split} is neither an image folder nor a list file"
+        ) from e
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path}: not UTF-8 text ({e})") from e
+    base = os.path.dirname(path)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return [
+        os.path.normpath(os.path.join(base, line[2:]))
+        if line.startswith("./")
+        else os.path.join(config.root, line)  # absolute ones stay as written: refused later
+        for line in lines
+    ]
+
+
+def parse_yolo_labels(path: str, text: str, num_classes: int) -> Tuple[list, Tuple[str, ...]]:
+    """(objects, problem) of one label file: `class cx cy w h` per line, fractions of the image;
+    a line of more numbers is a polygon (`class x1 y1 x2 y2 ...`), boxed by its extremes."""
+    objects = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}:{number}"
+        try:
+            values = [float(v) for v in fields[1:]]
+            index = int(fields[0])
+        except ValueError:
+            return [], ("malformed_label", f"{where}: {line.strip()!r} is not 'class x y w h'")
+        if not 0 <= index < num_classes:
+            return [], (
+                "unknown_category",
+                f"{where}: class {index} is not in 0..{num_classes - 1} (the dataset's names)",
+            )
+        if len(values) == 4:
+            cx, cy, w, h = values
+            box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+        elif len(values) >= 6 and len(values) % 2 == 0:
+            xs, ys = values[0::2], values[1::2]
+            box = (min(xs), min(ys), max(xs), max(ys))
+        else:
+            return [], ("malformed_label", f"{where}: {len(values)} numbers after the class")
+        if not all(math.isfinite(v) for v in values) or min(values) < 0 or max(values) > 1:
+            return [], (
+                "malformed_label",
+                f"{where}: coordinates must be fractions of the image in [0, 1], got {values}",
+            )
+        objects.append(ObjectAnnotation(category=str(index), box=box))
+    return objects, ()
+
+
+def _yolo_record(config: DatasetConfig, image_path: str, split: str, num_classes: int):
+    relative = (
+        os.path.relpath(image_path, config.root)
+        if not is_remote(image_path)
+        else (image_path[len(config.root.rstrip("/")) + 1 :])
+    )
+    label_path = yolo_label_path(image_path)
+    problem: Tuple[str, ...] = file_name_problem(image_path, f"dataset.sources.{split}")
+    objects: list = []
+    if not problem:
+        try:
+            data = files.read_file(config.root, label_path, config.max_image_bytes)
+        except files.FileProblem as e:
+            data, problem = None, (e.reason, f"label file {e.detail}")
+        if data is not None:  # no label file: an image with no object (Ultralytics' rule)
+            try:
+                objects, problem = parse_yolo_labels(label_path, data.decode("utf-8"), num_classes)
+            except UnicodeDecodeError as e:
+                problem = ("malformed_label", f"{label_path}: not UTF-8 text ({e})")
+    return ImageRecord(
+        source_id=relative,
+        split=split,
+        image_path=image_path,
+        objects=tuple(objects),
+        problem=problem,
+        normalized_boxes=True,
+    )
+
+
+def read_yolo(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
+    """Reads an Ultralytics YOLO dataset: every image of each source with its label file; labels
+    follow the class indices (0 -> label 1)."""
+    names = yolo_class_names(config)
+    records = [
+        _yolo_record(config, image_path, split, len(names))
+        for split, source in config.sources.items()
+        for image_path in _yolo_images(config, source, split)
+    ]
+    return records, LabelMap(keys=tuple(str(i) for i in range(len(names))), names=tuple(names))
+
+
 # Formats whose annotations the driver reads into image records: dataset.format -> reader. The
 # ExampleGen (executor.SOURCES) and `litedet data inspect` dispatch on it; tfrecord sources are
 # read on the Beam workers instead.
-READERS = {"coco": read_coco, "voc": read_voc}
+READERS = {"coco": read_coco, "voc": read_voc, "yolo": read_yolo}
 
 
 def count_classes(config: DatasetConfig) -> int:
@@ -433,20 +622,26 @@ def count_classes(config: DatasetConfig) -> int:
     their classes only per object, so they need `class_names` for this."""
     if config.class_names:
         return len(config.class_names)
+    if config.format == "yolo":
+        return len(yolo_class_names(config))
     if config.format != "coco":
         raise AnnotationError(
             f"dataset.class_names: needed for a {config.format} dataset, to set up per-class "
             "evaluation before the data is read (list the class names in label order)"
         )
-    categories = set()
+    names: Dict[int, str] = {}
+    parents: Dict[int, Any] = {}
     for relative in config.sources.values():
         path = os.path.join(config.root, relative)
         # Streamed, and only the categories kept: the compile step reads a COCO 2017 file too.
         for _, items in _coco_arrays(path, ("categories",)):
-            categories.update(c.get("id") for c in items if isinstance(c, dict))
+            for c in items:
+                if isinstance(c, dict) and isinstance(c.get("id"), int):
+                    names[c["id"]] = c.get("name")
+                    parents[c["id"]] = c.get("supercategory")
     _require(
-        bool(categories),
+        bool(names),
         os.path.join(config.root, next(iter(config.sources.values()))),
         "no categories",
     )
-    return len(categories)
+    return len(set(names) - placeholders(names, parents))

@@ -1,15 +1,20 @@
 """What the detection ExampleGen reads: one dataset description, validated up front.
 
-A dataset is a folder (`root`) in one of three formats:
+A dataset is a folder (`root`) in one of four formats:
 
-- ``coco``: COCO JSON annotation files; images under ``images_dir``, addressed by each image's
-  ``file_name``.
+- ``coco``: COCO JSON annotation files; images under ``images_dir`` (or, per split,
+  ``images_dirs``: COCO 2017's ``train2017/``, ``val2017/``; Roboflow's ``train/``, ``valid/``),
+  addressed by each image's ``file_name``.
 - ``voc``: Pascal VOC XML files in ``annotations_dir``; images in ``images_dir``. A source is an
   image-set list (``ImageSets/Main/train.txt``) or the annotations folder itself (every XML).
+- ``yolo``: Ultralytics YOLO txt labels. A source is an image folder or a list file of image
+  paths, as in a ``data.yaml``; each image's labels are the ``.txt`` at the same path with its
+  last ``images`` folder replaced by ``labels``; class names from ``class_names``, else the
+  ``names`` of ``data.yaml`` at the root.
 - ``tfrecord``: TFRecord files of tf.Examples already in TF Object Detection API form; a source is
   a glob pattern (``.gz`` files are read as GZIP).
 
-``sources``, ``images_dir`` and ``annotations_dir`` are relative to ``root`` and stay inside it:
+``sources``, ``images_dir(s)`` and ``annotations_dir`` are relative to ``root`` and stay inside it:
 every file the annotations name is read only when it lies under ``root`` (components/example_gen/
 files.py), so the dataset folder is the one boundary to reason about.
 
@@ -28,7 +33,7 @@ import posixpath
 import unicodedata
 from typing import Dict, List, Optional
 
-FORMATS = ("coco", "voc", "tfrecord")
+FORMATS = ("coco", "voc", "yolo", "tfrecord")
 DEFAULT_MAX_OBJECTS_PER_IMAGE = 100
 # 50 MiB: a camera JPEG is a few MB; anything far larger is a mistake or an attack on memory.
 DEFAULT_MAX_IMAGE_BYTES = 50 * 2**20
@@ -69,8 +74,12 @@ class DatasetSettings:
     sources: Dict[str, str] = dataclasses.field(default_factory=lambda: dict(SAMPLE_SOURCES))
     split_ratios: Optional[Dict[str, int]] = None  # e.g. {"train": 4, "eval": 1}: re-split
     images_dir: str = ""  # empty: images/ (coco), JPEGImages/ (voc)
+    # {split: folder}: a split's own image folder, over images_dir (COCO 2017: train2017/...).
+    images_dirs: Dict[str, str] = dataclasses.field(default_factory=dict)
     annotations_dir: str = "Annotations"  # voc
-    class_names: Optional[List[str]] = None  # keep only these classes, in this order
+    # VOC, YOLO, TFRecord: the class names in label order (YOLO: else data.yaml's names). COCO
+    # takes its categories.
+    class_names: Optional[List[str]] = None
     # 0: transform.max_boxes. Images with more objects are quarantined, never cut.
     max_objects_per_image: int = 0
     # Boxes may stick out of the image by this many pixels (rounding in the annotation tool) and
@@ -145,6 +154,17 @@ class DatasetConfig(DatasetSettings):
                 raise DatasetConfigError(f"dataset.{name}: {value!r} must be a positive integer")
         for name in ("images_dir", "annotations_dir"):
             _check_inside_root(f"dataset.{name}", getattr(self, name))
+        if not isinstance(self.images_dirs, dict):
+            raise DatasetConfigError("dataset.images_dirs: must map split names to folders")
+        for split, folder in self.images_dirs.items():
+            if split not in self.sources:
+                raise DatasetConfigError(
+                    f"dataset.images_dirs.{split}: no such split in dataset.sources "
+                    f"({', '.join(self.sources)})"
+                )
+            if not isinstance(folder, str):
+                raise DatasetConfigError(f"dataset.images_dirs.{split}: must be a folder path")
+            _check_inside_root(f"dataset.images_dirs.{split}", folder)
         for split, source in self.sources.items():
             _check_inside_root(f"dataset.sources.{split}", source)
 
@@ -153,10 +173,13 @@ class DatasetConfig(DatasetSettings):
         """The split names the ExampleGen writes, in a stable order."""
         return list(self.split_ratios or self.sources)
 
-    def default_images_dir(self) -> str:
+    def images_dir_for(self, split: str) -> str:
+        """The folder (relative to root) a split's image file names are looked up in."""
+        if split in self.images_dirs:
+            return self.images_dirs[split]
         if self.images_dir:
             return self.images_dir
-        return {"coco": "images", "voc": "JPEGImages", "tfrecord": ""}[self.format]
+        return {"coco": "images", "voc": "JPEGImages"}.get(self.format, "")
 
     def with_root(self, root: str) -> DatasetConfig:
         return dataclasses.replace(self, root=root)

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -43,7 +43,15 @@ TRAINING_SPLIT = "train"
 
 
 class EmptySplitError(RuntimeError):
-    """A split ended with no usable example: training or evaluation on it would be meaningless."""
+    """A split ended with no usable example: training or evaluation on it would be meaningless.
+
+    Carries the quarantine list (`quarantine_lines`, JSON lines) and the summary: TFX removes a
+    failed step's outputs, so whoever catches this keeps them (the CLI writes them into the run
+    folder)."""
+
+    def __init__(self, message: str, quarantine_lines: str = "", summary: Optional[dict] = None):
+        super().__init__(message)
+        self.quarantine_lines, self.summary = quarantine_lines, summary or {}
 
 
 def hash_split(source_id: str, ratios: Dict[str, int]) -> str:
@@ -518,6 +526,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         quarantine.set_int_custom_property("num_quarantined", sum(summary["quarantined"].values()))
         for split, count in summary["examples"].items():
             examples.set_int_custom_property(f"num_examples_{split}", count)
+        # What data the model learned from, for the pusher's lineage (components/pusher).
+        if exec_properties.get(FINGERPRINT_KEY):
+            label_map_artifact = artifact_utils.get_single_instance(output_dict[LABEL_MAP_KEY])
+            label_map_artifact.set_string_custom_property(
+                "data_fingerprint", str(exec_properties[FINGERPRINT_KEY])
+            )
 
 
 def _write_lines(lines: List[str], path: str) -> None:
@@ -544,8 +558,14 @@ def _report(quarantine_uri: str) -> dict:
     )
     empty = [split for split, count in summary["examples"].items() if count == 0]
     if empty:
+        with tf.io.gfile.GFile(os.path.join(quarantine_uri, QUARANTINE_FILE)) as f:
+            lines = f.read()
+        first = json.loads(lines.splitlines()[0]) if lines.strip() else None
+        example = f"; e.g. {first['image']}: {first['reason']} ({first['detail']})" if first else ""
         raise EmptySplitError(
             f"split(s) {', '.join(empty)} have no usable image; quarantined by reason: "
-            f"{dict(reasons) or 'none'}; see {os.path.join(quarantine_uri, QUARANTINE_FILE)}"
+            f"{dict(reasons) or 'none'}{example}",
+            quarantine_lines=lines,
+            summary=summary,
         )
     return summary

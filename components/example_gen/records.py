@@ -36,6 +36,7 @@ QUARANTINE_REASONS = {
     "zero_area_box": "a box has zero or negative width or height (after clipping)",
     "too_many_objects": "more objects than max_objects_per_image: they would be cut in Transform",
     "malformed_record": "a TFRecord entry is not a usable TF OD API tf.Example",
+    "malformed_label": "a YOLO label line is not 'class x y w h' (or a polygon) in [0, 1]",
     "path_outside_root": "the file named lies outside the dataset root (.., absolute, symlink)",
     "not_a_regular_file": "the file named is a folder, FIFO, device or socket",
     "file_too_large": "the file is larger than max_image_bytes",
@@ -230,6 +231,18 @@ def _normalized_box(
     return ymin / height, xmin / width, ymax / height, xmax / width
 
 
+def _in_pixels(record: ImageRecord, width: int, height: int):
+    """The record's objects with pixel boxes (YOLO labels are fractions of the image)."""
+    if not record.normalized_boxes:
+        return record.objects
+    return tuple(
+        dataclasses.replace(
+            o, box=(o.box[0] * width, o.box[1] * height, o.box[2] * width, o.box[3] * height)
+        )
+        for o in record.objects
+    )
+
+
 def check_image(
     record: ImageRecord,
     data: bytes,
@@ -256,7 +269,7 @@ def check_image(
             f"{len(record.objects)} objects > max_objects_per_image={max_objects}",
         )
     boxes, labels, texts = [], [], []
-    for obj in record.objects:
+    for obj in _in_pixels(record, width, height):
         label = label_map.label_of(obj.category)
         if label is None:
             raise _Problem(

@@ -11,7 +11,8 @@ Blessed:
 1. The files: every file of `tflite_models` (`model_<format>.tflite`, `labels.txt`,
    `conversion.json`, at the version's top level), the label map files (`label_map.json`,
    `labels.txt`, `label_map.pbtxt`; a file both inputs carry must be byte-identical) and the
-   serving SavedModel under `saved_model/` (the next run's gate compares with it).
+   serving SavedModel under `saved_model/` (the next run's gate compares with it) and again
+   under `serving/1/`, TensorFlow Serving's layout (what KServe's TensorFlow runtime loads).
 2. The manifest: model name; alpha and input size (from `extra_manifest`, the TFLite step's
    conversion.json or custom properties, or the Model's custom properties); the label map;
    evaluation metrics (mAP ...; left out without an `evaluation`); the ModelGate's report
@@ -19,8 +20,9 @@ Blessed:
    blessing has one; sizes in bytes per format;
    latency (custom properties of `tflite_models` whose name holds "latency", or
    `extra_manifest`); the TFLite step's conversion.json and custom properties; and where it came
-   from: pipeline name, pipeline run id, execution id, node id and the ML Metadata id, type and
-   URI of every input artifact. `extra_manifest` (JSON) is merged last.
+   from: pipeline name, pipeline run id, execution id, node id, the dataset's fingerprint (the
+   label map's `data_fingerprint` property, set by the ExampleGen) and the ML Metadata id, type
+   and URI of every input artifact. `extra_manifest` (JSON) is merged last.
 3. store.push_version (atomic, concurrency-safe; see store.py) as the version right after the
    baseline the gate compared against (gate.json's baseline version): if another run pushed
    meanwhile, nothing is pushed and the record says why. Then the registry. A registry failure
@@ -66,6 +68,7 @@ PIPELINE_RUN_ID_KEY = "pipeline_run_id"
 LABEL_MAP_FILES = ("label_map.json", "labels.txt", "label_map.pbtxt")
 CONVERSION_FILE = "conversion.json"  # the TFLite step's summary (components/tflite)
 GATE_FILE = "gate.json"  # ModelGate's report (components/evaluation/executor.py)
+DATA_FINGERPRINT_PROPERTY = "data_fingerprint"  # on the ExampleGen's label_map
 PUSH_RECORD = "push.json"  # in pushed_model.uri: what happened, for people and later steps
 
 
@@ -223,6 +226,9 @@ class Executor(base_executor.BaseExecutor):
         model = _single(input_dict, MODEL_KEY)
         # Always: the next run's gate scores its candidate against it (evaluation/baseline.py).
         add(store.SAVED_MODEL_DIR, path_utils.serving_model_path(model.uri))
+        # And in TensorFlow Serving's layout, which a model server loads (KServe's TensorFlow
+        # runtime: storageUri <version>/serving); the registries point servers there.
+        add(f"{store.SERVING_DIR}/1", path_utils.serving_model_path(model.uri))
 
         manifest: Dict[str, Any] = {"model_name": model_name}
         tflite_props = scalar_custom_properties(tflite) if tflite is not None else {}
@@ -306,6 +312,11 @@ class Executor(base_executor.BaseExecutor):
         if unique_id:
             # The ML Metadata execution id under the local runner; the task id on Kubeflow.
             source["execution_id"] = str(unique_id)
+        label_map = _single(input_dict, LABEL_MAP_KEY)
+        if label_map is not None:  # the ExampleGen records the dataset's fingerprint on it
+            fingerprint = scalar_custom_properties(label_map).get(DATA_FINGERPRINT_PROPERTY)
+            if isinstance(fingerprint, str) and fingerprint:
+                source["data_fingerprint"] = fingerprint
         source["artifacts"] = {
             key: {"id": artifact.id, "type": artifact.type_name, "uri": artifact.uri}
             for key in (

@@ -57,6 +57,9 @@ from typing import Dict, List, Mapping, Optional, Tuple
 MANIFEST = "manifest.json"
 # Inside a version: the SavedModel a pushed model came from (the gate's baseline, `predict`).
 SAVED_MODEL_DIR = "saved_model"
+# The same SavedModel in TensorFlow Serving's layout (`serving/1/saved_model.pb`): the folder
+# KServe's TensorFlow runtime serves (a storageUri's numbered subfolders are model versions).
+SERVING_DIR = "serving"
 MANIFEST_FORMAT = "litedet.pushed_model/1"
 INCOMING_PREFIX = ".incoming-"
 CLAIMS_DIR = ".claims"

@@ -216,6 +216,8 @@ class ProgressLine(tf.keras.callbacks.Callback):
             if self.interactive:
                 self.stream.write("\r  " + text.ljust(70) + "\n")
                 self.stream.flush()
+            else:
+                logging.info("Training %s", text)
 
     def on_train_end(self, logs=None):
         if self.interactive:

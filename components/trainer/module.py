@@ -316,6 +316,23 @@ def _validation(
     )
 
 
+def _callbacks(model_run_dir: str, validation, settings: TrainingConfig, steps_per_epoch: int):
+    """Validation mAP (when there is one), TensorBoard, the progress line."""
+    callbacks = [tf.keras.callbacks.TensorBoard(log_dir=model_run_dir, update_freq="epoch")]
+    if validation is not None:
+        # Before TensorBoard in the list: the mAP it adds to the epoch's logs gets written.
+        callbacks.insert(0, validation)
+    callbacks.append(
+        trainer_callbacks.ProgressLine(
+            settings.train_steps,
+            settings.batch_size,
+            steps_per_epoch,
+            log_every_steps=settings.log_every_steps,
+        )
+    )
+    return callbacks
+
+
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point."""
     settings = TrainingConfig.from_hyperparameters(getattr(fn_args, "hyperparameters", None))
@@ -355,18 +372,7 @@ def run_fn(fn_args) -> None:
         settings,
         steps_per_epoch,
     )
-    callbacks = [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")]
-    if validation is not None:
-        # Before TensorBoard in the list: the mAP it adds to the epoch's logs gets written.
-        callbacks.insert(0, validation)
-    callbacks.append(
-        trainer_callbacks.ProgressLine(
-            settings.train_steps,
-            settings.batch_size,
-            steps_per_epoch,
-            log_every_steps=settings.log_every_steps,
-        )
-    )
+    callbacks = _callbacks(fn_args.model_run_dir, validation, settings, steps_per_epoch)
     for phase, first, last, learning_rate in phases:
         if phase != "full":
             configure_backbone(detector, phase, settings)

@@ -20,11 +20,16 @@ EXAMPLES = {
     "compile": f"""examples:
   litedet compile --image registry.example.com/litedet:0.1.0 \\
       --pipeline-root gs://my-bucket/litedet/root --config coco_on_gcs.yaml
+  litedet compile --image REGISTRY/litedet:0.2.0 --config k8s/examples/kfp-standalone-config.yaml \\
+      --pipeline-root s3://mlpipeline/v2/artifacts          # KFP 2.16/2.17 with its SeaweedFS
   litedet compile --output litedet.json ...     # TFX's PipelineJob form (Vertex AI) instead
 
 The image and pipeline root may come from ${IMAGE_ENV} and ${PIPELINE_ROOT_ENV}. The dataset
-root (dataset.root) must be gs://... or an absolute path mounted in every step; it becomes the
-run-time parameter input_base, so each run can read another copy of the data.""",
+root (dataset.root) must be gs://, s3:// or an absolute path mounted in every step; it becomes
+the run-time parameter input_base, so each run can read another copy of the data. Compiling
+reads nothing over the network: give evaluation.num_classes for a dataset on a store. s3://
+needs kubeflow.env.AWS_ENDPOINT_URL and kubeflow.secret_env credentials, or
+kubeflow.aws_s3_ambient_credentials: true (AWS S3 with the pods' own credentials).""",
     "kfp": """examples:
   export KFP_ENDPOINT=https://kubeflow.example.com/pipeline KFP_NAMESPACE=team-vision
   export KFP_BEARER_TOKEN=...         # a token that endpoint accepts (docs/kubeflow.md)
@@ -32,6 +37,8 @@ run-time parameter input_base, so each run can read another copy of the data."""
   litedet kfp run --param input_base=gs://my-bucket/datasets/coco-2026-11
   litedet kfp schedule --cron "0 3 * * *" --name nightly   # 03:00 daily (cluster's time zone)
   litedet kfp schedule --from-file k8s/examples/recurring-run.yaml
+  litedet kfp schedule --pause nightly     # or --resume nightly, --delete nightly
+  litedet kfp run --wait               # exit 0 blessed, 3 not blessed, 1 failed
   litedet kfp runs --limit 10
 
 Connection: --endpoint/KFP_ENDPOINT, --namespace/KFP_NAMESPACE (multi-user Kubeflow),
@@ -106,7 +113,7 @@ def add_verbs(subparsers) -> None:
     compile_.add_argument(
         "--pipeline-root",
         default=os.environ.get(PIPELINE_ROOT_ENV),
-        help=f"gs:// folder for artifacts (default: ${PIPELINE_ROOT_ENV})",
+        help=f"gs:// or s3:// folder for artifacts (default: ${PIPELINE_ROOT_ENV})",
     )
     compile_.add_argument(
         "--output",
@@ -134,6 +141,26 @@ def add_verbs(subparsers) -> None:
     _connection_flags(run)
     _run_flags(run)
     run.add_argument("--run-name", help="display name (default: pipeline name and time)")
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the run to end; exit 0 blessed, 3 not blessed, 1 failed (the verdict is "
+        "read from the gate's gate.json in the store: needs the store's AWS_* settings here)",
+    )
+    run.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=6 * 3600,
+        help="seconds --wait waits at most (default 6 h)",
+    )
+    run.add_argument(
+        "--poll", type=float, default=30.0, help="seconds between --wait's checks (default 30)"
+    )
+    run.add_argument(
+        "--gate-root",
+        help="with --wait and no --pipeline-root: the root the run got from the namespace's "
+        "kfp-launcher ConfigMap (defaultPipelineRoot), where --wait finds the gate's verdict",
+    )
 
     schedule = actions.add_parser("schedule", help="create a recurring run from a cron expression")
     _connection_flags(schedule)
@@ -149,6 +176,17 @@ def add_verbs(subparsers) -> None:
         default=None,
         help="after a pause, start every missed run (default: only the last)",
     )
+    change = schedule.add_mutually_exclusive_group()
+    for action, what in (
+        ("pause", "stop starting runs"),
+        ("resume", "start runs again"),
+        ("delete", "delete it"),
+    ):
+        change.add_argument(
+            f"--{action}",
+            metavar="NAME_OR_ID",
+            help=f"an existing recurring run: {what} (by display name or id)",
+        )
     schedule.add_argument(
         "--from-file",
         help="YAML with any of: name, pipeline, version, cron, "
@@ -197,10 +235,12 @@ def _compile(args) -> int:
         )
     if not args.pipeline_root:
         raise configs.ConfigError(
-            f"--pipeline-root (or ${PIPELINE_ROOT_ENV}): a gs:// folder "
+            f"--pipeline-root (or ${PIPELINE_ROOT_ENV}): a gs:// or s3:// folder "
             "for the pipeline's artifacts"
         )
     config = configs.load_config(args.config, args.overrides)
+    # Every refusal comes here, at once and offline, before TFX is imported.
+    kubeflow_v2_runner.preflight(config, args.output, args.image, args.pipeline_root)
     print("Compiling (imports TFX, ~20 s) ...", flush=True)
     path = kubeflow_v2_runner.compile_pipeline(config, args.output, args.image, args.pipeline_root)
     spec = kubeflow_v2_runner.load_pipeline_spec(path)
@@ -264,6 +304,42 @@ def _schedule_settings(args) -> Dict[str, Any]:
     return settings
 
 
+EXIT_BLESSED, EXIT_FAILED, EXIT_NOT_BLESSED = 0, 1, 3
+
+
+def _wait(conn, run_id: str, args, root) -> int:
+    """Waits for the run; 0 blessed, 3 not blessed (as `litedet run`), 1 failed."""
+    from litedet.kfp import client as kfp_client
+
+    outcome = kfp_client.wait_for_run(
+        conn,
+        run_id,
+        timeout_s=args.wait_timeout,
+        poll_s=args.poll,
+        on_state=lambda state: print(f"  run {run_id}: {state}", flush=True),
+    )
+    if outcome.state != "SUCCEEDED":
+        failed = "; ".join(outcome.failed_tasks) or "no task reported an error"
+        print(f"Run {run_id} ended {outcome.state}: {failed}", file=sys.stderr)
+        return EXIT_FAILED
+    root = outcome.pipeline_root or root or args.gate_root
+    if not root:
+        raise kfp_client.KfpError(
+            f"run {run_id} SUCCEEDED; its verdict is in gate.json under the run's pipeline "
+            "root, which it did not name (the namespace's kfp-launcher default applied): give "
+            "--gate-root with that default (kubectl get configmap kfp-launcher -o "
+            "jsonpath='{.data.defaultPipelineRoot}'), or run with --pipeline-root"
+        )
+    name = kfp_client.pipeline_name_of_run(conn, run_id)
+    report = kfp_client.gate_verdict(root, name, run_id)
+    reasons = "; ".join(str(r) for r in report.get("reasons") or [])
+    if report.get("blessed"):
+        print(f"Run {run_id} SUCCEEDED: blessed (mAP@0.5 {report.get('map50')}, {report['uri']})")
+        return EXIT_BLESSED
+    print(f"Run {run_id} SUCCEEDED: not blessed ({reasons or 'see ' + report['uri']})")
+    return EXIT_NOT_BLESSED
+
+
 def _kfp(args) -> int:
     from litedet.kfp import client as kfp_client
 
@@ -283,6 +359,8 @@ def _kfp(args) -> int:
         return 0
     if args.kfp_verb == "run":
         root = args.pipeline_root or os.environ.get(PIPELINE_ROOT_ENV)
+        if args.wait and args.wait_timeout <= 0:
+            raise kfp_client.KfpError("--wait-timeout: must be > 0 seconds")
         run_id = kfp_client.start_run(
             conn,
             args.pipeline or DEFAULT_PIPELINE,
@@ -293,9 +371,16 @@ def _kfp(args) -> int:
             pipeline_root=root,
             service_account=args.service_account,
         )
-        print(f"Started run {run_id} of {args.pipeline or DEFAULT_PIPELINE!r}")
-        return 0
+        print(f"Started run {run_id} of {args.pipeline or DEFAULT_PIPELINE!r}", flush=True)
+        return _wait(conn, run_id, args, root) if args.wait else 0
     if args.kfp_verb == "schedule":
+        for action in ("pause", "resume", "delete"):
+            target = getattr(args, action)
+            if target:
+                job_id = kfp_client.change_schedule(conn, target, action)
+                done = {"pause": "Paused", "resume": "Resumed", "delete": "Deleted"}[action]
+                print(f"{done} recurring run {target!r} ({job_id})")
+                return 0
         s = _schedule_settings(args)
         if not s.get("cron") or not s.get("name"):
             raise kfp_client.KfpError("schedule needs --cron and --name (or both in --from-file)")
