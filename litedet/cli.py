@@ -168,7 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the dataset as TF OD API TFRecords, checked as the pipeline checks it",
     )
     _add_config_flags(convert)
-    convert.add_argument("--out", required=True, help="folder to write")
+    convert.add_argument(
+        "--out",
+        required=True,
+        help="folder to write: new or empty; written whole or not at all (a temporary folder "
+        "beside it, renamed at the end, with a completion marker readers check)",
+    )
+    convert.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --out (only once the new output is complete)",
+    )
     kfp_cli.add_verbs(verbs)
     register_verb.add_verb(verbs)
     return parser
@@ -394,8 +404,23 @@ def _data(args) -> int:
     if args.data_verb == "convert":
         from litedet.data import convert
 
+        try:  # before TensorFlow is imported: a refused --out answers at once
+            convert.check_out(os.path.abspath(args.out), args.overwrite)
+        except convert.ConvertError as e:
+            print(f"litedet: error: {e}", file=sys.stderr)
+            return 2
+        from litedet.components.example_gen.executor import EmptySplitError
+        from litedet.components.example_gen.fingerprint import scan
+
         started = time.time()
-        summary = convert.convert(dataset, args.out, configs.beam_args_for(config))
+        try:
+            _, _, dataset_bytes = scan(dataset, dataset.root)  # small data: Beam in-process
+            summary = convert.convert(
+                dataset, args.out, configs.beam_args_for(config, dataset_bytes), args.overwrite
+            )
+        except (convert.ConvertError, EmptySplitError) as e:
+            print(f"litedet: error: {e}", file=sys.stderr)
+            return 2
         print(
             f"Wrote {os.path.join(args.out, 'examples')} in {time.time() - started:.0f} s: "
             f"{summary['examples']} examples; quarantined "

@@ -130,3 +130,96 @@ def feature_values(example, key: str) -> list:
     feature = example.features.feature[key]
     kind = feature.WhichOneof("kind")
     return list(getattr(feature, kind).value) if kind else []
+
+
+# --- hostile bytes (tests/test_bad_input_cli.py, tests/test_ingestion_fuzz.py) ------------------
+
+
+def png_chunks(data: bytes) -> List[Tuple[bytes, int, int]]:
+    """(chunk type, offset of the chunk's length field, offset of its CRC) of a PNG."""
+    import struct
+
+    chunks, at = [], 8
+    while at + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        chunks.append((data[at + 4 : at + 8], at, at + 8 + length))
+        at += 12 + length
+    return chunks
+
+
+def png_with_bad_crc(width: int, height: int) -> bytes:
+    """A PNG whose IDAT chunk fails its CRC: PIL decodes it, TensorFlow refuses it."""
+    data = bytearray(image_bytes(width, height, [(1, 1, width / 2, height / 2)], fmt="PNG"))
+    (_, _, crc_at), *_ = [c for c in png_chunks(bytes(data)) if c[0] == b"IDAT"]
+    data[crc_at] ^= 0xFF
+    return bytes(data)
+
+
+def png_without_iend(width: int, height: int) -> bytes:
+    """A PNG cut before its IEND chunk: PIL decodes it, TensorFlow refuses it."""
+    data = image_bytes(width, height, [(1, 1, width / 2, height / 2)], fmt="PNG")
+    (_, iend_at, _), *_ = [c for c in png_chunks(data) if c[0] == b"IEND"]
+    return data[:iend_at]
+
+
+def exif_rotated_jpeg(upright: Image.Image, orientation: int = 6) -> bytes:
+    """A JPEG whose stored pixels, turned as its EXIF `orientation` says, are `upright`."""
+    from PIL import ImageOps
+
+    inverse = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_90,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_270,
+    }[orientation]
+    stored = upright.transpose(inverse)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    stored.save(out, format="JPEG", quality=95, exif=exif.tobytes())
+    with Image.open(io.BytesIO(out.getvalue())) as check:  # the helper's own inverse is right
+        assert ImageOps.exif_transpose(check).size == upright.size
+    return out.getvalue()
+
+
+def drawn(width: int, height: int, rects) -> Image.Image:
+    """The picture image_bytes encodes, as a PIL image (before encoding)."""
+    return Image.open(io.BytesIO(image_bytes(width, height, rects, fmt="PNG"))).convert("RGB")
+
+
+def tf_example(
+    encoded: bytes, width: int, height: int, boxes=(), labels=(), texts=(), **overrides
+) -> bytes:
+    """A serialized TF OD API tf.Example; `overrides` replace features by key (with "/" as
+    "__"), given as tf.train.Feature."""
+    import tensorflow as tf
+
+    def floats(v):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=v))
+
+    def ints(v):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=v))
+
+    def strings(v):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=v))
+
+    columns = list(zip(*boxes)) if boxes else [(), (), (), ()]
+    feature = {
+        "image/encoded": strings([encoded]),
+        "image/format": strings([b"jpeg"]),
+        "image/height": ints([height]),
+        "image/width": ints([width]),
+        "image/source_id": strings([str(overrides.pop("source_id", "")).encode()]),
+        "image/object/bbox/xmin": floats(columns[0]),
+        "image/object/bbox/ymin": floats(columns[1]),
+        "image/object/bbox/xmax": floats(columns[2]),
+        "image/object/bbox/ymax": floats(columns[3]),
+        "image/object/class/label": ints(labels),
+        "image/object/class/text": strings([t.encode() for t in texts]),
+    }
+    for key, value in overrides.items():
+        feature[key.replace("__", "/")] = value
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()

@@ -1,17 +1,22 @@
-"""Property-based fuzzing of DetectionExampleGen (docs/security.md): generated COCO and VOC
-datasets, valid and broken (missing, truncated and foreign files, FIFOs, bad boxes, NaN and
-infinity, huge numbers, unknown categories, `..` and absolute paths, symlinks out of the root,
-unencodable names, duplicate ids, copies across splits, wrong types), through the real executor
-(Beam, in process).
+"""Property-based fuzzing of DetectionExampleGen (docs/security.md): generated COCO, VOC and
+TFRecord datasets, valid and broken (missing, truncated and foreign files, FIFOs, sockets, symlink
+loops, PNGs TensorFlow refuses, EXIF-rotated JPEGs, bad boxes, NaN and infinity, huge numbers,
+unknown categories, `..` and absolute paths, symlinks out of the root, unencodable names,
+duplicate ids, annotations of no image, iscrowd values of every type, copies across splits, wrong
+types, JSON damaged at any depth; TFRecord entries damaged in their framing or their features),
+through the real executor (Beam, in process) and, for a few, through `litedet data convert` as a
+subprocess.
 
 Properties, for every input:
 - it ends, in time (a watchdog thread; a FIFO must not hang a worker);
-- it either fails with AnnotationError naming the annotation file, exactly when the generator
-  broke a file as a whole (a wrong type where the format wants a number or a name, malformed XML,
-  an image-set id without its file), or runs to the end (possibly EmptySplitError, a split left
-  without a usable image);
-- every image of the annotations is one example or one quarantine line with a known reason and a
-  detail: summary.json's counts add up to the images, the TFRecords and quarantine.jsonl agree;
+- it either fails with AnnotationError naming the annotation file (and, for damaged JSON, the
+  byte offset), exactly when the generator broke a file as a whole (a wrong type where the
+  format wants a number or a name, malformed XML or JSON, an image-set id without its file), or
+  runs to the end (possibly EmptySplitError, a split left without a usable image);
+- every image of the annotations (every TFRecord entry; every image id annotations name without
+  an image) is one example or one quarantine line with a known reason and a detail: summary.json's
+  counts add up, the TFRecords and quarantine.jsonl agree;
+- every example kept decodes with TensorFlow (the Transform's decoder) at its declared size;
 - nothing outside the root is read: a sentinel image and annotation sit beside the root, reached
   by `..`, absolute paths and symlinks, and neither is ever opened (an audit hook watches every
   open() of this process, where the in-process Beam runner reads) nor found in an example.
@@ -21,17 +26,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import os
 import pathlib
+import socket
 import sys
 import tempfile
 import threading
 from typing import Optional
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from litedet.components.example_gen import annotations, records
 from litedet.components.example_gen.config import DatasetConfig
@@ -102,6 +111,13 @@ def write_content(path, kind, width, height, previous, fifos):
     if kind == "folder":
         os.makedirs(path)
         return None
+    if kind == "socket":  # the file stays a socket after the socket is closed
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(path)
+        return None
+    if kind == "loop":
+        os.symlink(os.path.basename(path), path)
+        return None
     if kind == "copy" and previous:
         data = previous[-1]
     elif kind == "png":
@@ -111,6 +127,13 @@ def write_content(path, kind, width, height, previous, fifos):
     elif kind == "truncated":
         whole = image_bytes(width, height, [(0, 0, width / 3, height / 3)])
         data = whole[: max(4, len(whole) // 2)]
+    elif kind == "bad_crc_png":
+        data = datasets.png_with_bad_crc(width, height)
+    elif kind == "no_iend_png":
+        data = datasets.png_without_iend(width, height)
+    elif kind.startswith("exif"):  # exif<orientation>: the upright picture is width x height
+        upright = datasets.drawn(width, height, [(width / 4, height / 4, width / 2, height / 2)])
+        data = datasets.exif_rotated_jpeg(upright, int(kind[4:]))
     elif kind == "garbage":
         data = b"\xff\xd8\xff" + os.urandom(64)
     elif kind == "empty":
@@ -140,6 +163,13 @@ CONTENT = weighted(
     ("missing", 1),
     ("fifo", 1),
     ("folder", 1),
+    ("socket", 1),
+    ("loop", 1),
+    ("bad_crc_png", 1),
+    ("no_iend_png", 1),
+    ("exif6", 1),
+    ("exif3", 1),
+    ("exif8", 1),
 )
 # Where a file name points: inside the root, or (trying to get) out of it.
 NAMING = weighted(
@@ -216,12 +246,41 @@ coco_image = st.fixed_dictionaries(
         "id": weighted(("fresh", 5), ("duplicate", 1)),
         "boxes": st.lists(BOX, max_size=2),
         "category": weighted((1, 4), (3, 4), (2, 1), ("x", 1)),
+        # iscrowd: absent, strict values, and values a truthiness test would misread
+        "crowd": weighted(
+            ("absent", 8), (0, 2), (1, 1), (True, 1), (False, 1), ("0", 1), ("false", 1), (2, 1)
+        ),
+        "orphan": weighted((False, 8), (True, 1)),  # an annotation of an id no image has
     }
 )
 # One per example at most: a break of the file as a whole, which must fail the step naming it.
-COCO_BREAK = weighted(
-    (None, 12), ("id_type", 1), ("file_name_type", 1), ("bbox_length", 1), ("bbox_type", 1)
+# ("json", damage, where): the file's text damaged at any depth (`where`, a fraction of the
+# text, picks a position right after a `[`, `{`, `,` or `:`, which are never inside a string
+# here): cut there, a value nested 20,000 deep, a number of 5,000 digits or a byte that is not
+# UTF-8 inserted there.
+JSON_DAMAGE = st.tuples(
+    st.just("json"),
+    st.sampled_from(["truncated", "deep", "huge_number", "not_utf8"]),
+    st.floats(0, 1),
 )
+COCO_BREAK = st.one_of(
+    weighted(
+        (None, 12), ("id_type", 1), ("file_name_type", 1), ("bbox_length", 1), ("bbox_type", 1)
+    ),
+    JSON_DAMAGE,
+)
+
+
+def damage_json(data: bytes, damage: str, where: float) -> bytes:
+    positions = [i + 1 for i, c in enumerate(data) if c in b"[{,:"]
+    at = positions[min(int(where * len(positions)), len(positions) - 1)]
+    insert = {
+        "truncated": None,
+        "deep": b"[" * 20_000 + b"]" * 20_000,
+        "huge_number": b"9" * 5000,
+        "not_utf8": b"\xff",
+    }[damage]
+    return data[:at] if insert is None else data[:at] + insert + data[at:]
 
 
 def write_fuzzed_coco(root, outside, images, broken):
@@ -258,14 +317,21 @@ def write_fuzzed_coco(root, outside, images, broken):
         entry = {"id": image_id, "file_name": name}
         if spec["declared"] != "absent":
             entry["width"] = entry["height"] = declared[spec["declared"]]
+        if spec["content"] in ("exif6", "exif8") and spec["declared"] == "wrong":
+            entry["width"], entry["height"] = size, size + 1  # neither upright nor stored
         doc["images"].append(entry)
         for box in spec["boxes"]:
+            annotation = {
+                "image_id": image_id,
+                "bbox": coco_bbox(box, size),
+                "category_id": spec["category"],
+            }
+            if spec["crowd"] != "absent":
+                annotation["iscrowd"] = spec["crowd"]
+            doc["annotations"].append(annotation)
+        if spec["orphan"]:
             doc["annotations"].append(
-                {
-                    "image_id": image_id,
-                    "bbox": coco_bbox(box, size),
-                    "category_id": spec["category"],
-                }
+                {"image_id": 10**6 + index, "bbox": [1, 1, 2, 2], "category_id": 1}
             )
     doc = docs["train"]
     if broken == "id_type":
@@ -279,9 +345,13 @@ def write_fuzzed_coco(root, outside, images, broken):
     sources = {}
     for split, content in docs.items():
         sources[split] = f"annotations/{split}.json"
-        with open(os.path.join(root, sources[split]), "w") as f:
-            json.dump(content, f)  # NaN, Infinity and 401-digit integers written as such
-    return sources, fifos
+        data = json.dumps(content).encode()  # NaN, Infinity and 401-digit integers as such
+        if isinstance(broken, tuple) and split == "train":
+            data = damage_json(data, *broken[1:])
+        with open(os.path.join(root, sources[split]), "wb") as f:
+            f.write(data)
+    orphans = sum(1 for spec in images if spec["orphan"])
+    return sources, fifos, orphans
 
 
 # --- VOC ----------------------------------------------------------------------------------------
@@ -294,7 +364,7 @@ VOC_OBJECT = st.tuples(
         st.tuples(st.just("inside"), st.floats(0, 0.4), st.floats(0, 0.4), st.floats(0.1, 0.5)),
         st.tuples(st.just("any"), VOC_NUMBER, VOC_NUMBER, VOC_NUMBER, VOC_NUMBER),
     ),
-    st.sampled_from(["0", "1"]),
+    weighted(("0", 6), ("1", 2), ("2", 1), ("yes", 1)),  # difficult: only 0 and 1 are flags
 )
 voc_image = st.fixed_dictionaries(
     {
@@ -380,6 +450,139 @@ def write_fuzzed_voc(root, outside, images, extra_ids, broken):
     return {"train": "ImageSets/Main/train.txt"}, fifos, len(ids)
 
 
+# --- TFRecord ----------------------------------------------------------------------------------
+
+# One entry of a TFRecord file: a good one, or damaged in its framing or its features.
+TF_ENTRY = weighted(
+    ("good", 8),
+    ("copy", 1),  # the previous entry again: a duplicate id
+    ("damaged_data", 1),  # a byte of its data flipped: its checksum fails
+    ("damaged_length", 1),  # a byte of its length flipped: the rest of the file is lost
+    ("height_float", 1),
+    ("label_float", 1),
+    ("encoded_int", 1),
+    ("crowd_2", 1),
+    ("text_newline", 1),
+    ("big", 1),
+    ("not_a_proto", 1),
+    ("nan_box", 1),
+    ("bad_crc_png", 1),
+)
+tfrecord_file = st.fixed_dictionaries(
+    {
+        "entries": st.lists(TF_ENTRY, min_size=1, max_size=5),
+        "gzip": weighted((False, 2), (True, 1)),
+        "cut": st.one_of(st.none(), st.floats(0.01, 0.99)),  # where to cut the file (not GZIP)
+    }
+)
+TF_MAX_IMAGE_BYTES = 20_000
+
+
+def tf_entry(kind, index, size):
+    import tensorflow as tf
+
+    if kind == "not_a_proto":
+        return b"\x0a\xff\xff not a protobuf"
+    jpeg = image_bytes(size, size, [(size / 4, size / 4, size / 2, size / 2)])
+    box = [(0.25, 0.25, 0.75, 0.75)]
+    features = {}
+    floats = tf.train.Feature(float_list=tf.train.FloatList(value=[1.0]))
+    ints = tf.train.Feature(int64_list=tf.train.Int64List(value=[7]))
+    texts, labels = ["cat"], [1]
+    if kind == "height_float":
+        features["image__height"] = floats
+    elif kind == "label_float":
+        features["image__object__class__label"] = floats
+    elif kind == "encoded_int":
+        features["image__encoded"] = ints
+    elif kind == "crowd_2":
+        features["image__object__is_crowd"] = tf.train.Feature(
+            int64_list=tf.train.Int64List(value=[2])
+        )
+    elif kind == "text_newline":
+        texts = ["c\nat"]
+    elif kind == "nan_box":
+        box = [(float("nan"),) * 4]
+    elif kind == "bad_crc_png":
+        jpeg = datasets.png_with_bad_crc(size, size)
+    elif kind == "big":
+        noise = np.random.default_rng(index).integers(0, 256, (120, 120, 3), dtype=np.uint8)
+        out = io.BytesIO()
+        Image.fromarray(noise).save(out, format="PNG")
+        jpeg = out.getvalue()
+        size = 120
+    return datasets.tf_example(
+        jpeg, size, size, box, labels, texts, source_id=f"e{index}", **features
+    )
+
+
+def write_fuzzed_tfrecords(root, files):
+    """Writes each file; returns how many quarantine lines or examples the entries must give:
+    one per entry up to a damaged length or a cut, where the rest of the file is one line."""
+    import gzip
+    import struct
+
+    os.makedirs(os.path.join(root, "records"))
+    expected = 0
+    for number, spec in enumerate(files):
+        entries, previous = [], None
+        for index, kind in enumerate(spec["entries"]):
+            if kind == "copy" and previous is not None:
+                entries.append(previous)
+                continue
+            previous = tf_entry(kind, number * 10 + index, 16 + index)
+            entries.append(previous)
+        raw = bytearray()
+        lines = 0
+        for kind, entry in zip(spec["entries"], entries):
+            start = len(raw)
+            raw += struct.pack("<Q", len(entry))
+            raw += struct.pack("<I", _masked_crc(bytes(raw[start : start + 8])))
+            raw += entry + struct.pack("<I", _masked_crc(entry))
+            if kind == "damaged_data":
+                raw[start + 12 + len(entry) // 2] ^= 0x01
+            lines += 1
+            if kind == "damaged_length":
+                raw[start] ^= 0x01
+                break  # nothing after it can be framed: one line for the rest
+        if spec["cut"] is not None and not spec["gzip"]:
+            at = max(1, int(spec["cut"] * len(raw)))
+            boundaries, end = [], 0
+            for entry in entries[:lines]:
+                end += 12 + len(entry) + 4
+                boundaries.append(end)
+            whole = sum(1 for b in boundaries if b <= at)
+            if whole < lines:  # cut inside an entry: that entry and the rest, one line
+                lines = whole + (0 if at in boundaries else 1)
+            raw = raw[:at]
+        data = gzip.compress(bytes(raw), mtime=0) if spec["gzip"] else bytes(raw)
+        name = f"f{number}.tfrecord" + (".gz" if spec["gzip"] else "")
+        with open(os.path.join(root, "records", name), "wb") as f:
+            f.write(data)
+        expected += lines
+    return expected
+
+
+def _masked_crc(data: bytes) -> int:
+    """TFRecord's masked CRC-32C, written here independently of the reader under test."""
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord_scenario(base, files):
+    root, _, sentinel = make_world(base)
+    expected = write_fuzzed_tfrecords(root, files)
+    config = DatasetConfig(
+        root=root,
+        format="tfrecord",
+        sources={"train": "records/*"},
+        max_image_bytes=TF_MAX_IMAGE_BYTES,
+    )
+    return Scenario(config, [], expected, None, "", sentinel)
+
+
 # --- two ways through the same checks -----------------------------------------------------------
 
 
@@ -395,11 +598,11 @@ class Scenario:
 
 def coco_scenario(base, images, broken):
     root, outside, sentinel = make_world(base)
-    sources, fifos = write_fuzzed_coco(root, outside, images, broken)
+    sources, fifos, orphans = write_fuzzed_coco(root, outside, images, broken)
     return Scenario(
         DatasetConfig(root=root, format="coco", sources=sources),
         fifos,
-        len(images),
+        len(images) + orphans,  # each id without an image: one annotation_without_image line
         broken,
         os.path.join(root, "annotations", "train.json"),
         sentinel,
@@ -444,14 +647,41 @@ def watched(function, fifos):
 
 def checked_directly(config):
     """The executor's own steps without Beam, for many more inputs per second: the annotation
-    reader, _CheckImage (read inside the root, every check) and the duplicate resolution.
-    Returns (kept examples, quarantined)."""
+    reader (or, for TFRecords, the entry reader and parser), _CheckImage (read inside the root,
+    every check) and the duplicate resolution. Returns (kept examples, quarantined)."""
+    if config.format == "tfrecord":
+        items, label_map = tfrecord_items(config)
+    else:
+        reader = annotations.read_coco if config.format == "coco" else annotations.read_voc
+        parsed, label_map = reader(config)
+        items = [dataclasses.replace(r, ordinal=(0, i)) for i, r in enumerate(parsed)]
+    return check_and_resolve(config, items, label_map)
+
+
+def tfrecord_items(config):
+    """What executor._read_tfrecords hands to the checks, without Beam."""
+    import tensorflow as tf
+
+    from litedet.components.example_gen import executor
+
+    items, pairs = [], set()
+    for split, pattern in config.sources.items():
+        for number, path in enumerate(sorted(tf.io.gfile.glob(os.path.join(config.root, pattern)))):
+            for entry in executor._tfrecord_entries((split, number, path), config.max_image_bytes):
+                parsed = executor._parse_tfrecord_entry(entry, config.max_image_bytes)
+                if isinstance(parsed, tuple):
+                    items.append(parsed[0])
+                    pairs.update(parsed[1])
+                else:
+                    items.append(parsed)
+    return items, records.label_map_from_pairs(sorted(pairs))
+
+
+def check_and_resolve(config, items, label_map):
     import apache_beam as beam
 
     from litedet.components.example_gen import executor
 
-    reader = annotations.read_coco if config.format == "coco" else annotations.read_voc
-    parsed, label_map = reader(config)
     check = executor._CheckImage(
         config.root,
         config.max_objects_per_image,
@@ -460,8 +690,8 @@ def checked_directly(config):
         config.max_image_pixels,
     )
     examples, quarantined = [], []
-    for ordinal, record in enumerate(parsed):
-        for out in check.process(dataclasses.replace(record, ordinal=(0, ordinal)), label_map):
+    for record in items:
+        for out in check.process(record, label_map):
             is_tagged = isinstance(out, beam.pvalue.TaggedOutput)
             (quarantined if is_tagged else examples).append(out.value if is_tagged else out)
     by_id, by_content, set_aside = {}, {}, {}
@@ -507,6 +737,8 @@ def check_scenario(scenario, run):
     if scenario.broken:
         assert isinstance(error, annotations.AnnotationError), (scenario.broken, error)
         assert scenario.annotation_file in str(error), str(error)
+        if isinstance(scenario.broken, tuple):  # damaged JSON: the byte offset is named
+            assert "not valid JSON" in str(error) and " byte " in str(error), str(error)
         return
     if error is not None:
         raise error
@@ -515,6 +747,23 @@ def check_scenario(scenario, run):
     for entry in quarantined:
         assert entry.reason in records.QUARANTINE_REASONS and entry.detail, entry
     assert not any(scenario.sentinel in getattr(k, "serialized", k) for k in kept)
+    for kept_example in kept:  # what is kept decodes as the Transform decodes it, at its size
+        check_decodable(kept_example)
+
+
+def check_decodable(example):
+    """The example's image decodes with TensorFlow (the Transform's decoder) at the size the
+    example declares: an EXIF-rotated image is stored upright, not merely declared so."""
+    import tensorflow as tf
+
+    if isinstance(example, bytes):  # the executor run gives the encoded image only
+        tf.io.decode_image(example, channels=3, expand_animations=False)
+        return
+    parsed = tf.train.Example.FromString(example.serialized)
+    (encoded,) = feature_values(parsed, "image/encoded")
+    pixels = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    size = feature_values(parsed, "image/height") + feature_values(parsed, "image/width")
+    assert list(pixels.shape[:2]) == size, (example.image, pixels.shape, size)
 
 
 def beam_run(base):
@@ -539,6 +788,8 @@ def coco_spec(**changes):
         "id": "fresh",
         "boxes": [("inside", 0.1, 0.1, 0.3)],
         "category": 1,
+        "crowd": "absent",
+        "orphan": False,
     }
     return dict(spec, **changes)
 
@@ -552,6 +803,12 @@ POLICIES = [
     coco_spec(size=30),
     coco_spec(size=31, id="duplicate"),
     coco_spec(size=32, boxes=[("any", 1, 1, 0, 5)]),
+    # round two (docs/security.md, item 11): each class at least once
+    coco_spec(size=33, crowd="0", orphan=True),
+    coco_spec(size=34, content="exif6"),
+    coco_spec(size=35, content="no_iend_png"),
+    coco_spec(size=36, content="socket"),
+    coco_spec(size=37, content="loop"),
 ]
 
 
@@ -586,3 +843,78 @@ def test_fuzzed_coco_through_the_executor(fuzz_dir, images, broken):
 def test_fuzzed_voc_through_the_executor(fuzz_dir, images, extra_ids, broken):
     with tempfile.TemporaryDirectory(dir=fuzz_dir) as base:
         check_scenario(voc_scenario(base, images, extra_ids, broken), beam_run(base))
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(files=st.lists(tfrecord_file, min_size=1, max_size=2))
+def test_fuzzed_tfrecords_are_checked_entry_by_entry(fuzz_dir, files):
+    """Damaged framing, wrong feature types, bad flags and names, oversized and undecodable
+    images: each entry is an example or a quarantine line (the rest of a file after a damaged
+    length or a cut is one line), never a failed step."""
+    with tempfile.TemporaryDirectory(dir=fuzz_dir) as base:
+        check_scenario(tfrecord_scenario(base, files), checked_directly)
+
+
+@settings(max_examples=3, **SETTINGS)
+@given(files=st.lists(tfrecord_file, min_size=1, max_size=2))
+def test_fuzzed_tfrecords_through_the_executor(fuzz_dir, files):
+    with tempfile.TemporaryDirectory(dir=fuzz_dir) as base:
+        check_scenario(tfrecord_scenario(base, files), beam_run(base))
+
+
+# --- through the command line -------------------------------------------------------------------
+
+
+def convert_by_cli(config, out):
+    """`litedet data convert` in a fresh process on `config`: (exit code, stderr)."""
+    import subprocess
+
+    import yaml
+
+    path = os.path.join(os.path.dirname(out), "dataset.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump({"dataset": json.loads(config.to_json())}, f)
+    done = subprocess.run(
+        [sys.executable, "-m", "litedet.cli", "data", "convert", "--config", path, "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=WATCHDOG_S * 2,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    return done.returncode, done.stderr
+
+
+@pytest.mark.slow  # a process start (TensorFlow's import) per example
+@settings(max_examples=2, **SETTINGS)
+@given(images=st.lists(coco_image, min_size=2, max_size=6), broken=COCO_BREAK)
+@example(images=POLICIES, broken=("json", "deep", 0.5))
+def test_fuzzed_coco_through_the_command_line(fuzz_dir, images, broken):
+    """The real command, as a user runs it: exit 0 with every image accounted for in a whole
+    output folder, or exit 2 with one line naming the annotation file (a broken file) or the
+    empty split; never a traceback, never a partial folder."""
+    from litedet.components.example_gen import completion
+
+    with tempfile.TemporaryDirectory(dir=fuzz_dir) as base:
+        scenario = coco_scenario(base, images, broken)
+        out = os.path.join(base, "converted")
+        code, stderr = convert_by_cli(scenario.config, out)
+        assert "Traceback" not in stderr, stderr
+        if code != 0:
+            assert code == 2, stderr
+            errors = [line for line in stderr.splitlines() if line.startswith("litedet: error:")]
+            assert len(errors) == 1, stderr
+            assert not os.path.exists(out)
+            expected = scenario.annotation_file if scenario.broken else "have no usable image"
+            assert expected in errors[0], errors[0]
+            return
+        assert not scenario.broken, scenario.broken
+        marker = completion.check(out)
+        counts = marker["summary"]
+        assert sum(counts["examples"].values()) + sum(counts["quarantined"].values()) == (
+            scenario.images
+        )
+        for split in counts["examples"]:
+            for kept in datasets.read_examples(os.path.join(out, "examples", f"Split-{split}")):
+                (encoded,) = feature_values(kept, "image/encoded")
+                assert encoded != scenario.sentinel
+                check_decodable(encoded)

@@ -70,14 +70,22 @@ def test_numbers_and_characters_cut_by_a_chunk_are_read_whole(monkeypatch):
 @pytest.mark.parametrize(
     "data, message",
     [
-        (b"[1, 2]", "expected one of '{' at character 0, found '\\['"),
-        (b'{"a": [1, 2', "expected one of ',\\]' at character 11, found the end of the file"),
+        (b"[1, 2]", "expected one of '{' at byte 0, found '\\['"),
+        (b'{"a": [1, 2', "expected one of ',\\]' at byte 11, found the end of the file"),
         (b'{"a": 1} x', "extra data after the object"),
         (b'{"a": 1, "a": 2}', "the key 'a' appears twice"),
-        (b'{"a": [1, }', "Expecting value at character 10"),
+        (b'{"a": [1, }', "Expecting value at byte 10"),
         (b"{1: 2}", "expected a key string"),
-        (b'{"a": "\xff"}', "not UTF-8"),
+        (b'{"a": "\xff"}', "not UTF-8 text near byte 7"),
         (b"", "found the end of the file"),
+        # Inside an array, at any depth: the offset is in bytes ("é" is two).
+        ('{"é": [1, {"x": [2, }]}'.encode(), "Expecting value at byte 21"),
+        (b'{"a": [1, ' + b"[" * 100_000 + b"]" * 100_000 + b"]}", "starting at byte 10 is nested"),
+        (b'{"a": [{"n": ' + b"7" * 5000 + b"}]}", "starting at byte 7 cannot be read: Exceeds"),
+        (
+            b'{"a": [{"n": 1}, {"m": [1, 2',
+            "the file ends at byte 28, inside the value starting at byte 17",
+        ),
     ],
 )
 def test_broken_json_says_what_and_where(data, message, monkeypatch):

@@ -212,6 +212,8 @@ def test_byte_and_pixel_limits_quarantine_before_decoding(tmp_path):
         ({"images_dir": "../elsewhere"}, "dataset.images_dir: '../elsewhere' must be a path"),
         ({"annotations_dir": "/abs/Annotations"}, "dataset.annotations_dir: '/abs/Annotations'"),
         ({"sources": {"train": "../up.json"}}, "dataset.sources.train: '../up.json' must be"),
+        ({"class_names": ["cat", "do\ng"]}, r"dataset.class_names\[1\]: class name .* line break"),
+        ({"class_names": ["cat", " "]}, r"dataset.class_names\[1\]: class name ' ' is empty"),
     ],
 )
 def test_limits_and_folders_are_validated_naming_the_field(values, message):
@@ -365,15 +367,21 @@ def test_a_file_name_that_is_not_text_quarantines_only_its_image(tmp_path):
 # --- 3. duplicates ------------------------------------------------------------------------------
 
 
-def test_a_duplicate_id_in_a_split_keeps_the_first(tmp_path):
+def test_images_sharing_an_id_in_a_coco_file_are_all_set_aside(tmp_path):
+    """COCO annotations name their image by id: of three images with one id, whose boxes are
+    whose is unknown. All three are set aside (before, the first was kept with all the boxes of
+    the three); an image with an id of its own is kept."""
     root = tmp_path / "d"
     other = dict(GOOD, file_name="other.jpg", width=190)
     third = dict(GOOD, file_name="third.jpg", width=180)
-    sources = datasets.write_coco(str(root), {"train": [GOOD, other, third], "eval": [GOOD_EVAL]})
+    fine = dict(GOOD, file_name="fine.jpg", width=170)
+    sources = datasets.write_coco(
+        str(root), {"train": [GOOD, other, third, fine], "eval": [GOOD_EVAL]}
+    )
 
     def same_id(doc):  # other.jpg and third.jpg both claim good.jpg's id
         first = doc["images"][0]["id"]
-        for image in doc["images"][1:]:
+        for image in doc["images"][1:3]:
             for ann in doc["annotations"]:
                 if ann["image_id"] == image["id"]:
                     ann["image_id"] = first
@@ -383,12 +391,40 @@ def test_a_duplicate_id_in_a_split_keeps_the_first(tmp_path):
     uris, _ = run_example_gen(tmp_path, coco_config(root, sources))
 
     assert reasons_by_image(uris) == {
-        "other.jpg": "duplicate_image_id",
-        "third.jpg": "duplicate_image_id",
+        "good.jpg": "ambiguous_image_id",
+        "other.jpg": "ambiguous_image_id",
+        "third.jpg": "ambiguous_image_id",
     }
     (kept,) = examples_of(uris, "train")
+    assert feature_values(kept, "image/filename") == [b"fine.jpg"]
+    assert len(feature_values(kept, "image/object/bbox/xmin")) == 2
+    assert summary(uris["quarantine"])["quarantined"] == {"ambiguous_image_id": 3}
+
+
+def test_a_duplicate_id_from_two_files_keeps_the_first(tmp_path):
+    """Pooled sources (split_ratios) may bring one id from two files into one split: each image
+    has its own file's boxes, so the first is kept and the later one is duplicate_image_id."""
+    root = tmp_path / "d"
+    sources = datasets.write_coco(
+        str(root), {"a": [GOOD], "b": [dict(GOOD_EVAL, file_name="second.jpg")]}
+    )
+    config = coco_config(root, sources, split_ratios={"train": 1})
+
+    def renumber(doc):  # both files call their image 1
+        for image in doc["images"]:
+            image["id"] = 1
+        for ann in doc["annotations"]:
+            ann["image_id"] = 1
+
+    for split in ("a", "b"):
+        rewrite_coco(str(root), split, renumber)
+
+    uris, _ = run_example_gen(tmp_path, config)
+
+    assert reasons_by_image(uris) == {"second.jpg": "duplicate_image_id"}
+    (kept,) = examples_of(uris, "train")
     assert feature_values(kept, "image/filename") == [b"good.jpg"]
-    assert summary(uris["quarantine"])["quarantined"] == {"duplicate_image_id": 2}
+    assert len(feature_values(kept, "image/object/bbox/xmin")) == 2
 
 
 def test_a_tfrecord_shard_read_twice_keeps_one_copy_of_each_entry(tmp_path):

@@ -9,6 +9,7 @@ record and the image is quarantined later, with everything else that is wrong wi
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -16,7 +17,7 @@ import xml.etree.ElementTree as ElementTree
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from litedet.components.example_gen import files, json_stream
-from litedet.components.example_gen.config import DatasetConfig
+from litedet.components.example_gen.config import DatasetConfig, label_name_problem
 from litedet.components.example_gen.files import is_remote
 
 
@@ -86,9 +87,20 @@ def _stream_json(path: str) -> Iterator[Tuple[str, Any]]:
 
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
-            yield from json_stream.top_level(f.read)
+            for key, value in json_stream.top_level(f.read):
+                yield key, _guarded(value, path) if isinstance(value, Iterator) else value
     except tf.errors.NotFoundError as e:
         raise AnnotationError(f"{path}: annotation file not found") from e
+    except json_stream.JSONStreamError as e:
+        raise AnnotationError(f"{path}: not valid JSON ({e})") from e
+
+
+def _guarded(items: Iterator[Any], path: str) -> Iterator[Any]:
+    """A top-level array's elements, decoded as the caller asks for them, outside
+    `_stream_json`'s own try: broken JSON deep inside an array (a truncated file, nesting too
+    deep, a number of thousands of digits) must fail naming the file as well."""
+    try:
+        yield from items
     except json_stream.JSONStreamError as e:
         raise AnnotationError(f"{path}: not valid JSON ({e})") from e
 
@@ -146,6 +158,10 @@ def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
     Each file is read as a stream: only the fields used here are kept per image and object
     (segmentations, areas and URLs are dropped as they are read), so the peak memory follows the
     records, not the file's text (docs/data.md, "Large annotation files").
+
+    Annotations belong to images by id, so within one file: several images sharing an id are all
+    `ambiguous_image_id` (whose boxes are whose is unknown), and the annotations of an id that no
+    image has become one `annotation_without_image` record per such id (counted, not lost).
     """
     records: List[ImageRecord] = []
     categories: Dict[int, str] = {}
@@ -155,6 +171,8 @@ def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
         path = os.path.join(config.root, relative)
         images: List[Tuple[int, dict]] = []
         objects_by_image: Dict[int, List[ObjectAnnotation]] = {}
+        # image id -> (reason, detail) of the first problem found in one of its annotations
+        problems: Dict[int, Tuple[str, str]] = {}
         category_keys: Dict[Any, str] = {}  # one string per category, not one per object
         for field, items in _coco_arrays(path, ("images", "annotations", "categories")):
             for i, item in enumerate(items):
@@ -162,7 +180,7 @@ def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
                     _add_category(categories, item, i, path)
                     parents[item["id"]] = item.get("supercategory")
                 elif field == "annotations":
-                    _add_object(objects_by_image, category_keys, item, i, path)
+                    _add_object(objects_by_image, problems, category_keys, item, i, path)
                 else:
                     _require(
                         isinstance(item, dict)
@@ -173,17 +191,39 @@ def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
                     )
                     keep = ("id", "file_name", "width", "height")
                     images.append((i, {k: item.get(k) for k in keep}))
+        shared = collections.Counter(img["id"] for _, img in images)
         for i, img in images:
+            image_id = img["id"]
+            problem = file_name_problem(
+                img["file_name"], f"{path}: images[{i}] (id {image_id}) file_name"
+            )
+            if not problem and shared[image_id] > 1:
+                problem = (
+                    "ambiguous_image_id",
+                    f"{path}: {shared[image_id]} images have id {image_id}: which of them each "
+                    "of its annotations belongs to is unknown, so none is used",
+                )
             records.append(
                 ImageRecord(
-                    source_id=str(img["id"]),
+                    source_id=str(image_id),
                     split=split,
                     image_path=os.path.join(images_dir, img["file_name"]),
                     width=img["width"],
                     height=img["height"],
-                    objects=tuple(objects_by_image.get(img["id"], ())),
-                    problem=file_name_problem(
-                        img["file_name"], f"{path}: images[{i}] (id {img['id']}) file_name"
+                    objects=tuple(objects_by_image.get(image_id, ())),
+                    problem=problem or problems.get(image_id, ()),
+                )
+            )
+        for image_id in sorted(set(objects_by_image) - set(shared)):
+            records.append(
+                ImageRecord(
+                    source_id=str(image_id),
+                    split=split,
+                    image_path=path,
+                    problem=(
+                        "annotation_without_image",
+                        f"{path}: {len(objects_by_image[image_id])} annotation(s) name image id "
+                        f"{image_id}, which no image in this file has",
                     ),
                 )
             )
@@ -215,6 +255,8 @@ def _add_category(categories: Dict[int, str], cat, i: int, path: str) -> None:
         path,
         f"categories[{i}] needs an integer 'id' and a string 'name'",
     )
+    problem = label_name_problem(cat["name"])
+    _require(problem is None, path, f"categories[{i}] (id {cat['id']}): {problem}")
     if categories.setdefault(cat["id"], cat["name"]) != cat["name"]:
         raise AnnotationError(
             f"{path}: category id {cat['id']} is named {cat['name']!r} here but "
@@ -222,7 +264,20 @@ def _add_category(categories: Dict[int, str], cat, i: int, path: str) -> None:
         )
 
 
-def _add_object(objects_by_image, category_keys, ann, i: int, path: str) -> None:
+def _flag(value) -> Optional[bool]:
+    """A COCO `iscrowd`, strictly: 0, 1, true or false (None: anything else, such as "0",
+    "false", 2 or 1.0, which Python would have taken as truthy or falsy)."""
+    if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
+        return bool(value)
+    return None
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _add_object(objects_by_image, problems, category_keys, ann, i: int, path: str) -> None:
     _require(
         isinstance(ann, dict) and isinstance(ann.get("image_id"), int),
         path,
@@ -240,10 +295,18 @@ def _add_object(objects_by_image, category_keys, ann, i: int, path: str) -> None
         key = str(category)
         if isinstance(category, (int, str)):
             category_keys[category] = key
-    objects_by_image.setdefault(ann["image_id"], []).append(
-        ObjectAnnotation(
-            category=key, box=(x, y, x + w, y + h), is_crowd=bool(ann.get("iscrowd", 0))
+    is_crowd = _flag(ann.get("iscrowd", 0))
+    if is_crowd is None:
+        problems.setdefault(
+            ann["image_id"],
+            (
+                "invalid_flag",
+                f"{path}: annotations[{i}] (id {ann.get('id')}): iscrowd is "
+                f"{_short(ann['iscrowd'])}; it must be 0, 1, true or false",
+            ),
         )
+    objects_by_image.setdefault(ann["image_id"], []).append(
+        ObjectAnnotation(category=key, box=(x, y, x + w, y + h), is_crowd=bool(is_crowd))
     )
 
 
@@ -289,12 +352,19 @@ def parse_voc_xml(path: str, xml_bytes: bytes, images_dir: str, split: str) -> I
         _require(bndbox is not None, path, "<object> has no <bndbox>")
         xmin, ymin = _voc_number(bndbox, "xmin", path), _voc_number(bndbox, "ymin", path)
         xmax, ymax = _voc_number(bndbox, "xmax", path), _voc_number(bndbox, "ymax", path)
+        name = _voc_text(obj, "name", path)
+        name_problem = label_name_problem(name)
+        _require(name_problem is None, path, f"<object><name>: {name_problem}")
         difficult = obj.find("difficult")
+        flag = "0" if difficult is None else (difficult.text or "0").strip()
+        if flag not in ("0", "1"):
+            problem = problem or (
+                "invalid_flag",
+                f"{path}: <difficult> is {_short(flag)}; it must be 0 or 1",
+            )
         objects.append(
             ObjectAnnotation(
-                category=_voc_text(obj, "name", path),
-                box=(xmin - 1.0, ymin - 1.0, xmax, ymax),
-                difficult=difficult is not None and (difficult.text or "0").strip() == "1",
+                category=name, box=(xmin - 1.0, ymin - 1.0, xmax, ymax), difficult=flag == "1"
             )
         )
     return ImageRecord(
@@ -314,9 +384,11 @@ def _voc_annotation_files(config: DatasetConfig, source: str) -> List[str]:
     annotations_dir = os.path.join(config.root, config.annotations_dir)
     path = os.path.join(config.root, source)
     if tf.io.gfile.isdir(path):
-        return sorted(
-            os.path.join(path, name) for name in tf.io.gfile.listdir(path) if name.endswith(".xml")
-        )
+        if files.is_remote(path):
+            names = tf.io.gfile.listdir(path)
+        else:  # as bytes: a name that is not UTF-8 must not fail the listing (it is quarantined)
+            names = [os.fsdecode(name) for name in os.listdir(os.fsencode(path))]
+        return sorted(os.path.join(path, name) for name in names if name.endswith(".xml"))
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
             text = f.read().decode("utf-8")
@@ -333,6 +405,13 @@ def _voc_record(config: DatasetConfig, path: str, images_dir: str, split: str) -
     """The record of one VOC annotation file, read only when it is a regular file inside the
     root (an image-set id is data: `../../x` or a planted symlink must not be followed)."""
     image_id = os.path.splitext(os.path.basename(path))[0]
+    problem = file_name_problem(image_id, f"{path!r}: annotation file name")
+    if problem:  # a name that is not UTF-8 (os.fsdecode's surrogates): counted, not read
+
+        def printable(text):
+            return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+        return ImageRecord(printable(image_id), split, image_path=printable(path), problem=problem)
     try:
         xml_bytes = files.read_file(config.root, path, config.max_image_bytes)
     except files.FileProblem as problem:
@@ -412,6 +491,9 @@ def yolo_class_names(config: DatasetConfig) -> List[str]:
             path,
             "'names' must be a list of class names or a mapping {0: name, 1: ...}",
         )
+        for i, name in enumerate(names):
+            problem = label_name_problem(name)
+            _require(problem is None, path, f"names[{i}]: {problem}")
         return names
     raise AnnotationError(
         f"dataset.class_names: a yolo dataset names its classes in {YOLO_DATA_FILES[0]} at the "

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import posixpath
+import unicodedata
 from typing import Dict, List, Optional
 
 FORMATS = ("coco", "voc", "yolo", "tfrecord")
@@ -136,6 +137,10 @@ class DatasetConfig(DatasetSettings):
             )
         if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
             raise DatasetConfigError("dataset.class_names: names must be unique")
+        for i, name in enumerate(self.class_names or ()):
+            problem = label_name_problem(name) if isinstance(name, str) else "not a string"
+            if problem:
+                raise DatasetConfigError(f"dataset.class_names[{i}]: {problem}")
         if self.clip_tolerance_px < 0:
             raise DatasetConfigError("dataset.clip_tolerance_px: must be >= 0")
         if self.overlap_policy not in OVERLAP_POLICIES:
@@ -196,6 +201,21 @@ class DatasetConfig(DatasetSettings):
             )
         check_required(values)
         return cls(**values)
+
+
+def label_name_problem(name: str) -> Optional[str]:
+    """Why `name` cannot be a class name, else None. Names become one line each of labels.txt
+    (the TFLite models' metadata): a line break or another control character would shift every
+    label after it, so such names are refused, not rewritten."""
+    if not name.strip():
+        return f"class name {name!r} is empty"
+    bad = sorted({c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")})
+    if bad:
+        return (
+            f"class name {name!r} holds a line break or control character "
+            f"({', '.join(f'U+{ord(c):04X}' for c in bad)})"
+        )
+    return None
 
 
 def check_required(values: dict) -> None:

@@ -25,7 +25,7 @@ from tfx.components.example_gen import write_split
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
-from litedet.components.example_gen import annotations, files, records
+from litedet.components.example_gen import annotations, completion, files, records
 from litedet.components.example_gen.config import DatasetConfig
 
 EXAMPLES_KEY = "examples"
@@ -128,6 +128,7 @@ class _CheckImage(beam.DoFn):
         if isinstance(outcome, records.Quarantined):
             yield beam.pvalue.TaggedOutput(QUARANTINE_KEY, outcome)
             return
+        data = outcome.upright or data  # an EXIF-rotated image is stored upright
         sha256 = hashlib.sha256(data).hexdigest()
         yield _Example(
             split=record.split,
@@ -264,25 +265,118 @@ def write_label_map(label_map: annotations.LabelMap, uri: str) -> None:
         )
 
 
-def _tfrecord_entries(source):
+# A TFRecord entry: uint64 length, uint32 masked CRC-32C of the length, the data, uint32 masked
+# CRC-32C of the data (tensorflow/core/lib/io/record_writer.h).
+_HEADER_BYTES = 12
+_FOOTER_BYTES = 4
+# An entry may hold its image and this much more (boxes, names, ids) before it is too large.
+_ENTRY_OVERHEAD_BYTES = 1 << 20
+_SKIP_CHUNK = 1 << 20
+
+
+def _masked_crc(data: bytes) -> int:
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _read_exact(stream, size: int) -> bytes:
+    chunks, left = [], size
+    while left > 0:
+        chunk = stream.read(min(left, _SKIP_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _skip(stream, size: int) -> bool:
+    """Reads past `size` bytes without keeping them; False when the file ends first."""
+    while size > 0:
+        chunk = stream.read(min(size, _SKIP_CHUNK))
+        if not chunk:
+            return False
+        size -= len(chunk)
+    return True
+
+
+def _tfrecord_entries(source, max_image_bytes: int):
     """(split, file number, path) -> (split, (file number, entry number), serialized entry) for
     every entry: the position is the entry's ordinal, so that of two entries with one id the
-    first is kept, run after run."""
+    first is kept, run after run. The framing is read here, not by TensorFlow's reader, which
+    stops at the first damage with an error that would fail the whole step: an entry whose data
+    fails its checksum is a `malformed_record` and the next one is read; a damaged length (the
+    rest of the file cannot be framed), a truncated end or broken GZIP make the rest of the file
+    one `malformed_record`; an entry too large for `max_image_bytes` is `file_too_large`,
+    skipped without being held."""
+    import gzip
+    import struct
+    import zlib
+
     split, file_number, path = source
-    # `.gz` files are GZIP, as Beam's reader took them (docs/data.md).
-    dataset = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
+    limit = max_image_bytes + _ENTRY_OVERHEAD_BYTES
+    number = offset = 0
+
+    def broken(reason, detail):
+        return records.Quarantined(
+            f"{os.path.basename(path)}#{number}", split, path, reason, f"entry {number}: {detail}"
+        )
+
+    def cut():
+        return broken("malformed_record", f"the file ends inside the entry at byte {offset}")
+
     try:
-        for number, data in enumerate(dataset.as_numpy_iterator()):
-            yield split, (file_number, number), data
-    except tf.errors.OpError as e:  # a corrupt or truncated file: the file as a whole is broken
-        raise annotations.AnnotationError(
-            f"{path}: not a readable TFRecord file ({e.message})"
-        ) from e
+        with tf.io.gfile.GFile(path, "rb") as raw:
+            # `.gz` files are GZIP, as Beam's reader took them (docs/data.md).
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
+            while True:
+                header = _read_exact(stream, _HEADER_BYTES)
+                if not header:
+                    return
+                if len(header) < _HEADER_BYTES:
+                    yield cut()
+                    return
+                (length,), (crc,) = struct.unpack("<Q", header[:8]), struct.unpack("<I", header[8:])
+                if _masked_crc(header[:8]) != crc:
+                    yield broken(
+                        "malformed_record",
+                        f"damaged length at byte {offset}: the rest of the file cannot be read",
+                    )
+                    return
+                if length > limit:
+                    if not _skip(stream, length + _FOOTER_BYTES):
+                        yield cut()
+                        return
+                    yield broken(
+                        "file_too_large",
+                        f"{length} bytes, more than max_image_bytes={max_image_bytes} plus "
+                        f"{_ENTRY_OVERHEAD_BYTES} for its other features; skipped unread",
+                    )
+                else:
+                    data = _read_exact(stream, length)
+                    footer = _read_exact(stream, _FOOTER_BYTES)
+                    if len(footer) < _FOOTER_BYTES:
+                        yield cut()
+                        return
+                    if _masked_crc(data) != struct.unpack("<I", footer)[0]:
+                        yield broken("malformed_record", f"data at byte {offset}: bad checksum")
+                    else:
+                        yield split, (file_number, number), data
+                number += 1
+                offset += _HEADER_BYTES + length + _FOOTER_BYTES
+    except (OSError, EOFError, zlib.error, tf.errors.OpError) as e:  # broken GZIP, a read error
+        yield broken("malformed_record", f"the rest of the file cannot be read ({e})")
 
 
-def _parse_tfrecord_entry(entry):
+def _parse_tfrecord_entry(entry, max_image_bytes: int):
+    if isinstance(entry, records.Quarantined):
+        return entry
     split, ordinal, data = entry
-    parsed = records.record_from_tf_example(data, split, hashlib.sha256(data).hexdigest()[:16])
+    parsed = records.record_from_tf_example(
+        data, split, hashlib.sha256(data).hexdigest()[:16], max_image_bytes
+    )
     if isinstance(parsed, tuple):
         record, pairs = parsed
         return dataclasses.replace(record, ordinal=ordinal), pairs
@@ -298,12 +392,16 @@ def _read_tfrecords(pipeline, config: DatasetConfig, root: str):
         matched = sorted(tf.io.gfile.glob(full))
         if not matched:
             raise annotations.AnnotationError(f"{full}: no TFRecord file matches (split '{split}')")
+        try:  # the output of a `litedet data convert` that did not finish is refused
+            completion.check_sources(matched, root)
+        except completion.IncompleteOutput as e:
+            raise annotations.AnnotationError(str(e)) from e
         sources.extend((split, len(sources) + i, path) for i, path in enumerate(matched))
     parsed = (
         pipeline
         | "TFRecordFiles" >> beam.Create(sources, reshuffle=True)
-        | "ReadTFRecords" >> beam.FlatMap(_tfrecord_entries)
-        | "Parse" >> beam.Map(_parse_tfrecord_entry)
+        | "ReadTFRecords" >> beam.FlatMap(_tfrecord_entries, config.max_image_bytes)
+        | "Parse" >> beam.Map(_parse_tfrecord_entry, config.max_image_bytes)
     )
     items = parsed | "Records" >> beam.Map(lambda p: p[0] if isinstance(p, tuple) else p)
     label_map = (

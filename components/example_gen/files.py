@@ -104,12 +104,37 @@ def _too_large(path: str, size: str, max_bytes: int) -> FileProblem:
     )
 
 
+def _check_resolvable(path: str) -> None:
+    """A symlink loop (`a -> b -> a`, or a link to itself) has no target: realpath() would
+    return some path on the loop, which looks inside the root. Refused with its own reason."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise FileProblem(
+                "symlink_loop", f"{path}: a symlink loop (too many levels of symbolic links)"
+            ) from e
+        # Missing (or a dangling symlink): the open below says so.
+
+
 def _read_local(root: str, path: str, max_bytes: int) -> Optional[bytes]:
+    _check_resolvable(path)
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)
     if not _under(real_root, real):
         raise FileProblem(
             "path_outside_root", f"{path} resolves to {real}, outside the dataset root {root}"
+        )
+    try:
+        info = os.lstat(real)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise FileProblem("unreadable_image", f"{path}: {e.strerror}") from e
+    if not stat.S_ISREG(info.st_mode) and not stat.S_ISLNK(info.st_mode):
+        # Before open(): a socket cannot be opened at all (ENXIO), which is no read error.
+        raise FileProblem(
+            "not_a_regular_file", f"{path} is a {_kind(info.st_mode)}, not a regular file"
         )
     try:
         # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever.
@@ -175,8 +200,9 @@ def read_file(root: str, path: str, max_bytes: int) -> Optional[bytes]:
       The file's bytes, or None when there is no such file.
 
     Raises:
-      FileProblem: `path_outside_root` (as written or through a symlink), `not_a_regular_file`
-        (a folder, FIFO, device, socket), `file_too_large`, or `unreadable_image` (an OS error).
+      FileProblem: `path_outside_root` (as written or through a symlink), `symlink_loop`,
+        `not_a_regular_file` (a folder, FIFO, device, socket), `file_too_large`, or
+        `unreadable_image` (an OS error).
         A remote read's own errors (tf.errors.OpError) are left to the caller.
     """
     check_inside(root, path)

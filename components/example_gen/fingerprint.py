@@ -9,20 +9,45 @@ thousand objects (Beam's FileSystems returns sizes and times with the listing), 
 
 from __future__ import annotations
 
+import collections
+import errno
 import hashlib
+import logging
 import os
 from typing import Iterator, Tuple
 
 from litedet.components.example_gen.config import DatasetConfig
 
 
-def _local_files(root: str) -> Iterator[Tuple[str, int, float]]:
-    for folder, subfolders, names in os.walk(root):
+def _local_files(root: str, skipped: collections.Counter) -> Iterator[Tuple[bytes, int, float]]:
+    """(relative name as bytes, size, mtime) of every file under `root`. Walked as bytes: a
+    name that is not UTF-8 is one more file, not a crash. os.walk does not follow symlinked
+    folders, so a loop of them cannot recurse; a link whose target cannot be stat'ed (a loop, a
+    dangling link) enters the key as the link itself, counted in `skipped` by why."""
+    broot = os.fsencode(root)
+    for folder, subfolders, names in os.walk(broot, onerror=lambda e: skipped.update([_why(e)])):
         subfolders.sort()
         for name in sorted(names):
             path = os.path.join(folder, name)
-            stat = os.stat(path)
-            yield os.path.relpath(path, root), stat.st_size, stat.st_mtime_ns / 1e9
+            relative = os.path.relpath(path, broot)
+            try:
+                info = os.stat(path)
+            except OSError as e:
+                skipped[_why(e)] += 1
+                try:
+                    info = os.lstat(path)
+                except OSError:
+                    continue
+                relative += b"\0" + _why(e).encode()
+            yield relative, info.st_size, info.st_mtime_ns / 1e9
+
+
+def _why(error: OSError) -> str:
+    if error.errno == errno.ELOOP:
+        return "symlink loop"
+    if error.errno == errno.ENOENT:
+        return "dangling symlink"
+    return error.strerror or type(error).__name__
 
 
 def _remote_files(root: str) -> Iterator[Tuple[str, int, float]]:
@@ -49,10 +74,20 @@ def scan(config: DatasetConfig, root: str) -> Tuple[str, int, int]:
     if not remote and not os.path.isdir(root):
         raise FileNotFoundError(f"dataset root {root!r} is not a folder")
     count = total = 0
-    for name, size, mtime in _remote_files(root) if remote else _local_files(root):
-        digest.update(f"{name}\0{size}\0{mtime:.6f}\n".encode())
+    skipped: collections.Counter = collections.Counter()
+    for name, size, mtime in _remote_files(root) if remote else _local_files(root, skipped):
+        name = name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape")
+        digest.update(name + f"\0{size}\0{mtime:.6f}\n".encode())
         count += 1
         total += size
+    if skipped:
+        logging.warning(
+            "Dataset fingerprint of %s: %s entries could not be followed (%s); they enter the "
+            "fingerprint as links",
+            root,
+            sum(skipped.values()),
+            ", ".join(f"{why}: {n}" for why, n in sorted(skipped.items())),
+        )
     if count == 0:
         raise FileNotFoundError(f"dataset root {root!r} holds no file")
     return digest.hexdigest(), count, total

@@ -21,7 +21,9 @@ _DECODER = json.JSONDecoder()
 
 
 class JSONStreamError(ValueError):
-    """Not a JSON object, or broken JSON; the message says where (character offset)."""
+    """Not a JSON object, or broken JSON, at any depth (a truncated file, nesting too deep for
+    the decoder, a number Python will not convert); the message says where: the byte offset in
+    the file."""
 
 
 class _Text:
@@ -30,19 +32,27 @@ class _Text:
     def __init__(self, read: Callable[[int], bytes]):
         self._read = read
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        # `offset`: the byte offset in the file of `text[0]` (text before it was consumed).
         self.text, self.pos, self.offset, self.eof = "", 0, 0, False
+
+    def byte(self, pos: int) -> int:
+        """The byte offset in the file of the character at `pos` in `text` (decoded UTF-8
+        encodes back to the same bytes)."""
+        return self.offset + len(self.text[:pos].encode("utf-8", "surrogatepass"))
 
     def more(self, min_bytes: int = CHUNK_BYTES) -> bool:
         """Reads at least `min_bytes` more (or to the end); False at the end of the file."""
         if self.eof:
             return False
         if self.pos > CHUNK_BYTES:  # drop what was consumed: memory stays about one chunk
-            self.text, self.offset, self.pos = self.text[self.pos :], self.offset + self.pos, 0
+            self.text, self.offset, self.pos = self.text[self.pos :], self.byte(self.pos), 0
         chunk = self._read(max(min_bytes, CHUNK_BYTES))
         try:
             self.text += self._utf8.decode(chunk, final=not chunk)
         except UnicodeDecodeError as e:
-            raise JSONStreamError(f"not UTF-8 text near byte {self.offset + len(self.text)}") from e
+            raise JSONStreamError(
+                f"not UTF-8 text near byte {self.byte(len(self.text)) + e.start}"
+            ) from e
         self.eof = not chunk
         return True
 
@@ -58,7 +68,7 @@ class _Text:
         if not char or char not in allowed:
             found = repr(char) if char else "the end of the file"
             raise JSONStreamError(
-                f"expected one of {allowed!r} at character {self.offset + self.pos}, found {found}"
+                f"expected one of {allowed!r} at byte {self.byte(self.pos)}, found {found}"
             )
         self.pos += 1
         return char
@@ -74,8 +84,19 @@ class _Text:
                 if self.more(wanted):  # maybe cut off by the chunk's end
                     wanted *= 2  # a huge value is re-tried a few times, not once per chunk
                     continue
+                if not self.text[e.pos :].strip():  # nothing left to read: cut off
+                    raise JSONStreamError(
+                        f"the file ends at byte {self.byte(e.pos)}, inside the value starting "
+                        f"at byte {self.byte(self.pos)} (truncated?)"
+                    ) from e
+                raise JSONStreamError(f"{e.msg} at byte {self.byte(e.pos)}") from e
+            except RecursionError as e:  # the C decoder's own depth limit: refused, not a crash
                 raise JSONStreamError(
-                    f"{e.msg} at character {self.offset + e.pos} (line {e.lineno})"
+                    f"the value starting at byte {self.byte(self.pos)} is nested too deeply"
+                ) from e
+            except ValueError as e:  # an integer of more digits than Python converts (4300)
+                raise JSONStreamError(
+                    f"the value starting at byte {self.byte(self.pos)} cannot be read: {e}"
                 ) from e
             # A number at the end of the text may go on in the next chunk ("12" of "125").
             if end == len(self.text) and self.more(wanted):
@@ -108,9 +129,7 @@ def top_level(read: Callable[[int], bytes]) -> Iterator[Tuple[str, Any]]:
         while True:
             key = text.value()
             if not isinstance(key, str):
-                raise JSONStreamError(
-                    f"expected a key string at character {text.offset + text.pos}"
-                )
+                raise JSONStreamError(f"expected a key string at byte {text.byte(text.pos)}")
             if key in seen:
                 raise JSONStreamError(f"the key {key!r} appears twice")
             seen.add(key)
@@ -126,4 +145,4 @@ def top_level(read: Callable[[int], bytes]) -> Iterator[Tuple[str, Any]]:
             if text.expect(",}") == "}":
                 break
     if text.peek():
-        raise JSONStreamError(f"extra data after the object at character {text.offset + text.pos}")
+        raise JSONStreamError(f"extra data after the object at byte {text.byte(text.pos)}")

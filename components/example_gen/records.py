@@ -15,12 +15,13 @@ import dataclasses
 import hashlib
 import io
 import math
+import re
 from typing import List, Optional, Tuple
 
 from PIL import Image
 
 from litedet.components.example_gen.annotations import ImageRecord, LabelMap, ObjectAnnotation
-from litedet.components.example_gen.config import DEFAULT_MAX_IMAGE_PIXELS
+from litedet.components.example_gen.config import DEFAULT_MAX_IMAGE_PIXELS, label_name_problem
 
 # Every reason an image can be quarantined for, with what it means; docs and tests use this list.
 QUARANTINE_REASONS = {
@@ -43,6 +44,11 @@ QUARANTINE_REASONS = {
     "non_finite_number": "a box coordinate or image size is NaN or infinite",
     "unencodable_file_name": "the file name is not valid text (a lone surrogate, a NUL)",
     "duplicate_image_id": "an earlier image of the same split has the same id",
+    "ambiguous_image_id": "several images of one COCO file share this id: whose boxes are whose "
+    "is unknown",
+    "annotation_without_image": "annotations name an image id that no image of their file has",
+    "invalid_flag": "an object's iscrowd or difficult flag is not 0, 1, true or false",
+    "symlink_loop": "the file named is a symlink loop (too many levels of symbolic links)",
     "also_in_evaluation": "a training image whose bytes are also in an evaluation split",
 }
 
@@ -81,6 +87,8 @@ class CheckedImage:
     texts: Tuple[str, ...]
     is_crowd: Tuple[int, ...]
     difficult: Tuple[int, ...]
+    # The bytes to store when they are not the input's: an EXIF-rotated image, turned upright.
+    upright: Optional[bytes] = None
 
 
 class _Problem(Exception):
@@ -97,7 +105,19 @@ def sniff_format(data: bytes) -> str:
     return "unknown"
 
 
-def _decoded_size(data: bytes, max_pixels: int) -> Tuple[int, int]:
+# EXIF orientations (tag 0x0112) whose upright image swaps width and height.
+_TRANSPOSED = (5, 6, 7, 8)
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclasses.dataclass(frozen=True)
+class _Decoded:
+    width: int  # of the stored pixels, as TensorFlow decodes them (EXIF ignored)
+    height: int
+    orientation: int  # EXIF orientation, 1 (none) .. 8
+
+
+def _decoded_size(data: bytes, max_pixels: int) -> _Decoded:
     try:
         with Image.open(io.BytesIO(data)) as image:  # reads the header only
             width, height = image.size
@@ -108,7 +128,10 @@ def _decoded_size(data: bytes, max_pixels: int) -> Tuple[int, int]:
                     f"{width}x{height} = {width * height} pixels > max_image_pixels={max_pixels}",
                 )
             image.load()  # forces a full decode: a header alone does not prove the pixels are there
-            return image.size
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+            if not isinstance(orientation, int) or not 1 <= orientation <= 8:
+                orientation = 1  # an invalid tag: viewers show the stored pixels, as we do
+            return _Decoded(width, height, orientation)
     except _Problem:
         raise
     except OSError as e:
@@ -122,6 +145,65 @@ def _decoded_size(data: bytes, max_pixels: int) -> Tuple[int, int]:
     except Exception as e:  # noqa: BLE001 - PIL's decoders raise more kinds (EOFError,
         # struct.error, ...) on crafted bytes: one image's bytes must never fail the run.
         raise _Problem("corrupt_image", f"{type(e).__name__}: {e}") from e
+
+
+def check_decodes_in_tensorflow(data: bytes) -> None:
+    """Decodes `data` exactly as the Transform does (components/detection/preprocessing.py):
+    PIL accepts bytes TensorFlow refuses (a PNG chunk with a bad CRC, a PNG without its IEND
+    chunk), and one such image would fail the Transform for the whole dataset."""
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_image(data, channels=3, expand_animations=False)
+    except tf.errors.OpError as e:
+        message = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", e.message).strip()
+        raise _Problem(
+            "corrupt_image", f"TensorFlow's decoder (the Transform's) refuses it: {message}"
+        ) from e
+
+
+def _upright(data: bytes, image_format: str) -> bytes:
+    """The image turned as its EXIF orientation says, re-encoded without EXIF: TensorFlow's
+    decoders ignore the tag, so the stored pixels must already be upright."""
+    from PIL import ImageOps
+
+    with Image.open(io.BytesIO(data)) as image:
+        turned = ImageOps.exif_transpose(image)
+        out = io.BytesIO()
+        if image_format == "jpeg":
+            turned.save(out, format="JPEG", quality=95)
+        else:
+            turned.save(out, format="PNG")
+        return out.getvalue()
+
+
+def _orient(record: ImageRecord, data: bytes, image_format: str, decoded: _Decoded):
+    """(width, height, upright bytes or None) of the image the boxes are on.
+
+    An EXIF orientation is applied when the declared size is the upright one (or cannot tell:
+    absent, or a square image, or a flip that keeps the size): photo viewers and annotation tools
+    show the image upright, so that is what boxes are drawn on. When the declared size is the
+    stored pixels' and not the upright one, the annotation was made on the stored pixels, which
+    are kept as they are. Any other declared size is a size_mismatch naming both."""
+    stored = (decoded.width, decoded.height)
+    declared = (record.width, record.height)
+    if decoded.orientation == 1:
+        if None not in declared and declared != stored:
+            raise _Problem(
+                "size_mismatch",
+                f"declared {record.width}x{record.height}, pixels are {stored[0]}x{stored[1]}",
+            )
+        return stored[0], stored[1], None
+    upright = stored[::-1] if decoded.orientation in _TRANSPOSED else stored
+    if None in declared or declared == upright:
+        return upright[0], upright[1], _upright(data, image_format)
+    if declared == stored:
+        return stored[0], stored[1], None
+    raise _Problem(
+        "size_mismatch",
+        f"declared {record.width}x{record.height}; the pixels are {stored[0]}x{stored[1]}, "
+        f"{upright[0]}x{upright[1]} upright (EXIF orientation {decoded.orientation})",
+    )
 
 
 def _normalized_box(
@@ -179,11 +261,8 @@ def check_image(
     declared = (record.width, record.height)
     if any(isinstance(v, float) and not math.isfinite(v) for v in declared):
         raise _Problem("non_finite_number", f"declared size {record.width}x{record.height}")
-    width, height = _decoded_size(data, max_pixels)
-    if None not in declared and declared != (width, height):
-        raise _Problem(
-            "size_mismatch", f"declared {record.width}x{record.height}, pixels are {width}x{height}"
-        )
+    width, height, upright = _orient(record, data, image_format, _decoded_size(data, max_pixels))
+    check_decodes_in_tensorflow(upright or data)
     if len(record.objects) > max_objects:
         raise _Problem(
             "too_many_objects",
@@ -210,6 +289,7 @@ def check_image(
         texts=tuple(texts),
         is_crowd=tuple(int(o.is_crowd) for o in record.objects),
         difficult=tuple(int(o.difficult) for o in record.objects),
+        upright=upright,
     )
 
 
@@ -281,10 +361,35 @@ def to_tf_example(checked: CheckedImage, data: bytes, sha256: Optional[str] = No
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def record_from_tf_example(serialized: bytes, split: str, index_hint: str):
+# The kind each TF OD API feature must have (tf.train.Feature's oneof); any other is a
+# malformed_record, never a TypeError in a Beam worker.
+_FEATURE_KINDS = {
+    "image/encoded": "bytes_list",
+    "image/source_id": "bytes_list",
+    "image/height": "int64_list",
+    "image/width": "int64_list",
+    "image/object/bbox/xmin": "float_list",
+    "image/object/bbox/ymin": "float_list",
+    "image/object/bbox/xmax": "float_list",
+    "image/object/bbox/ymax": "float_list",
+    "image/object/class/label": "int64_list",
+    "image/object/class/text": "bytes_list",
+    "image/object/is_crowd": "int64_list",
+    "image/object/difficult": "int64_list",
+}
+
+
+class _Malformed(Exception):
+    pass
+
+
+def record_from_tf_example(
+    serialized: bytes, split: str, index_hint: str, max_image_bytes: Optional[int] = None
+):
     """A TF OD API tf.Example (TFRecord input) -> (ImageRecord, [(label key, text)]), or a
-    `Quarantined` when the entry is not usable. Boxes come back to pixels so that every format
-    goes through the same checks."""
+    `Quarantined` when the entry is not usable (`malformed_record`; an inline image over
+    `max_image_bytes`: `file_too_large`). Boxes come back to pixels so that every format goes
+    through the same checks."""
     import tensorflow as tf
 
     try:
@@ -297,25 +402,46 @@ def record_from_tf_example(serialized: bytes, split: str, index_hint: str):
         if key not in feature:
             return []
         kind = feature[key].WhichOneof("kind")
-        return list(getattr(feature[key], kind).value) if kind else []
+        if kind is None:
+            return []
+        if kind != _FEATURE_KINDS[key]:
+            raise _Malformed(f"{key} is a {kind}, not a {_FEATURE_KINDS[key]}")
+        return list(getattr(feature[key], kind).value)
 
-    encoded = values("image/encoded")
-    source_id = (values("image/source_id") or [b""])[0].decode("utf-8", "replace")
-    if not source_id:
-        source_id = hashlib.sha256(encoded[0] if encoded else serialized).hexdigest()[:16]
+    def refused(source_id, detail, reason="malformed_record"):
+        return Quarantined(source_id, split, "", reason, detail)
+
+    try:
+        source_id = (values("image/source_id") or [b""])[0].decode("utf-8", "replace")
+    except _Malformed as e:
+        return refused(index_hint, str(e))
+    try:
+        encoded = values("image/encoded")
+        if not source_id:
+            source_id = hashlib.sha256(encoded[0] if encoded else serialized).hexdigest()[:16]
+        return _record_from_features(values, source_id, split, encoded, max_image_bytes)
+    except _Malformed as e:
+        return refused(source_id or index_hint, str(e))
+    except Exception as e:  # noqa: BLE001 - whatever else a crafted entry trips: one entry,
+        # never the whole step (a raw error from a Beam worker).
+        return refused(source_id or index_hint, f"{type(e).__name__}: {e}")
+
+
+def _record_from_features(values, source_id, split, encoded, max_image_bytes):
     if len(encoded) != 1:
-        return Quarantined(
-            source_id, split, "", "malformed_record", "image/encoded must hold exactly one value"
-        )
-    height, width = values("image/height"), values("image/width")
-    if len(height) != 1 or len(width) != 1 or height[0] <= 0 or width[0] <= 0:
+        raise _Malformed("image/encoded must hold exactly one value")
+    if max_image_bytes is not None and len(encoded[0]) > max_image_bytes:
         return Quarantined(
             source_id,
             split,
             "",
-            "malformed_record",
-            "image/height and image/width must each hold one positive integer",
+            "file_too_large",
+            f"the inline image holds {len(encoded[0])} bytes, more than "
+            f"max_image_bytes={max_image_bytes}",
         )
+    height, width = values("image/height"), values("image/width")
+    if len(height) != 1 or len(width) != 1 or height[0] <= 0 or width[0] <= 0:
+        raise _Malformed("image/height and image/width must each hold one positive integer")
     box_keys = [f"image/object/bbox/{c}" for c in ("xmin", "ymin", "xmax", "ymax")]
     xmin, ymin, xmax, ymax = (values(k) for k in box_keys)
     labels = values("image/object/class/label")
@@ -323,21 +449,22 @@ def record_from_tf_example(serialized: bytes, split: str, index_hint: str):
     crowd, difficult = values("image/object/is_crowd"), values("image/object/difficult")
     n = len(labels)
     lengths = {len(xmin), len(ymin), len(xmax), len(ymax), n}
-    if len(lengths) != 1 or (texts and len(texts) != n) or (crowd and len(crowd) != n):
-        return Quarantined(
-            source_id,
-            split,
-            "",
-            "malformed_record",
-            "box coordinate, label and text lists have different lengths",
-        )
+    if len(lengths) != 1 or any(len(v) not in (0, n) for v in (texts, crowd, difficult)):
+        raise _Malformed("box coordinate, label, text and flag lists have different lengths")
+    for key, flags in (("is_crowd", crowd), ("difficult", difficult)):
+        if any(v not in (0, 1) for v in flags):
+            raise _Malformed(f"image/object/{key} holds {sorted(set(flags))}: only 0 and 1")
+    for text in texts:
+        problem = label_name_problem(text)
+        if problem:
+            raise _Malformed(f"image/object/class/text: {problem}")
     w, h = width[0], height[0]
     objects = tuple(
         ObjectAnnotation(
             category=str(labels[i]),
             box=(xmin[i] * w, ymin[i] * h, xmax[i] * w, ymax[i] * h),
             is_crowd=bool(crowd[i]) if crowd else False,
-            difficult=bool(difficult[i]) if difficult and len(difficult) == n else False,
+            difficult=bool(difficult[i]) if difficult else False,
         )
         for i in range(n)
     )
