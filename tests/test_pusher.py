@@ -650,6 +650,7 @@ def kubeflow_registry(server, **kwargs):
         author="ci",
         is_secure=False,
         user_token=KF_TOKEN,
+        allow_insecure_http=True,  # a loopback registry
         **dict({"retries": 1, "backoff_s": 0.01}, **kwargs),
     )
 
@@ -856,6 +857,7 @@ def test_kubeflow_registry_down_fails_clearly(tmp_path):
         author="ci",
         is_secure=False,
         user_token="t",
+        allow_insecure_http=True,
         retries=1,
         backoff_s=0.01,
     )

@@ -230,6 +230,29 @@ def test_plain_http_with_credentials_is_refused_unless_allowed(monkeypatch, envi
     registry_lib.MlflowRegistry("http://mlflow.example:5000", MODEL_NAME)  # nothing to leak
 
 
+def test_a_kubeflow_token_over_plain_http_is_refused_unless_allowed(tmp_path, monkeypatch):
+    """The Kubeflow Model Registry client sends its token with every request, secure or not: a
+    token (given in code, or the file $KF_PIPELINES_SA_TOKEN_PATH names) over plain http is
+    refused unless allowed; without a token there is nothing to leak."""
+    from litedet.components.pusher import kubeflow_registry
+
+    settings = {"kind": "kubeflow", "server_address": "http://mr.kubeflow", "author": "ci"}
+    assert not os.path.exists(kubeflow_registry.POD_TOKEN_PATH)  # not in a pod here
+    monkeypatch.delenv("KF_PIPELINES_SA_TOKEN_PATH", raising=False)
+    registry_lib.make_registry(settings)  # no token anywhere
+    token_file = tmp_path / "token"
+    token_file.write_text("sa-token")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token_file))
+    with pytest.raises(
+        ValueError, match=r"refusing to send the token in .*token .*allow_insecure_http: true"
+    ):
+        registry_lib.make_registry(settings)
+    with pytest.raises(ValueError, match="refusing to send the user_token given in code"):
+        registry_lib.KubeflowModelRegistry("http://mr", 8080, author="ci", user_token="t")
+    registry_lib.make_registry(dict(settings, allow_insecure_http=True))
+    registry_lib.make_registry(dict(settings, server_address="https://mr.kubeflow"))
+
+
 def test_a_refused_registry_fails_the_step_before_anything_is_pushed(tmp_path, monkeypatch):
     from litedet.components.pusher import executor
 

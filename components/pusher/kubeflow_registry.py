@@ -22,7 +22,8 @@ error, a timeout, HTTP 408/429/5xx) are retried `retries` times with exponential
 
 Credentials: the client reads the pod's service-account token itself (or the file
 $KF_PIPELINES_SA_TOKEN_PATH names); nothing secret is in the configuration. `user_token` exists
-for code only (registry_settings.py refuses it in settings).
+for code only (registry_settings.py refuses it in settings). A token is not sent over plain http
+(`is_secure` false) unless `allow_insecure_http`, as for MLflow.
 
 No Kubeflow Model Registry server runs on the development machines: tests/test_pusher.py runs
 this class against a loopback server that checks every request against the registry's published
@@ -32,6 +33,7 @@ OpenAPI document of the same release (tests/model_registry_server.py).
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from litedet.components.pusher.registry import (
@@ -49,6 +51,9 @@ from litedet.components.pusher.registry import (
 log = logging.getLogger(__name__)
 
 CLIENT_REQUIREMENT = "model-registry==0.3.8"
+# Where the client looks for a token when none is given (model_registry._client).
+TOKEN_PATH_VARIABLE = "KF_PIPELINES_SA_TOKEN_PATH"
+POD_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 SERVER_FORMAT = ("tensorflow", "2")  # model_format_name / _version of the SavedModel
 DEVICE_FORMAT = ("tflite", "3")
 
@@ -60,6 +65,18 @@ def _retriable(error: BaseException) -> bool:
     if isinstance(status, int):
         return status in RETRY_STATUS
     return isinstance(error, (OSError, TimeoutError))
+
+
+def token_source(user_token: Optional[str]) -> str:
+    """Which token the client will send, in words ("" when none): the one given in code, the
+    file $KF_PIPELINES_SA_TOKEN_PATH names, or the pod's service-account token."""
+    if user_token:
+        return "the user_token given in code"
+    if os.environ.get(TOKEN_PATH_VARIABLE):
+        return f"the token in {os.environ[TOKEN_PATH_VARIABLE]} ({TOKEN_PATH_VARIABLE})"
+    if os.path.exists(POD_TOKEN_PATH):
+        return f"the pod's service-account token ({POD_TOKEN_PATH})"
+    return ""
 
 
 def _join(version_uri: str, path: str) -> str:
@@ -84,6 +101,7 @@ class KubeflowModelRegistry:
         retries: int = 5,
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
+        allow_insecure_http: bool = False,
     ):
         if not str(server_address).startswith(("http://", "https://")):
             raise ValueError(
@@ -92,6 +110,14 @@ class KubeflowModelRegistry:
             )
         self.server_address = server_address.rstrip("/")
         secure = server_address.startswith("https://") if is_secure is None else bool(is_secure)
+        token = token_source(user_token)
+        if token and not secure and not allow_insecure_http:
+            raise ValueError(
+                f"Kubeflow Model Registry at {server_address}: refusing to send {token} over "
+                "plain http, where anyone on the network path can read it; use https:// "
+                "(push.registry.is_secure), or set push.registry.allow_insecure_http: true for a "
+                "network you trust (e.g. a cluster-internal service behind the mesh's mTLS)"
+            )
         self.port = int(port) if port else (443 if secure else 8080)
         self.is_secure = secure
         self.author = author
