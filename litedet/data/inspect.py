@@ -57,6 +57,9 @@ def inspect(dataset: DatasetConfig, check_files: bool = True) -> Optional[Report
     splits = {split: SplitReport(found=0 if check else None) for split in dataset.sources}
     for record in records:
         report = splits[record.split]
+        if record.problem[:1] == ("annotation_without_image",):  # annotations, not an image
+            report.set_aside.append(_entry(record, *record.problem))
+            continue
         report.images += 1
         report.objects += len(record.objects)
         if record.problem:
