@@ -325,7 +325,8 @@ def test_voc_folder_with_a_non_utf8_name_a_loop_and_a_bad_flag(tmp_path):
 def test_tfrecord_damage_and_wrong_types_are_quarantined_entry_by_entry(tmp_path):
     """A damaged entry, features of the wrong type, a flag of 2, a class name with a newline and
     an inline image over max_image_bytes: each one `malformed_record` (or `file_too_large`), and
-    the entries after them are still read; a file cut in its last entry loses only that one."""
+    the entries after them are still read; a file cut in its last entry loses only that one. A
+    FIFO and a symlink loop matched by the glob are set aside without blocking."""
     import tensorflow as tf
 
     jpeg = image_bytes(40, 30, [(10, 5, 20, 15)])
@@ -367,6 +368,8 @@ def test_tfrecord_damage_and_wrong_types_are_quarantined_entry_by_entry(tmp_path
         writer.write(good("cut"))
     cut = open(root / "b.tfrecord", "rb").read()
     (root / "b.tfrecord").write_bytes(cut[: len(cut) - 10])
+    os.mkfifo(root / "c.tfrecord")  # matched by the glob: must not block the reader
+    os.symlink("d.tfrecord", root / "d.tfrecord")
     config = write_config(
         tmp_path / "c.yaml",
         root=str(root),
@@ -388,7 +391,9 @@ def test_tfrecord_damage_and_wrong_types_are_quarantined_entry_by_entry(tmp_path
     assert got["newline"][0] == "malformed_record" and "line break" in got["newline"][1]
     assert got["big"][0] == "file_too_large"
     assert got["b.tfrecord#1"][0] == "malformed_record" and "ends inside" in got["b.tfrecord#1"][1]
-    assert len(got) == 6
+    assert got["c.tfrecord#0"][0] == "not_a_regular_file" and "FIFO" in got["c.tfrecord#0"][1]
+    assert got["d.tfrecord#0"][0] == "symlink_loop"
+    assert len(got) == 8
     with open(os.path.join(out, "label_map", "labels.txt")) as f:
         assert f.read() == "cat\n"
 

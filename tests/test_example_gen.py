@@ -422,7 +422,7 @@ def test_pooled_sources_are_resplit_by_hash(tmp_path):
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"format": "yolo"}, "dataset.format: 'yolo' is not one of coco, voc, tfrecord"),
+        ({"format": "yaml"}, "dataset.format: 'yaml' is not one of coco, voc, yolo, tfrecord"),
         ({"sources": {}}, "dataset.sources"),
         ({"split_ratios": {"train": 0}}, "dataset.split_ratios.train"),
         ({"sources": {"my split": "a.json"}}, "split name 'my split'"),

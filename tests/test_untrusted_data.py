@@ -483,3 +483,25 @@ def test_overlap_policy_allow_keeps_both_copies(tmp_path):
     assert summary(uris["quarantine"])["examples"] == {"train": 2, "eval": 1}
     with pytest.raises(DatasetConfigError, match="dataset.overlap_policy: 'keep' must be one of"):
         coco_config(root, sources, overlap_policy="keep")
+
+
+def test_class_names_with_a_line_break_are_refused_in_every_format(tmp_path):
+    """labels.txt has one line per class: a COCO category, a VOC <name> or a YOLO data.yaml name
+    with a line break is refused naming the file and the entry (item 11)."""
+    from litedet.components.example_gen import annotations
+
+    root = tmp_path / "d"
+    sources = datasets.write_coco(str(root), {"train": [GOOD]}, categories=((3, "sq\x1fuare"),))
+    with pytest.raises(annotations.AnnotationError, match=r"train.json: categories\[0\] .*U\+001F"):
+        annotations.read_coco(coco_config(root, sources))
+    images = [{"id": "a", "width": 50, "height": 40, "objects": [("c\nat", 5, 5, 20, 20, 0)]}]
+    voc = tmp_path / "voc"
+    voc_sources = datasets.write_voc(str(voc), images, {"train": ["a"]})
+    with pytest.raises(annotations.AnnotationError, match=r"a.xml: <object><name>: .*line break"):
+        annotations.read_voc(DatasetConfig(root=str(voc), format="voc", sources=voc_sources))
+    yolo = tmp_path / "yolo"
+    yolo.mkdir()
+    (yolo / annotations.YOLO_DATA_FILES[0]).write_text('names: ["cat", "do\\u2028g"]\n')
+    config = DatasetConfig(root=str(yolo), format="yolo", sources={"train": "images"})
+    with pytest.raises(annotations.AnnotationError, match=r"names\[1\]: .*U\+2028"):
+        annotations.yolo_class_names(config)

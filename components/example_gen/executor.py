@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
+import stat
 from typing import Any, Dict, List, Optional, Tuple
 
 import apache_beam as beam
@@ -323,6 +325,17 @@ def _tfrecord_entries(source, max_image_bytes: int):
         return records.Quarantined(
             f"{os.path.basename(path)}#{number}", split, path, reason, f"entry {number}: {detail}"
         )
+
+    if not files.is_remote(path):  # a FIFO matched by the glob would block the open forever
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as e:
+            loop = e.errno == errno.ELOOP
+            yield broken("symlink_loop" if loop else "unreadable_image", f"{path}: {e.strerror}")
+            return
+        if not stat.S_ISREG(mode):
+            yield broken("not_a_regular_file", f"{path} is a {files.kind_of(mode)}, not a file")
+            return
 
     def cut():
         return broken("malformed_record", f"the file ends inside the entry at byte {offset}")

@@ -85,7 +85,8 @@ def check_inside(root: str, path: str) -> None:
         raise FileProblem("path_outside_root", f"{path} is outside the dataset root {root}")
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
     for test, name in (
         (stat.S_ISDIR, "folder"),
         (stat.S_ISFIFO, "FIFO (named pipe)"),
@@ -134,7 +135,7 @@ def _read_local(root: str, path: str, max_bytes: int) -> Optional[bytes]:
     if not stat.S_ISREG(info.st_mode) and not stat.S_ISLNK(info.st_mode):
         # Before open(): a socket cannot be opened at all (ENXIO), which is no read error.
         raise FileProblem(
-            "not_a_regular_file", f"{path} is a {_kind(info.st_mode)}, not a regular file"
+            "not_a_regular_file", f"{path} is a {kind_of(info.st_mode)}, not a regular file"
         )
     try:
         # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever.
@@ -150,7 +151,7 @@ def _read_local(root: str, path: str, max_bytes: int) -> Optional[bytes]:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise FileProblem(
-                "not_a_regular_file", f"{path} is a {_kind(info.st_mode)}, not a regular file"
+                "not_a_regular_file", f"{path} is a {kind_of(info.st_mode)}, not a regular file"
             )
         if info.st_size > max_bytes:
             raise _too_large(path, str(info.st_size), max_bytes)
