@@ -446,7 +446,7 @@ def test_predict_draws_the_right_boxes_on_a_sample_image(pipeline_runs, tmp_path
         )
         == 0
     )
-    with open(out / "predictions.json") as handle:
+    with open(out / "1" / "predictions.json") as handle:  # the first call's folder
         (result,) = json.load(handle)["images"]
     matched = 0
     for a in truth:
