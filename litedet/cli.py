@@ -15,6 +15,7 @@ import time
 from typing import List, Optional
 
 from litedet import console
+from litedet import export as export_targets
 from litedet import register as register_verb
 from litedet.components.tflite import FORMATS
 from litedet.kfp import cli as kfp_cli
@@ -49,6 +50,13 @@ EXAMPLES = {
   litedet val outputs/models/3 --format saved_model --split train
   litedet val model_int8.tflite --config my.yaml
   litedet val outputs/pipeline_root/litedet/Trainer/model/7   # a SavedModel, the sample data""",
+    "export": """examples:
+  litedet export outputs/models/3 --format onnx          # -> exports/model.onnx, labels.txt
+  litedet export outputs/models/3 --format int8 --out app/assets/
+  litedet export s3://bucket/models/3 --format saved_model
+
+targets:
+{targets}""",
     "sweep": """examples:
   litedet sweep                                   # alphas 0.35, 0.5, 0.75 at the configured size
   litedet sweep --alphas 0.35,0.5,0.75,1.0 --sizes 192,256 --max-latency-ms 15
@@ -96,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=help_text,
             description=help_text,
-            epilog=EXAMPLES.get(name),
+            epilog=(EXAMPLES.get(name) or "").format(targets=export_targets.targets_table())
+            or None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
@@ -146,6 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=MODEL_FORMATS,
         help="which model of a pushed version (default: its shipped TFLite format)",
     )
+
+    export = verb(
+        "export",
+        "write a pushed version in the form a runtime takes: ONNX (converted here), its TFLite "
+        "files or its SavedModel (checked against the manifest)",
+    )
+    export.add_argument(
+        "model", help="a pushed version (folder, s3:// or gs://); for onnx also a SavedModel"
+    )
+    export.add_argument(
+        "--format", required=True, choices=list(export_targets.TARGETS), help="the target"
+    )
+    export.add_argument("--out", default="exports", help="folder to write (default: exports/)")
+    export.add_argument("-v", "--verbose", action="store_true", help="show the converter's logs")
 
     sweep = verb(
         "sweep",
@@ -446,6 +469,26 @@ def _val(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from litedet import export
+
+    started = time.time()
+    info = export.run(args.model, args.format, args.out)
+    size = f", {info['bytes'] / 1e6:.2f} MB" if "bytes" in info else ""
+    print(f"Wrote {info['file']} ({args.format}{size}) in {time.time() - started:.0f} s")
+    if args.format == export.ONNX:
+        shape = ", ".join(map(str, info["input"]["shape"]))
+        print(
+            f"  input:   images float32 [{shape}], RGB resized ({info['resize_mode']}) and scaled "
+            "to [-1, 1]\n  outputs: " + ", ".join(info["outputs"])
+        )
+    print(
+        f"  labels:  {os.path.join(args.out, 'labels.txt')}; what and how: "
+        f"{os.path.join(args.out, export.EXPORT_FILE)}"
+    )
+    return 0
+
+
 def _data(args) -> int:
     if args.data_verb == "synth":
         from litedet.data import sample as sample_data
@@ -523,6 +566,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
             return _predict(args)
         if args.verb == "val":
             return _val(args)
+        if args.verb == "export":
+            return _export(args)
         extra = []
         if args.verb == "demo":
             extra = [
