@@ -2,11 +2,11 @@
 
 The targets are TARGETS below; `litedet export --help` prints them as a table.
 
-The store's own formats are copied out, each file checked against the version's manifest. ONNX is
-converted here from the version's SavedModel: its `detect_preprocessed` signature (the detector
-on model-input images) followed by the same box decoding and class-agnostic NMS as the SavedModel
-and the TFLite models (components/detection/postprocess.select_detections), with the version's
-NMS settings (its conversion.json). The ONNX model:
+The store's own formats are copied out, each file checked against the version's manifest. ONNX
+is converted here from the version's SavedModel: its `detect_preprocessed` signature (the
+detector on model-input images) followed by the same box decoding and class-agnostic NMS as the
+SavedModel and the TFLite models (`select_detections` in components/detection/postprocess.py),
+with the version's NMS settings (its conversion.json). The ONNX model:
 
   input   images             float32 [N, S, S, 3], RGB resized to S x S as the Transform does
                              (`resize_mode` in export.json: stretch, bilinear without

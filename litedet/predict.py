@@ -39,9 +39,9 @@ class Detector:
         self._workdir = None
         if "://" in model_path or os.path.isfile(os.path.join(model_path, "manifest.json")):
             model_path = self._from_store(model_path, tflite_format)
-        elif tflite_format == SAVED_MODEL:
-            pass  # the model named is the SavedModel asked for (checked below)
-        elif tflite_format:
+        elif tflite_format == SAVED_MODEL and model_path.endswith(".tflite"):
+            raise FileNotFoundError(f"{model_path}: a TFLite file, not a SavedModel")
+        elif tflite_format and tflite_format != SAVED_MODEL:
             raise FileNotFoundError(
                 f"{model_path}: --format picks a file of a pushed version; this is not one"
             )

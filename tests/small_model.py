@@ -3,8 +3,8 @@ export`, `litedet predict`'s folders and the run folder's files, without a pipel
 
 Everything is the project's real code on real files: the sample generator writes a COCO dataset
 (`litedet data synth`), the ExampleGen converts it (litedet/data/convert.py), tf.Transform
-analyses the project's preprocessing_fn over it (tests/test_tflite.write_transform_graph, 128
-px), the detector (alpha 0.35, the dataset's five classes) is exported by
+analyses the project's preprocessing_fn over it (write_transform_graph of
+tests/test_tflite.py, 128 px), the detector (alpha 0.35, the dataset's five classes) is exported by
 export.DetectorExport with every signature, converted to float32 TFLite and pushed into a model
 store as a version. The detector is untrained but made to detect (biased_detector): its
 BatchNormalization statistics are set by training-mode passes over the images, its predictor
@@ -46,7 +46,7 @@ def write_config(path: str, data_root: str, output_dir: str) -> None:
 
 def biased_detector(num_classes: int, images):
     """The untrained detector made to give varied, input-dependent detections of one class
-    (tests/test_tflite.biased_detector explains how); `images`: model inputs [B, S, S, 3]."""
+    (biased_detector in tests/test_tflite.py explains how); `images`: model inputs [B, S, S, 3]."""
     import tensorflow as tf
 
     from litedet.components.detection import model as model_lib
