@@ -190,8 +190,9 @@ class OnnxDetector:
     def __init__(self, path: str, resize_mode: str = "stretch"):
         import onnxruntime
 
+        onnxruntime.set_default_logger_severity(3)  # errors only (not its opset notices)
         options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only
+        options.log_severity_level = 3
         self.session = onnxruntime.InferenceSession(
             path, options, providers=["CPUExecutionProvider"]
         )
