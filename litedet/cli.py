@@ -451,14 +451,15 @@ def _val(args) -> int:
     sys.argv = sys.argv[:1]  # see _run_pipeline: the ExampleGen runs on Beam
     print(f"Validating {args.model} (log: {log_path})", flush=True)
     started = time.time()
-    report = val.run(
-        config,
-        args.model,
-        args.split,
-        args.format,
-        run_dir,
-        progress=lambda m: print("  " + m, flush=True),
-    )
+    with console.native_logs_to(log_path, enabled=not args.verbose):  # TFLite's notices
+        report = val.run(
+            config,
+            args.model,
+            args.split,
+            args.format,
+            run_dir,
+            progress=lambda m: print("  " + m, flush=True),
+        )
     print(f"\n{val.format_table(report['table'])}\n")
     print(
         f"P and R at score >= {report['p_r_at']['score_threshold']}, IoU >= "
