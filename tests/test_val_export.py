@@ -329,6 +329,27 @@ def test_the_run_folder_gets_the_gates_figures_and_pictures(small, tmp_path):
     report = gate._report(
         True, [], 0.1, scores, conversion, baseline.Baseline(0), None, budgets, 8, "store"
     )
+    # gate.json's fields, in their order, as before the gate's scoring was shared with `val`.
+    assert list(report) == [
+        "blessed",
+        "reasons",
+        "map50",
+        "map",
+        "map75",
+        "ap_by_size",
+        "baseline_map50",
+        "baseline",
+        "model_store",
+        "ap50_per_class",
+        "map_per_class",
+        "confusion",
+        "num_eval_images",
+        "ship_format",
+        "formats",
+        "pr_curves",
+        "budgets",
+    ]
+    assert set(report["formats"]["saved_model"]).isdisjoint({"pr50", "confusion"})
     blessing, metrics, model = (
         standard_artifacts.ModelBlessing(),
         artifacts.KfpMetrics(),
