@@ -146,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         "instances, P, R, AP50, AP), COCO results JSON, in a new run folder",
     )
     val.add_argument(
-        "model", help="a pushed version (folder, s3:// or gs://), a SavedModel or a .tflite file"
+        "model",
+        help="a pushed version (folder, s3:// or gs://; a store folder: its latest version), "
+        "a SavedModel or a .tflite file",
     )
     _add_config_flags(val)
     val.add_argument("--split", default="eval", help="the dataset split to score (default eval)")

@@ -1,7 +1,8 @@
 """`litedet predict`: a trained detector on images -> JSON detections and pictures with boxes.
 
 A model is any of:
-- a pushed version folder (it has `manifest.json`): its shipped TFLite format, or `--format`;
+- a pushed version folder (it has `manifest.json`): its shipped TFLite format, or `--format`; a
+  model store folder means its latest version;
 - a `.tflite` file from the TFLite step (labels from its metadata; resize mode from the
   `conversion.json` beside it);
 - a SavedModel folder (the Trainer's `Format-Serving`, or a pushed `saved_model/`): its
@@ -37,7 +38,11 @@ class Detector:
         self._tflite = None
         self._serve = None
         self._workdir = None
-        if "://" in model_path or os.path.isfile(os.path.join(model_path, "manifest.json")):
+        if (
+            "://" in model_path
+            or os.path.isfile(os.path.join(model_path, "manifest.json"))
+            or _is_store(model_path)
+        ):
             model_path = self._from_store(model_path, tflite_format)
         elif tflite_format == SAVED_MODEL and model_path.endswith(".tflite"):
             raise FileNotFoundError(f"{model_path}: a TFLite file, not a SavedModel")
@@ -78,7 +83,12 @@ class Detector:
         if storage.uses_s3(uri):
             storage.configure()
         if not store.is_version(uri):
-            raise FileNotFoundError(f"{uri}: no manifest.json, so not a pushed version")
+            newest = store.latest(uri) if store.filesystem(uri).isdir(uri) else None
+            if newest is None:
+                raise FileNotFoundError(
+                    f"{uri}: no manifest.json, so not a pushed version (nor a store holding one)"
+                )
+            uri = newest[1]  # a store: its latest version
         manifest = store.read_manifest(uri)
         files = manifest.get("files", {})
         fmt = tflite_format or manifest.get("ship_format") or "float32"
@@ -149,6 +159,13 @@ class Detector:
             "classes": out["detection_classes"][0, :count].numpy(),
             "scores": out["detection_scores"][0, :count].numpy(),
         }
+
+
+def _is_store(path: str) -> bool:
+    """A local model store folder holding at least one complete version."""
+    from litedet.components.pusher import store
+
+    return os.path.isdir(path) and bool(store.list_versions(path))
 
 
 def new_folder(parent: str) -> str:

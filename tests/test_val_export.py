@@ -288,17 +288,18 @@ def test_export_copies_a_stored_format_checked_against_the_manifest(small, tmp_p
 def test_predict_writes_a_new_folder_per_call(small, tmp_path):
     image = os.path.join(small.data, "images", "eval_000000.jpg")
     firsts = []
-    for n in (1, 2):
-        code, out, err = litedet(
-            "predict", small.version_uri, image, "--out", "predictions", cwd=tmp_path
-        )
+    # The version, then the store (its latest version: the same one).
+    for n, model in ((1, small.version_uri), (2, small.store)):
+        code, out, err = litedet("predict", model, image, "--out", "predictions", cwd=tmp_path)
         assert code == 0, out + err
         result = tmp_path / "predictions" / str(n) / "predictions.json"
         assert f"{result}" in out or f"predictions/{n}/predictions.json" in out, out
         firsts.append(result.read_bytes())
         assert (tmp_path / "predictions" / str(n) / "eval_000000.jpg").exists()
-    # The second call left the first one's results as they were.
+    # The second call left the first one's results as they were; the same model found the same.
     assert (tmp_path / "predictions" / "1" / "predictions.json").read_bytes() == firsts[0]
+    first, second = (json.loads(content)["images"][0]["detections"] for content in firsts)
+    assert first == second
     assert sorted(os.listdir(tmp_path / "predictions")) == ["1", "2"]
 
 
