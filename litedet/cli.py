@@ -15,9 +15,13 @@ import time
 from typing import List, Optional
 
 from litedet import console
+from litedet import export as export_targets
 from litedet import register as register_verb
 from litedet.components.tflite import FORMATS
 from litedet.kfp import cli as kfp_cli
+
+# A pushed version's models: its TFLite formats and its SavedModel (predict.SAVED_MODEL).
+MODEL_FORMATS = list(FORMATS) + ["saved_model"]
 
 # Exit codes: 0 done (and, for run/demo, the model blessed); 1 a step or a server failed;
 # 2 bad configuration or input; 3 the run finished but no model was blessed (run, demo) or no
@@ -39,8 +43,20 @@ EXAMPLES = {
     "predict": """examples:
   litedet predict outputs/models/3 photo.jpg           # a pushed version (its shipped format)
   litedet predict outputs/models/3 images/ --format int8 --threshold 0.5
-  litedet predict model_float16.tflite images/ --out predictions/
+  litedet predict model_float16.tflite images/ --out predictions/   # predictions/1, 2 ...
   litedet predict outputs/pipeline_root/litedet/Trainer/model/7 a.jpg   # the SavedModel""",
+    "val": """examples:
+  litedet val outputs/models/3 --config my.yaml            # a pushed version (its shipped format)
+  litedet val outputs/models/3 --format saved_model --split train
+  litedet val model_int8.tflite --config my.yaml
+  litedet val outputs/pipeline_root/litedet/Trainer/model/7   # a SavedModel, the sample data""",
+    "export": """examples:
+  litedet export outputs/models/3 --format onnx          # -> exports/model.onnx, labels.txt
+  litedet export outputs/models/3 --format int8 --out app/assets/
+  litedet export s3://bucket/models/3 --format saved_model
+
+targets:
+{targets}""",
     "sweep": """examples:
   litedet sweep                                   # alphas 0.35, 0.5, 0.75 at the configured size
   litedet sweep --alphas 0.35,0.5,0.75,1.0 --sizes 192,256 --max-latency-ms 15
@@ -88,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=help_text,
             description=help_text,
-            epilog=EXAMPLES.get(name),
+            epilog=(EXAMPLES.get(name) or "").format(targets=export_targets.targets_table())
+            or None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
@@ -108,16 +125,52 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="a pushed version folder, a .tflite file or a SavedModel")
     predict.add_argument("sources", nargs="+", help="images and/or folders of images")
     predict.add_argument(
-        "--out", default="predictions", help="output folder (default: predictions/)"
+        "--out",
+        default="predictions",
+        help="where results go: each call writes a new numbered folder in it, predictions/1, "
+        "predictions/2 ... (default: predictions/)",
     )
     predict.add_argument(
         "--threshold", type=float, default=0.3, help="lowest score kept (default 0.3)"
     )
     predict.add_argument(
         "--format",
-        choices=FORMATS,
-        help="which TFLite file of a pushed version (default: its shipped one)",
+        choices=MODEL_FORMATS,
+        help="which model of a pushed version: a TFLite format or its saved_model (default: "
+        "its shipped TFLite format)",
     )
+
+    val = verb(
+        "val",
+        "score a model on a dataset split with the gate's scorer: a per-class table (images, "
+        "instances, P, R, AP50, AP), COCO results JSON, in a new run folder",
+    )
+    val.add_argument(
+        "model",
+        help="a pushed version (folder, s3:// or gs://; a store folder: its latest version), "
+        "a SavedModel or a .tflite file",
+    )
+    _add_config_flags(val)
+    val.add_argument("--split", default="eval", help="the dataset split to score (default eval)")
+    val.add_argument(
+        "--format",
+        choices=MODEL_FORMATS,
+        help="which model of a pushed version (default: its shipped TFLite format)",
+    )
+
+    export = verb(
+        "export",
+        "write a pushed version in the form a runtime takes: ONNX (converted here), its TFLite "
+        "files or its SavedModel (checked against the manifest)",
+    )
+    export.add_argument(
+        "model", help="a pushed version (folder, s3:// or gs://); for onnx also a SavedModel"
+    )
+    export.add_argument(
+        "--format", required=True, choices=list(export_targets.TARGETS), help="the target"
+    )
+    export.add_argument("--out", default="exports", help="folder to write (default: exports/)")
+    export.add_argument("-v", "--verbose", action="store_true", help="show the converter's logs")
 
     sweep = verb(
         "sweep",
@@ -215,7 +268,7 @@ def _run_pipeline(config, verbose: bool) -> int:
 
 
 def _run_in(config, run_dir: str, log_path: str, started: float) -> int:
-    from litedet import run_summary
+    from litedet import run_folder, run_summary
     from litedet.data import inspect
     from litedet.pipeline import local_runner
 
@@ -256,6 +309,10 @@ def _run_in(config, run_dir: str, log_path: str, started: float) -> int:
     summary = run_summary.latest_run(os.path.abspath(config.metadata_path))
     console.keep_quarantine(summary.components["DetectionExampleGen"].uri("quarantine"), run_dir)
     console.print_summary(summary, time.time() - started, config, run_dir)
+    written = run_folder.write_results(summary, run_dir)
+    if written:
+        names = ", ".join(os.path.basename(p) for p in written)
+        print(f"  results:           {names} in {run_dir}")
     if "ModelGate" in summary.components and not summary.gate_report()["blessed"]:
         return EXIT_NOT_BLESSED
     return 0
@@ -371,7 +428,9 @@ def _predict(args) -> int:
     from litedet import predict
 
     started = time.time()
-    results = predict.run(args.model, args.sources, args.out, args.threshold, args.format)
+    out, results = predict.run(
+        args.model, args.sources, args.out, args.threshold, args.format, numbered=True
+    )
     for result in results:
         found = ", ".join(f"{d['name']} {d['score']:.2f}" for d in result["detections"])
         print(
@@ -380,8 +439,55 @@ def _predict(args) -> int:
         )
     print(
         f"{len(results)} images in {time.time() - started:.1f} s -> "
-        f"{os.path.join(args.out, predict.PREDICTIONS_FILE)} and the drawn images in "
-        f"{args.out}/"
+        f"{os.path.join(out, predict.PREDICTIONS_FILE)} and the drawn images in {out}/"
+    )
+    return 0
+
+
+def _val(args) -> int:
+    from litedet import val
+
+    config = _load(args)
+    run_dir = console.start_run_folder(config)
+    log_path = console.setup_logging(run_dir, args.verbose)
+    sys.argv = sys.argv[:1]  # see _run_pipeline: the ExampleGen runs on Beam
+    print(f"Validating {args.model} (log: {log_path})", flush=True)
+    started = time.time()
+    with console.native_logs_to(log_path, enabled=not args.verbose):  # TFLite's notices
+        report = val.run(
+            config,
+            args.model,
+            args.split,
+            args.format,
+            run_dir,
+            progress=lambda m: print("  " + m, flush=True),
+        )
+    print(f"\n{val.format_table(report['table'])}\n")
+    print(
+        f"P and R at score >= {report['p_r_at']['score_threshold']}, IoU >= "
+        f"{report['p_r_at']['iou_threshold']}; AP50: AP@0.5, AP: AP@[.5:.95] (pycocotools). "
+        f"{report['ms_per_image']:.1f} ms per image, done in {time.time() - started:.0f} s."
+    )
+    print(f"Results in {run_dir}/: " + ", ".join(os.path.basename(p) for p in report["files"]))
+    return 0
+
+
+def _export(args) -> int:
+    from litedet import export
+
+    started = time.time()
+    info = export.run(args.model, args.format, args.out)
+    size = f", {info['bytes'] / 1e6:.2f} MB" if "bytes" in info else ""
+    print(f"Wrote {info['file']} ({args.format}{size}) in {time.time() - started:.0f} s")
+    if args.format == export.ONNX:
+        shape = ", ".join(map(str, info["input"]["shape"]))
+        print(
+            f"  input:   images float32 [{shape}], RGB resized ({info['resize_mode']}) and scaled "
+            "to [-1, 1]\n  outputs: " + ", ".join(info["outputs"])
+        )
+    print(
+        f"  labels:  {os.path.join(args.out, 'labels.txt')}; what and how: "
+        f"{os.path.join(args.out, export.EXPORT_FILE)}"
     )
     return 0
 
@@ -461,6 +567,10 @@ def _main(argv: Optional[List[str]] = None) -> int:
             return _data(args)
         if args.verb == "predict":
             return _predict(args)
+        if args.verb == "val":
+            return _val(args)
+        if args.verb == "export":
+            return _export(args)
         extra = []
         if args.verb == "demo":
             extra = [

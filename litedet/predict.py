@@ -1,7 +1,8 @@
 """`litedet predict`: a trained detector on images -> JSON detections and pictures with boxes.
 
 A model is any of:
-- a pushed version folder (it has `manifest.json`): its shipped TFLite format, or `--format`;
+- a pushed version folder (it has `manifest.json`): its shipped TFLite format, or `--format`; a
+  model store folder means its latest version;
 - a `.tflite` file from the TFLite step (labels from its metadata; resize mode from the
   `conversion.json` beside it);
 - a SavedModel folder (the Trainer's `Format-Serving`, or a pushed `saved_model/`): its
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from litedet.components.report.render import draw
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 PREDICTIONS_FILE = "predictions.json"
+SAVED_MODEL = "saved_model"  # --format of a pushed version's SavedModel
 
 
 class Detector:
@@ -31,11 +33,23 @@ class Detector:
     def __init__(self, model_path: str, tflite_format: Optional[str] = None):
         self.path = model_path
         self.labels: List[str] = []
+        self.module = None  # the loaded SavedModel, when the model is one
+        self.resize_mode = "stretch"  # a TFLite file's, from the conversion.json beside it
         self._tflite = None
         self._serve = None
         self._workdir = None
-        if "://" in model_path or os.path.isfile(os.path.join(model_path, "manifest.json")):
+        if (
+            "://" in model_path
+            or os.path.isfile(os.path.join(model_path, "manifest.json"))
+            or _is_store(model_path)
+        ):
             model_path = self._from_store(model_path, tflite_format)
+        elif tflite_format == SAVED_MODEL and model_path.endswith(".tflite"):
+            raise FileNotFoundError(f"{model_path}: a TFLite file, not a SavedModel")
+        elif tflite_format and tflite_format != SAVED_MODEL:
+            raise FileNotFoundError(
+                f"{model_path}: --format picks a file of a pushed version; this is not one"
+            )
         if model_path.endswith(".tflite"):
             self._load_tflite(model_path)
         elif os.path.isfile(os.path.join(model_path, "saved_model.pb")):
@@ -48,9 +62,19 @@ class Detector:
             )
         self.path = model_path
 
+    @property
+    def kind(self) -> str:
+        """ "tflite" or SAVED_MODEL."""
+        return "tflite" if self._tflite is not None else SAVED_MODEL
+
+    @property
+    def tflite_path(self) -> Optional[str]:
+        return self._tflite.path if self._tflite is not None else None
+
     def _from_store(self, uri: str, tflite_format: Optional[str]) -> str:
-        """A pushed version (a folder, s3:// or gs://): the chosen format's files, checked
-        against the manifest's sha256s (copied here first from an object store)."""
+        """A pushed version (a folder, s3:// or gs://): the chosen format's files (a TFLite
+        file, or with SAVED_MODEL its SavedModel), checked against the manifest's sha256s (copied
+        here first from an object store)."""
         import tempfile
 
         from litedet.components import object_storage as storage
@@ -59,18 +83,31 @@ class Detector:
         if storage.uses_s3(uri):
             storage.configure()
         if not store.is_version(uri):
-            raise FileNotFoundError(f"{uri}: no manifest.json, so not a pushed version")
+            newest = store.latest(uri) if store.filesystem(uri).isdir(uri) else None
+            if newest is None:
+                raise FileNotFoundError(
+                    f"{uri}: no manifest.json, so not a pushed version (nor a store holding one)"
+                )
+            uri = newest[1]  # a store: its latest version
         manifest = store.read_manifest(uri)
+        files = manifest.get("files", {})
         fmt = tflite_format or manifest.get("ship_format") or "float32"
-        name = f"model_{fmt}.tflite"
-        if name not in manifest.get("files", {}):
+        if fmt == SAVED_MODEL:
+            prefix = store.SAVED_MODEL_DIR + "/"
+            name = prefix + "saved_model.pb"
+            names = [n for n in files if n.startswith(prefix)]
+        else:
+            name = f"model_{fmt}.tflite"
+            names = [name]
+        if name not in files:
             raise FileNotFoundError(
-                f"{uri}: this version has no {fmt} model "
-                f"(files: {', '.join(sorted(manifest.get('files', {})))})"
+                f"{uri}: this version has no {fmt} model (files: "
+                f"{', '.join(sorted(n for n in files if '/' not in n))})"
             )
         self._workdir = tempfile.mkdtemp(prefix="litedet-predict-")
-        names = [name] + [n for n in ("conversion.json",) if n in manifest["files"]]
-        return store.verified_files(uri, names, self._workdir)[name]
+        names += [n for n in ("conversion.json", "labels.txt") if n in files]
+        path = store.verified_files(uri, names, self._workdir)[name]
+        return os.path.dirname(path) if fmt == SAVED_MODEL else path
 
     def _load_tflite(self, path: str) -> None:
         from litedet.components.tflite import converter
@@ -78,20 +115,20 @@ class Detector:
 
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such model file")
-        resize_mode = "stretch"
         conversion = os.path.join(os.path.dirname(path), "conversion.json")
         if os.path.exists(conversion):
             with open(conversion) as f:
-                resize_mode = json.load(f).get("resize_mode", resize_mode)
+                self.resize_mode = json.load(f).get("resize_mode", self.resize_mode)
         self._tflite = TFLiteDetector(
-            path, num_threads=os.cpu_count() or 1, resize_mode=resize_mode
+            path, num_threads=os.cpu_count() or 1, resize_mode=self.resize_mode
         )
         self.labels = converter.read_metadata(path).get("labels") or []
 
     def _load_saved_model(self, path: str) -> None:
         import tensorflow as tf
 
-        self._serve = tf.saved_model.load(path).signatures["serving_default"]
+        self.module = tf.saved_model.load(path)
+        self._serve = self.module.signatures["serving_default"]
         for candidate in (
             os.path.join(path, "labels.txt"),
             os.path.join(os.path.dirname(path.rstrip("/")), "labels.txt"),
@@ -122,6 +159,28 @@ class Detector:
             "classes": out["detection_classes"][0, :count].numpy(),
             "scores": out["detection_scores"][0, :count].numpy(),
         }
+
+
+def _is_store(path: str) -> bool:
+    """A local model store folder holding at least one complete version."""
+    from litedet.components.pusher import store
+
+    return os.path.isdir(path) and bool(store.list_versions(path))
+
+
+def new_folder(parent: str) -> str:
+    """A new folder `<parent>/<n>` (1, 2, 3 ...: one more than the highest there), created
+    here, so that no call writes into an earlier call's results, even two at once."""
+    os.makedirs(parent, exist_ok=True)
+    taken = [int(n) for n in os.listdir(parent) if n.isdigit()]
+    number = max(taken, default=0) + 1
+    while True:
+        path = os.path.join(parent, str(number))
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            number += 1
 
 
 def image_files(sources: Sequence[str]) -> List[str]:
@@ -187,13 +246,19 @@ def run(
     threshold: float = 0.3,
     tflite_format: Optional[str] = None,
     draw_images: bool = True,
-) -> List[dict]:
-    """Detects on every image; writes `<out_dir>/predictions.json` and, with `draw_images`,
-    `<out_dir>/<image name>.jpg` with the boxes drawn. Returns the per-image results."""
+    numbered: bool = False,
+) -> Tuple[str, List[dict]]:
+    """Detects on every image; writes `predictions.json` and, with `draw_images`, `<image
+    name>.jpg` with the boxes drawn into `out_dir`, or with `numbered` into a new folder
+    `<out_dir>/<n>` (new_folder, made once the model and the images are found). Returns (the
+    folder written, the per-image results)."""
     detector = Detector(model, tflite_format)
+    files = image_files(sources)
+    if numbered:
+        out_dir = new_folder(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     results = []
-    for path in image_files(sources):
+    for path in files:
         result = predict_image(detector, path, threshold)
         image = result.pop("_image")
         if draw_images:
@@ -203,4 +268,4 @@ def run(
         results.append(result)
     with open(os.path.join(out_dir, PREDICTIONS_FILE), "w") as f:
         json.dump({"model": detector.path, "threshold": threshold, "images": results}, f, indent=2)
-    return results
+    return out_dir, results

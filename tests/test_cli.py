@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-VERBS = ["demo", "run", "predict", "sweep", "config", "data", "compile", "kfp"]
+VERBS = ["demo", "run", "predict", "val", "export", "sweep", "config", "data", "compile", "kfp"]
 
 
 def test_help_imports_neither_tfx_nor_tensorflow():

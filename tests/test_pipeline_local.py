@@ -412,6 +412,26 @@ def test_a_worse_model_is_not_blessed_and_nothing_is_pushed(pipeline_runs):
     assert registered_versions(pipeline_runs["registry"], MODEL_NAME) == [1]
 
 
+def test_the_run_folder_holds_what_a_user_picks_up(pipeline_runs):
+    """The third run, `litedet run` as a command: its run folder has the gate's figures and
+    the pictures beside the configuration, the log and the report."""
+    lines = [line for line in pipeline_runs["third_output"].splitlines() if "results:" in line]
+    assert len(lines) == 1, pipeline_runs["third_output"]
+    folder = lines[0].rsplit(" in ", 1)[1]
+    assert {
+        "config.yaml",
+        "run.log",
+        "report.html",
+        "metrics.json",
+        "pr_curve.png",
+        "confusion_matrix.png",
+        "losses.png",
+    } <= set(os.listdir(folder))
+    with open(os.path.join(folder, "metrics.json")) as handle:
+        figures = json.load(handle)
+    assert figures["map50"] == pipeline_runs["third"].gate_report()["map50"]
+
+
 def test_predict_draws_the_right_boxes_on_a_sample_image(pipeline_runs, tmp_path):
     from PIL import Image
 
@@ -446,7 +466,7 @@ def test_predict_draws_the_right_boxes_on_a_sample_image(pipeline_runs, tmp_path
         )
         == 0
     )
-    with open(out / "predictions.json") as handle:
+    with open(out / "1" / "predictions.json") as handle:  # the first call's folder
         (result,) = json.load(handle)["images"]
     matched = 0
     for a in truth:

@@ -40,10 +40,36 @@ def decode_detections(
         detection_classes [B, K]: 1-based labels (0 on padding rows);
         num_detections [B].
     """
+    return select_detections(
+        box_encodings,
+        tf.sigmoid(tf.cast(class_logits, tf.float32)[..., 1:]),
+        anchors,
+        score_threshold,
+        iou_threshold,
+        max_detections,
+        scale_factors,
+        class_agnostic,
+    )
+
+
+def select_detections(
+    box_encodings,
+    scores,
+    anchors,
+    score_threshold=0.05,
+    iou_threshold=0.5,
+    max_detections=100,
+    scale_factors=box_coder.DEFAULT_SCALE_FACTORS,
+    class_agnostic=True,
+):
+    """decode_detections from the object classes' scores [B, N, C] (sigmoid, the background
+    column left out) instead of the logits: what the ONNX export (litedet/export.py) wraps
+    around the `detect_preprocessed` signature, whose `class_scores` are these (and the
+    background's)."""
     boxes = box_coder.decode(
         tf.cast(box_encodings, tf.float32), tf.cast(anchors, tf.float32), scale_factors
     )
-    scores = tf.sigmoid(tf.cast(class_logits, tf.float32)[..., 1:])
+    scores = tf.cast(scores, tf.float32)
     if class_agnostic:
         best = tf.reduce_max(scores, axis=-1)
 

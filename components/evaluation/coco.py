@@ -196,3 +196,52 @@ def confusion_matrix(
         for label in gt_classes[~matched]:
             matrix[label - 1, num_classes] += 1  # missed
     return matrix.tolist()
+
+
+def class_table(
+    ground_truth: Sequence[Dict[str, np.ndarray]],
+    confusion: Sequence[Sequence[int]],
+    scores: Dict,
+    labels: Sequence[str],
+) -> List[Dict]:
+    """Rows of `litedet val`'s table, as Ultralytics' val prints them: "all", then one per
+    class: images (holding at least one of its objects), instances (its objects), P and R (at
+    the confusion matrix's score and IoU thresholds, from `confusion`: the diagonal over the
+    column, over the row), AP50 and AP (mAP@[.5:.95]) from `scores` (coco_map's). A class
+    without objects has P and R None when nothing was predicted for it, and AP None. "all": P
+    and R are the means over the classes with objects; AP50 and AP are mAP@0.5 and mAP."""
+    matrix = np.asarray(confusion, np.int64)
+    images = np.zeros(len(labels), np.int64)
+    instances = np.zeros(len(labels), np.int64)
+    for truth in ground_truth:
+        classes = np.asarray(truth["classes"], np.int64).reshape(-1)
+        classes = classes[classes > 0]
+        instances += np.bincount(classes - 1, minlength=len(labels))[: len(labels)]
+        images[np.unique(classes) - 1] += 1
+    rows = []
+    for k, name in enumerate(labels):
+        hits = int(matrix[k, k]) if matrix.size else 0
+        predicted = int(matrix[:, k].sum()) if matrix.size else 0
+        actual = int(matrix[k, :].sum()) if matrix.size else 0
+        rows.append(
+            {
+                "class": name,
+                "images": int(images[k]),
+                "instances": int(instances[k]),
+                "p": hits / predicted if predicted else (0.0 if actual else None),
+                "r": hits / actual if actual else None,
+                "ap50": scores.get(f"ap50/{k + 1}"),
+                "ap": scores.get(f"map/{k + 1}"),
+            }
+        )
+    present = [r for r in rows if r["instances"]]
+    every = {
+        "class": "all",
+        "images": len(ground_truth),
+        "instances": int(instances.sum()),
+        "p": float(np.mean([r["p"] for r in present])) if present else None,
+        "r": float(np.mean([r["r"] for r in present])) if present else None,
+        "ap50": scores.get("map50"),
+        "ap": scores.get("map"),
+    }
+    return [every] + rows

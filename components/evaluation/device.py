@@ -5,7 +5,7 @@ single-thread latency on the stock TFLite interpreter."""
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -36,15 +36,16 @@ def _batches(items: Sequence, size: int = BATCH) -> Iterator[Sequence]:
 
 def ground_truth(model, examples: Sequence[bytes]) -> List[Dict[str, np.ndarray]]:
     """Per image {"boxes", "classes"} from the model's `eval_labels` signature (what TFMA
-    scores against), class 0 rows dropped."""
+    scores against), class 0 rows dropped. `model` None (a TFLite file scored alone): the
+    function that signature is traced from (export.ground_truth_columns), run here."""
     out = []
     for batch in _batches(examples):
-        columns = {
-            k: v.numpy()
-            for k, v in model.signatures[export.LABELS_SIGNATURE](
-                examples=tf.constant(batch)
-            ).items()
-        }
+        labels = (
+            model.signatures[export.LABELS_SIGNATURE]
+            if model is not None
+            else export.ground_truth_columns
+        )
+        columns = {k: v.numpy() for k, v in labels(examples=tf.constant(batch)).items()}
         for i in range(len(batch)):
             keep = columns["gt_class"][i] > 0
             boxes = np.stack(
@@ -118,17 +119,42 @@ def tflite_detections(
     return out
 
 
+class Evaluation:
+    """The evaluation images of one scoring, read once: ground truth (`truth`), sizes in pixels
+    (`sizes`) and, when a TFLite model needs them, the decoded RGB images (`images`). `score`
+    turns one model's detections into the figures: the gate scores the SavedModel, each TFLite
+    format and the baseline with it, `litedet val` the one model it is given."""
+
+    def __init__(self, examples: Sequence[bytes], num_classes: int, model=None):
+        self.examples = examples
+        self.num_classes = num_classes
+        self.truth = ground_truth(model, examples)
+        self.sizes = image_sizes(examples)
+        self._images: Optional[List[np.ndarray]] = None
+
+    @property
+    def images(self) -> List[np.ndarray]:
+        if self._images is None:
+            self._images = decode_images(self.examples)
+        return self._images
+
+    def score(self, found: Sequence[Dict[str, np.ndarray]], detailed: bool = False) -> Dict:
+        """coco.coco_map's figures, boxes scored in each image's own pixels; `detailed` adds
+        "pr50" (the precision-recall curves) and "confusion" (coco.confusion_matrix)."""
+        scores = coco.coco_map(
+            self.truth, found, self.num_classes, curves=detailed, image_sizes=self.sizes
+        )
+        if detailed:
+            scores["confusion"] = coco.confusion_matrix(self.truth, found, self.num_classes)
+        return scores
+
+
 def score_saved_model(
     saved_model_dir: str, examples: Sequence[bytes], num_classes: int
 ) -> Dict[str, float]:
     """coco.coco_map's figures of a SavedModel on the examples (e.g. the baseline model)."""
     model = tf.saved_model.load(saved_model_dir)
-    return coco.coco_map(
-        ground_truth(model, examples),
-        saved_model_detections(model, examples),
-        num_classes,
-        image_sizes=image_sizes(examples),
-    )
+    return Evaluation(examples, num_classes, model).score(saved_model_detections(model, examples))
 
 
 def score_formats(
@@ -143,20 +169,12 @@ def score_formats(
     figures, "size_bytes", "latency_ms"}} on the given evaluation examples, boxes scored in each
     image's own pixels."""
     model = tf.saved_model.load(saved_model_dir)
-    truth = ground_truth(model, examples)
-    sizes = image_sizes(examples)
-    found = saved_model_detections(model, examples)
+    evaluation = Evaluation(examples, num_classes, model)
     results = {
-        "saved_model": {
-            **coco.coco_map(truth, found, num_classes, curves=True, image_sizes=sizes),
-            "confusion": coco.confusion_matrix(truth, found, num_classes),
-        }
+        "saved_model": evaluation.score(saved_model_detections(model, examples), detailed=True)
     }
-    images = decode_images(examples)
     for fmt, path in tflite_paths.items():
-        scores = coco.coco_map(
-            truth, tflite_detections(path, images, resize_mode), num_classes, image_sizes=sizes
-        )
+        scores = evaluation.score(tflite_detections(path, evaluation.images, resize_mode))
         scores["size_bytes"] = float(tf.io.gfile.stat(path).length)
         scores["latency_ms"] = tflite_interpreter.measure_latency(
             path, threads=1, runs=latency_runs

@@ -189,6 +189,36 @@ def _by_name(scores: dict, prefix: str, labels: List[str]) -> Dict[str, float]:
     return {labels[int(k[len(prefix) :]) - 1]: v for k, v in scores.items() if k.startswith(prefix)}
 
 
+def figures(scores: dict, labels: List[str]) -> dict:
+    """One model's figures as gate.json names them, from Evaluation.score(..., detailed=True):
+    mAP, by size, per class, the confusion matrix and the PR curves. Takes "pr50" and
+    "confusion" out of `scores` (what is left is that model's row of "formats"). The gate and
+    `litedet val` both report these."""
+    from litedet.components.evaluation import coco
+
+    curves = scores.pop("pr50", {})
+    matrix = scores.pop("confusion", [])
+    return {
+        "map": scores["map"],
+        "map75": scores.get("map75"),
+        "ap_by_size": {k[len("ap_") :]: scores.get(k) for k in coco.AREA_KEYS},
+        "ap50_per_class": _by_name(scores, "ap50/", labels),
+        "map_per_class": _by_name(scores, "map/", labels),
+        # Rows: the true class, then background; columns: the predicted class, then missed.
+        "confusion": {
+            "rows": labels + ["background"],
+            "columns": labels + ["missed"],
+            "matrix": matrix,
+            "score_threshold": coco.CONFUSION_SCORE,
+            "iou_threshold": coco.CONFUSION_IOU,
+        },
+        # Precision at 101 recall points, IoU 0.5, per class name (pycocotools).
+        "pr_curves": {
+            ("recall" if k == "recall" else labels[int(k) - 1]): v for k, v in curves.items()
+        },
+    }
+
+
 def _report(
     blessed,
     reasons,
@@ -202,40 +232,27 @@ def _report(
     model_store,
 ):
     from litedet.components.evaluation import baseline as baseline_lib
-    from litedet.components.evaluation import coco
 
-    labels = conversion["labels"]
-    saved = scores["saved_model"]
-    curves = saved.pop("pr50", {})
-    matrix = saved.pop("confusion", [])
+    saved = figures(scores["saved_model"], conversion["labels"])
     return {
         "blessed": blessed,
         "reasons": reasons,
         # TFMA's mAP@0.5 is the bound's figure; everything else is pycocotools' (coco.py).
         "map50": map50,
         "map": saved["map"],
-        "map75": saved.get("map75"),
-        "ap_by_size": {k[len("ap_") :]: saved.get(k) for k in coco.AREA_KEYS},
+        "map75": saved["map75"],
+        "ap_by_size": saved["ap_by_size"],
         "baseline_map50": baseline_map50,
         "baseline": baseline_lib.describe(baseline),
         "model_store": model_store,
-        "ap50_per_class": _by_name(saved, "ap50/", labels),
-        "map_per_class": _by_name(saved, "map/", labels),
-        # Rows: the true class, then background; columns: the predicted class, then missed.
-        "confusion": {
-            "rows": labels + ["background"],
-            "columns": labels + ["missed"],
-            "matrix": matrix,
-            "score_threshold": coco.CONFUSION_SCORE,
-            "iou_threshold": coco.CONFUSION_IOU,
-        },
+        "ap50_per_class": saved["ap50_per_class"],
+        "map_per_class": saved["map_per_class"],
+        "confusion": saved["confusion"],
         "num_eval_images": num_images,
         "ship_format": budgets["ship_format"],
         "formats": scores,
-        # Precision at 101 recall points, IoU 0.5, per class name (pycocotools, SavedModel).
-        "pr_curves": {
-            ("recall" if k == "recall" else labels[int(k) - 1]): v for k, v in curves.items()
-        },
+        # Of the SavedModel.
+        "pr_curves": saved["pr_curves"],
         "budgets": budgets,
     }
 

@@ -27,10 +27,7 @@ def write_report(model, model_run, examples, blessing, pushed_model, report) -> 
         raise ValueError(f"{blessing.uri} holds no {gate_lib.GATE_FILE}: not a ModelGate output")
     training = _read_json(os.path.join(model_run.uri, "training.json")) or {}
     push = _read_json(os.path.join(pushed_model.uri, "push.json"))
-    steps_per_epoch = min(
-        training.get("settings", {}).get("checkpoint_every_steps", 1),
-        training.get("settings", {}).get("train_steps", 1),
-    )
+    steps_per_epoch = render.steps_per_epoch(training)
     samples = render.plot_samples(
         path_utils.serving_model_path(model.uri),
         artifact_utils.get_split_uri([examples], metrics_lib.EVAL_SPLIT),

@@ -56,6 +56,77 @@ def plot_pr_curves(curves: Dict[str, List[float]]) -> Optional[bytes]:
     return png
 
 
+def plot_confusion(confusion: dict) -> Optional[bytes]:
+    """The confusion matrix (gate.json's "confusion") as a heat map: each row coloured by the
+    share of its count (where that true class's objects went), the counts written in."""
+    matrix = confusion.get("matrix") if confusion else None
+    if not matrix:
+        return None
+    import numpy as np
+
+    plt = _pyplot()
+    counts = np.asarray(matrix, np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    size = max(4.5, 0.6 * len(confusion["columns"]) + 2)
+    figure, axes = plt.subplots(figsize=(size + 1, size), dpi=110)
+    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (row, column), count in np.ndenumerate(counts):
+        if count:
+            axes.text(
+                column,
+                row,
+                str(int(count)),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if shares[row, column] > 0.5 else "black",
+            )
+    axes.set_xticks(range(len(confusion["columns"])), confusion["columns"], rotation=45, ha="right")
+    axes.set_yticks(range(len(confusion["rows"])), confusion["rows"])
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(
+        f"Confusion matrix (score >= {confusion['score_threshold']}, "
+        f"IoU >= {confusion['iou_threshold']})"
+    )
+    figure.colorbar(image, ax=axes, fraction=0.046, label="share of the row")
+    png = _png(figure)
+    plt.close(figure)
+    return png
+
+
+PR_CURVE_FILE = "pr_curve.png"
+CONFUSION_FILE = "confusion_matrix.png"
+LOSSES_FILE = "losses.png"
+
+
+def write_pictures(
+    folder: str,
+    figures: dict,
+    curves: Optional[Dict[str, Dict[str, List[float]]]] = None,
+    steps_per_epoch: int = 1,
+) -> List[str]:
+    """pr_curve.png and confusion_matrix.png of `figures` (gate.json's "pr_curves" and
+    "confusion", or `litedet val`'s), and losses.png of the training `curves`
+    (training_curves) when given, into `folder`: the files a person picks up. Returns the
+    paths written (a picture without data is left out)."""
+    pictures = {
+        PR_CURVE_FILE: plot_pr_curves(figures.get("pr_curves", {})),
+        CONFUSION_FILE: plot_confusion(figures.get("confusion", {})),
+    }
+    if curves is not None:
+        pictures[LOSSES_FILE] = plot_training(curves, steps_per_epoch)
+    written = []
+    for name, png in pictures.items():
+        if png:
+            path = os.path.join(folder, name)
+            with open(path, "wb") as handle:
+                handle.write(png)
+            written.append(path)
+    return written
+
+
 def training_curves(model_run_dir: str) -> Dict[str, Dict[str, List[float]]]:
     """{"train"|"validation": {"epoch_loss": [...], ...}} from Keras' TensorBoard event files."""
     import tensorflow as tf
@@ -75,6 +146,13 @@ def training_curves(model_run_dir: str) -> Dict[str, Dict[str, List[float]]]:
                         points.setdefault(value.tag, {})[event.step] = number
         out[phase] = {tag: [v for _, v in sorted(steps.items())] for tag, steps in points.items()}
     return out
+
+
+def steps_per_epoch(training: dict) -> int:
+    """Training steps between two points of the loss curves, from the Trainer's
+    training.json: Keras logs an epoch at every checkpoint."""
+    settings = training.get("settings", {})
+    return min(settings.get("checkpoint_every_steps", 1), settings.get("train_steps", 1))
 
 
 def plot_training(
