@@ -256,7 +256,7 @@ coco_image = st.fixed_dictionaries(
 # One per example at most: a break of the file as a whole, which must fail the step naming it.
 # ("json", damage, where): the file's text damaged at any depth (`where`, a fraction of the
 # text, picks a position right after a `[`, `{`, `,` or `:`, which are never inside a string
-# here): cut there, a value nested 20,000 deep, a number of 5,000 digits or a byte that is not
+# here): cut there, a value nested 20,000 deep, an integer of 5,000 digits or a byte that is not
 # UTF-8 inserted there.
 JSON_DAMAGE = st.tuples(
     st.just("json"),
@@ -277,7 +277,8 @@ def damage_json(data: bytes, damage: str, where: float) -> bytes:
     insert = {
         "truncated": None,
         "deep": b"[" * 20_000 + b"]" * 20_000,
-        "huge_number": b"9" * 5000,
+        # An integer token of its own (before a float, "999...5.5" would be a valid float: inf).
+        "huge_number": b"9" * 5000 + b", ",
         "not_utf8": b"\xff",
     }[damage]
     return data[:at] if insert is None else data[:at] + insert + data[at:]
