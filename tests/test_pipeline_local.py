@@ -418,15 +418,21 @@ def test_the_run_folder_holds_what_a_user_picks_up(pipeline_runs):
     lines = [line for line in pipeline_runs["third_output"].splitlines() if "results:" in line]
     assert len(lines) == 1, pipeline_runs["third_output"]
     folder = lines[0].rsplit(" in ", 1)[1]
-    assert {
+    expected = {
         "config.yaml",
         "run.log",
         "report.html",
+        "quarantine.jsonl",
         "metrics.json",
-        "pr_curve.png",
         "confusion_matrix.png",
         "losses.png",
-    } <= set(os.listdir(folder))
+    }
+    # A picture without data is left out: this 40-step model may have no precision-recall
+    # curve at all (no class with a detection), and then there is no pr_curve.png.
+    gate = pipeline_runs["third"].gate_report()
+    if len(gate.get("pr_curves") or {}) >= 2:
+        expected.add("pr_curve.png")
+    assert expected <= set(os.listdir(folder)), os.listdir(folder)
     with open(os.path.join(folder, "metrics.json")) as handle:
         figures = json.load(handle)
     assert figures["map50"] == pipeline_runs["third"].gate_report()["map50"]

@@ -98,7 +98,7 @@ def hand_set_outputs(anchors):
     num_anchors = anchors.shape[0]
     codes = np.zeros([num_anchors, 4], np.float32)
     scores = np.full([num_anchors, len(CLASSES) + 1], 1e-4, np.float32)
-    per_location = model_lib.DetectorConfig(num_classes=3).anchors_per_location
+    per_location = model_lib.DetectorConfig(num_classes=3, **STRIDE16).anchors_per_location
     cells = SIZE // 16  # the stride-16 level comes first: cell (row, col), anchor index a
 
     def anchor(row, col, a):
@@ -123,7 +123,7 @@ def hand_set_outputs(anchors):
 @pytest.fixture(scope="module")
 def hand_set(tmp_path_factory):
     root = tmp_path_factory.mktemp("hand_set")
-    anchors = model_lib.DetectorConfig(num_classes=3, image_size=SIZE).anchors().numpy()
+    anchors = model_lib.DetectorConfig(num_classes=3, image_size=SIZE, **STRIDE16).anchors().numpy()
     codes, scores = hand_set_outputs(anchors)
     module = HandSetDetector(codes, scores, anchors)
     saved = str(root / "saved_model")
@@ -259,6 +259,9 @@ IMAGES = [  # (width, height, rects x, y, w, h in pixels, labels)
     (120, 120, [(10, 10, 90, 90)], [2]),
 ]
 NUM_CALIBRATION = 4
+# The detector these tests were written for: finest level stride 16 (the default before the
+# stride-8 level), so the hand-set anchor indices and the int8 tolerances hold.
+STRIDE16 = {"strides": (16, 32, 64, 128)}
 FIRING_COLUMN = 2  # the class column (label 2, "circle") that the biased detector predicts
 
 
@@ -338,7 +341,9 @@ def biased_detector():
     rescaled boxes. Every other score stays near the prior 0.01, under the score threshold."""
     from litedet.components.detection import preprocessing
 
-    config = model_lib.DetectorConfig(num_classes=len(CLASSES), alpha=0.35, image_size=SIZE)
+    config = model_lib.DetectorConfig(
+        num_classes=len(CLASSES), alpha=0.35, image_size=SIZE, head_channels=128, **STRIDE16
+    )
     detector = model_lib.build_detector(config)
     images = tf.stack(
         [
