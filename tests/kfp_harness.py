@@ -4,7 +4,9 @@ machine: no cluster, no containers, the same commands.
 What a KFP run does, per task, and what this harness does in its place (kubeflow/pipelines,
 backend/src/v2, read at 2.17.0 and 2.5.0; docs/kubeflow.md lists the sources):
 
-driver (driver.go, resolve.go)
+driver (driver.go, resolve.go, config/env.go)
+- the run's root: the one it names, else the namespace's `kfp-launcher` ConfigMap
+  `defaultPipelineRoot`, else minio://mlpipeline/v2/artifacts;
 - tasks in dependency order (dependentTasks and the producers of their inputs);
 - parameters: run-time parameters (a run's values over the spec's defaults, refused when
   unknown), constants, and task-output parameters of earlier tasks;
@@ -20,11 +22,16 @@ driver (driver.go, resolve.go)
   without URIs, output parameter types, the image and the unresolved command and arguments.
 launcher (launcher_v2.go)
 - `outputs.outputFile` under the task root's local path (KFP 2.15+: /s3/<bucket>/<key>/...);
+- reaches S3 as the namespace's `kfp-launcher` `providers` say (config/s3.go: default, then the
+  first matching override; the secretRef's keys read from the namespace's Secret; an endpoint
+  without a scheme gets http:// with disableSSL);
 - downloads every input artifact by prefix into its local path (/s3/<bucket>/<key>), and fails
   on a zero-byte "folder/" marker object as the launcher does (kubeflow/pipelines#13476);
 - replaces the placeholders ({{$}}: the executor input as protojson, camelCase) with kfp.local's
-  own placeholder code, and runs the container's command and arguments as a subprocess with the
-  step's environment (spec `env` + the PlatformSpec's Secrets as env, from `secrets`);
+  own placeholder code, and runs the container's command and arguments in the image
+  (tests/kfp_pod.py: the image's WORKDIR, files, non-root USER) with the pod's environment only:
+  the image's ENV, the spec's `env`, and that step's own Secrets (its executor's secretAsEnv in
+  the PlatformSpec; a missing Secret or key fails as the kubelet's CreateContainerConfigError);
 - reads the executor output: its artifacts' URIs and metadata override the provisioned ones, a
   URI outside the run's prefix fails, a null metadata value fails (the MLMD converter refuses
   it); output parameters from the executor output or /tmp/kfp/outputs/<key>;
@@ -38,11 +45,12 @@ each other's executions, as runs on one KFP installation do.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
 import subprocess
-import sys
+import tempfile
 import time
 import uuid
 from typing import Any, Dict, List, Mapping, Optional
@@ -50,6 +58,8 @@ from typing import Any, Dict, List, Mapping, Optional
 from google.protobuf import json_format
 from kfp.local import placeholder_utils
 from kfp.pipeline_spec import pipeline_spec_pb2
+
+from tests import kfp_pod
 
 
 class StepFailed(RuntimeError):
@@ -74,36 +84,118 @@ def _metadata_to_mlmd(value, where: str):
     raise ValueError(f"{where}: {type(value).__name__} metadata")
 
 
+FALLBACK_ROOT = "minio://mlpipeline/v2/artifacts"  # backend/src/v2/config/env.go
+
+
+@dataclasses.dataclass
+class Namespace:
+    """What the driver and the launcher read from the run's namespace: its ConfigMaps
+    ({name: data}) and Secrets ({name: {key: value}})."""
+
+    configmaps: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)
+    secrets: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)
+
+    def secret_value(self, name: str, key: str, task: str) -> str:
+        """A Secret's key, or the kubelet's CreateContainerConfigError."""
+        if name not in self.secrets:
+            raise StepFailed(task, f'CreateContainerConfigError: secret "{name}" not found')
+        if key not in self.secrets[name]:
+            raise StepFailed(
+                task, f"CreateContainerConfigError: couldn't find key {key} in Secret {name}"
+            )
+        return self.secrets[name][key]
+
+    def default_pipeline_root(self) -> str:
+        """The driver's root for a run that names none: kfp-launcher's defaultPipelineRoot,
+        else the backend's fallback (config/env.go DefaultPipelineRoot)."""
+        return self.configmaps.get("kfp-launcher", {}).get("defaultPipelineRoot") or FALLBACK_ROOT
+
+    def s3_session(self, bucket: str, prefix: str, task: str) -> dict:
+        """The launcher's S3 session for s3://bucket/prefix from kfp-launcher's `providers`, as
+        config/s3.go ProvideSessionInfo and objectstore's S3 client resolve it: the default,
+        then the first override whose bucketName matches and keyPrefix starts the key; an
+        endpoint without a scheme gets http:// when disableSSL, else https://."""
+        import yaml
+
+        providers = (
+            yaml.safe_load(self.configmaps.get("kfp-launcher", {}).get("providers") or "{}") or {}
+        )
+        s3 = providers.get("s3") or {}
+        default = s3.get("default")
+        overrides = s3.get("overrides", s3.get("Overrides")) or []
+        if default is None and not overrides:
+            raise StepFailed(
+                task,
+                "kfp-launcher has no s3 provider: the launcher would read credentials from its "
+                "own environment (fromEnv), which this harness does not model",
+            )
+        if not default or not default.get("credentials"):
+            raise StepFailed(task, "invalid provider config: missing default credentials")
+        settings = {
+            "endpoint": default.get("endpoint", ""),
+            "region": default.get("region", ""),
+            "disableSSL": bool(default.get("disableSSL", False)),
+            "credentials": default["credentials"],
+        }
+        for override in overrides:
+            if override.get("bucketName") == bucket and prefix.startswith(
+                override.get("keyPrefix", "")
+            ):
+                for name in ("endpoint", "region"):
+                    if override.get(name):
+                        settings[name] = override[name]
+                if "disableSSL" in override:
+                    settings["disableSSL"] = bool(override["disableSSL"])
+                if not override.get("credentials"):
+                    raise StepFailed(task, "invalid provider config: missing override credentials")
+                settings["credentials"] = override["credentials"]
+                break
+        credentials = settings["credentials"]
+        if credentials.get("fromEnv"):
+            raise StepFailed(task, "s3 provider credentials fromEnv: not modelled by this harness")
+        ref = credentials.get("secretRef") or {}
+        endpoint = settings["endpoint"]
+        if endpoint and not endpoint.startswith(("http://", "https://")):
+            endpoint = ("http://" if settings["disableSSL"] else "https://") + endpoint
+        return {
+            "endpoint_url": endpoint or None,
+            "region_name": settings["region"] or "us-east-1",
+            "aws_access_key_id": self.secret_value(
+                ref.get("secretName", ""), ref.get("accessKeyKey", ""), task
+            ),
+            "aws_secret_access_key": self.secret_value(
+                ref.get("secretName", ""), ref.get("secretKeyKey", ""), task
+            ),
+        }
+
+
 class Harness:
     def __init__(
         self,
         package: str,
         workdir: str,
         *,
-        base_env: Optional[Mapping[str, str]] = None,
-        secrets: Optional[Mapping[str, Mapping[str, str]]] = None,
-        launcher_s3: Optional[Mapping[str, str]] = None,
+        namespace: Namespace,
+        image: kfp_pod.PodImage,
         publish_logs: bool = True,
-        python: str = sys.executable,
         timeout_s: float = 1800,
     ):
-        """`base_env`: the container's environment before the spec's (default: this
-        process'); `secrets`: {secret name: {key: value}} for the PlatformSpec's secretAsEnv;
-        `launcher_s3`: the launcher's own S3 access (the kfp-launcher ConfigMap's provider:
-        {"endpoint", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})."""
+        """`namespace`: the ConfigMaps and Secrets of the namespace the run executes in (the
+        root, the launcher's S3 access, each step's Secrets come from there); `image`: the
+        project image as the Dockerfile builds it (tests/kfp_pod.py), in which every step runs."""
         from litedet.pipeline.kubeflow_v2_runner import load_package
 
         self.spec, self.platform = load_package(package)
         self.workdir = workdir
-        self.mount = os.path.join(workdir, "mount")  # the launcher's /s3, /gcs ... mounts
+        # The launcher's /s3, /gcs ... mounts and the pods' output files: the image's user
+        # writes there, so outside pytest's root-only folders.
+        self.mount = tempfile.mkdtemp(prefix="kfp-harness-mount-")
+        os.chmod(self.mount, 0o755)
         self.state_path = os.path.join(workdir, "mlmd.json")
-        self.base_env = dict(base_env if base_env is not None else os.environ)
-        self.launcher_s3 = dict(launcher_s3 or {})
-        self.secrets = {k: dict(v) for k, v in (secrets or {}).items()}
+        self.namespace = namespace
+        self.image = image
         self.publish_logs = publish_logs
-        self.python = python
         self.timeout_s = timeout_s
-        os.makedirs(self.mount, exist_ok=True)
         if os.path.exists(self.state_path):
             with open(self.state_path) as f:
                 self.state = json.load(f)
@@ -112,31 +204,35 @@ class Harness:
 
     # -- storage -------------------------------------------------------------------------------
 
-    def _s3(self):
+    def _s3(self, bucket: str, prefix: str, task: str):
         import boto3
 
-        return boto3.client(
-            "s3",
-            endpoint_url=self.launcher_s3.get("endpoint"),
-            aws_access_key_id=self.launcher_s3.get("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=self.launcher_s3.get("AWS_SECRET_ACCESS_KEY"),
-            region_name="us-east-1",
-        )
+        return boto3.client("s3", **self.namespace.s3_session(bucket, prefix, task))
 
-    def _secret_env(self) -> Dict[str, tuple]:
-        out = {}
-        executors = (
+    def _secret_env(self, executor_label: str, task: str) -> Dict[str, str]:
+        """The step's own Secrets as env (its executor's secretAsEnv in the PlatformSpec); a
+        pod gets no other step's."""
+        settings = (
             (self.platform or {})
             .get("platforms", {})
             .get("kubernetes", {})
             .get("deploymentSpec", {})
             .get("executors", {})
+            .get(executor_label, {})
         )
-        for settings in executors.values():
-            for entry in settings.get("secretAsEnv", []):
-                for pair in entry["keyToEnv"]:
-                    out[pair["envVar"]] = (entry["secretName"], pair["secretKey"])
+        out = {}
+        for entry in settings.get("secretAsEnv", []):
+            for pair in entry["keyToEnv"]:
+                out[pair["envVar"]] = self.namespace.secret_value(
+                    entry["secretName"], pair["secretKey"], task
+                )
         return out
+
+    def _pod_dir(self, path: str) -> str:
+        """A folder the image's user writes into, as the pod's emptyDir mounts are."""
+        os.makedirs(path, exist_ok=True)
+        os.chown(path, self.image.uid, self.image.gid)
+        return path
 
     def local_path(self, uri: str) -> str:
         """LocalPathForURI: s3://b/k -> <mount>/s3/b/k (and gs://, minio:// alike)."""
@@ -147,7 +243,7 @@ class Harness:
         if not uri.startswith("s3://"):
             return  # only object stores are downloaded
         bucket, _, prefix = uri[len("s3://") :].partition("/")
-        client = self._s3()
+        client = self._s3(bucket, prefix, task)
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for page in pages:
             for item in page.get("Contents", []):
@@ -163,12 +259,12 @@ class Harness:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 client.download_file(bucket, key, target)
 
-    def _upload(self, uri: str) -> bool:
+    def _upload(self, uri: str, task: str) -> bool:
         local = self.local_path(uri)
         if not os.path.exists(local) or not uri.startswith("s3://"):
             return False  # the launcher logs "Local filepath does not exist" and goes on
         bucket, _, prefix = uri[len("s3://") :].partition("/")
-        client = self._s3()
+        client = self._s3(bucket, prefix, task)
         if os.path.isfile(local):
             client.upload_file(local, bucket, prefix)
             return True
@@ -232,9 +328,13 @@ class Harness:
             done.update(ready)
         return order
 
-    def run(self, pipeline_root: str, parameters: Optional[Mapping[str, Any]] = None) -> dict:
-        """Runs every task; returns {"run_id", "tasks": {name: {"state": "ran"|"cached",
-        "outputs": {key: uri}, "parameters": {...}, "log": path}}}."""
+    def run(
+        self, pipeline_root: Optional[str] = None, parameters: Optional[Mapping[str, Any]] = None
+    ) -> dict:
+        """Runs every task; returns {"run_id", "root", "tasks": {name: {"state": "ran"|"cached",
+        "outputs": {key: uri}, "parameters": {...}, "env": [names], "log": path}}}. A run that
+        names no root gets the namespace's, as the driver gives it (the UI's runs name none)."""
+        pipeline_root = pipeline_root or self.namespace.default_pipeline_root()
         definitions = self.spec["root"].get("inputDefinitions", {}).get("parameters", {})
         unknown = set(parameters or {}) - set(definitions)
         if unknown:
@@ -246,7 +346,7 @@ class Harness:
         for task in self._order():
             produced[task] = self._run_task(task, pipeline_root, run_id, values, produced)
             self._save()
-        return {"run_id": run_id, "tasks": produced}
+        return {"run_id": run_id, "root": pipeline_root, "tasks": produced}
 
     def _inputs(self, task: dict, values: dict, produced: dict) -> tuple:
         parameters, artifacts = {}, {}
@@ -328,8 +428,7 @@ class Harness:
                     }
                 ]
             }
-        parameter_dir = os.path.join(self.workdir, "kfp-outputs", run_id, name)
-        os.makedirs(parameter_dir, exist_ok=True)
+        parameter_dir = self._pod_dir(os.path.join(self.mount, "kfp-outputs", run_id, name))
         output_file = os.path.join(self.local_path(task_root), "output_metadata.json")
         executor_input = pipeline_spec_pb2.ExecutorInput()
         json_format.ParseDict(
@@ -350,7 +449,7 @@ class Harness:
         for artifact_list in input_artifacts.values():
             for artifact in artifact_list["artifacts"]:
                 self._download(name, artifact["uri"])
-        os.makedirs(os.path.dirname(output_file), exist_ok=True)
+        self._pod_dir(os.path.dirname(output_file))
         command = placeholder_utils.replace_placeholders(
             container.get("command", []) + container.get("args", []),
             executor_input_dict,
@@ -358,24 +457,18 @@ class Harness:
             name,
             pipeline_root,
         )
-        if command[:1] == ["python"]:
-            command[0] = self.python  # the image's python is the project's interpreter here
-        env = dict(self.base_env)
-        env.update({item["name"]: item["value"] for item in container.get("env", [])})
-        for variable, (secret, secret_key) in self._secret_env().items():
-            env[variable] = self.secrets[secret][secret_key]
+        env = self.image.pod_env(
+            {item["name"]: item["value"] for item in container.get("env", [])},
+            self._secret_env(component["executorLabel"], name),
+            hostname=f"{name.lower()}-{run_id}",
+        )
         log_path = os.path.join(self.workdir, "logs", run_id, f"{name}.log")
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         started = time.time()
         with open(log_path, "w") as log:
             try:
-                done = subprocess.run(
-                    command,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=self.workdir,
-                    timeout=self.timeout_s,
+                done = self.image.run(
+                    command, env, stdout=log, stderr=subprocess.STDOUT, timeout=self.timeout_s
                 )
             except subprocess.TimeoutExpired:
                 raise StepFailed(name, f"timed out after {self.timeout_s} s", log_path) from None
@@ -402,7 +495,7 @@ class Harness:
                 )
             metadata = dict(provisioned["metadata"])
             metadata.update(reported.get("metadata", {}))
-            self._upload(uri)
+            self._upload(uri, name)
             title = provisioned["type"].get("schemaTitle") or _title(provisioned["type"])
             try:
                 artifact_ids[k] = [self._record(uri, title, metadata, k, name)]
@@ -424,6 +517,7 @@ class Harness:
             "artifact_ids": artifact_ids,
             "outputs": uris,
             "parameters": output_parameters,
+            "env": sorted(env),
             "log": log_path,
         }
         if task.get("cachingOptions", {}).get("enableCache"):
