@@ -89,21 +89,76 @@ def to_detections(per_image, labels: List[str], sizes) -> List[Dict[str, object]
         unknown = {d["category_name"] for d in found} - set(label_of)
         if unknown:
             raise ValueError(f"categories {sorted(unknown)} are not in labels.txt {labels}")
-        boxes = np.array(
-            [
-                [y / height, x / width, (y + h) / height, (x + w) / width]
-                for x, y, w, h in (d["box"] for d in found)
-            ],
-            np.float32,
-        ).reshape(-1, 4)
         out.append(
             {
-                "boxes": boxes,
+                "boxes": _normalized([d["box"] for d in found], height, width),
                 "classes": np.array([label_of[d["category_name"]] for d in found], np.float32),
                 "scores": np.array([d["score"] for d in found], np.float32),
             }
         )
     return out
+
+
+def _mediapipe_pixels(box, height: int, width: int) -> List[int]:
+    """MediaPipe Tasks' pixel box from a normalized (ymin, xmin, ymax, xmax): origin and size
+    each truncated to whole pixels and clamped to [0, side] (docs/clients.md)."""
+    ymin, xmin, ymax, xmax = (float(v) for v in box)
+
+    def clamp(value: int, side: int) -> int:
+        return min(max(value, 0), side)
+
+    return [
+        clamp(int(xmin * width), width),
+        clamp(int(ymin * height), height),
+        clamp(int((xmax - xmin) * width), width),
+        clamp(int((ymax - ymin) * height), height),
+    ]
+
+
+def _task_library_pixels(box, height: int, width: int) -> List[int]:
+    """The TFLite Task Library's pixel box: origin truncated, size rounded half away from zero,
+    not clipped (docs/clients.md)."""
+    ymin, xmin, ymax, xmax = (float(v) for v in box)
+
+    def rounded(value: float) -> int:
+        return int(value + 0.5) if value >= 0 else -int(-value + 0.5)
+
+    return [
+        int(xmin * width),
+        int(ymin * height),
+        rounded((xmax - xmin) * width),
+        rounded((ymax - ymin) * height),
+    ]
+
+
+# Client -> how it turns the model's normalized box into the whole pixels it reports.
+PIXEL_BOXES = {
+    MEDIAPIPE: _mediapipe_pixels,
+    MEDIAPIPE_OLDEST: _mediapipe_pixels,
+    TASK_LIBRARY: _task_library_pixels,
+}
+
+
+def in_client_pixels(client: str, found, sizes) -> List[Dict[str, object]]:
+    """Detections (the interpreter's, normalized) with each box made whole pixels the way
+    `client` makes them, then normalized again as `to_detections` reads a client's output: what
+    the client would score if its only difference were its pixel boxes."""
+    pixels = PIXEL_BOXES[client]
+    out = []
+    for detections, (height, width) in zip(found, sizes):
+        boxes = [pixels(b, height, width) for b in detections["boxes"]]
+        out.append({**detections, "boxes": _normalized(boxes, height, width)})
+    return out
+
+
+def _normalized(pixel_boxes, height: int, width: int):
+    """[x, y, width, height] pixel boxes -> (ymin, xmin, ymax, xmax) normalized, float32 [N, 4]."""
+    import numpy as np
+
+    return np.array(
+        [[y / height, x / width, (y + h) / height, (x + w) / width] for x, y, w, h in pixel_boxes],
+        np.float32,
+    ).reshape(-1, 4)
 
 
 def _crash_report(client, done, models, images) -> str:
