@@ -12,8 +12,9 @@ from tests import datasets
 from tests.datasets import feature_values, image_bytes
 
 
-def run_example_gen(tmp_path, config: DatasetConfig, fingerprint: str = ""):
-    """Runs the real executor (Beam DirectRunner, in process) into fresh artifact folders."""
+def run_example_gen(tmp_path, config: DatasetConfig, fingerprint: str = "", beam_args=()):
+    """Runs the real executor (Beam DirectRunner, in process unless `beam_args` say otherwise)
+    into fresh artifact folders."""
     from tfx.types import standard_artifacts
 
     from litedet.components import artifacts
@@ -29,7 +30,7 @@ def run_example_gen(tmp_path, config: DatasetConfig, fingerprint: str = ""):
     properties = {"dataset": config.to_json(), "input_base": config.root}
     if fingerprint:
         properties["input_fingerprint"] = fingerprint
-    Executor().Do({}, outputs, properties)
+    Executor(Executor.Context(beam_pipeline_args=list(beam_args))).Do({}, outputs, properties)
     return {key: artifact.uri for key, (artifact,) in outputs.items()}, outputs
 
 
@@ -579,23 +580,10 @@ def test_an_annotation_error_reaches_the_driver_from_worker_processes(tmp_path):
     """In Beam's worker processes (the local runner's mode for a large dataset, as on a cluster)
     an exception raised by a worker would reach the driver as a RuntimeError holding a traceback:
     the AnnotationError travels as data instead, and is raised whole."""
-    from tfx.types import standard_artifacts
-
-    from litedet.components import artifacts
-    from litedet.components.example_gen.executor import Executor
-
     config = _coco_with_broken_second_file(str(tmp_path / "d"))
-    outputs = {
-        "examples": [standard_artifacts.Examples()],
-        "label_map": [artifacts.LabelMap()],
-        "quarantine": [artifacts.QuarantinedRecords()],
-    }
-    for key, (artifact,) in outputs.items():
-        artifact.uri = str(tmp_path / "out" / key)
     processes = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
-    executor = Executor(Executor.Context(beam_pipeline_args=processes))
     with pytest.raises(annotations.AnnotationError) as error:
-        executor.Do({}, outputs, {"dataset": config.to_json(), "input_base": config.root})
+        run_example_gen(tmp_path, config, beam_args=processes)
     assert str(error.value) == (
         f"{config.root}/annotations/eval.json: categories[0] needs an integer 'id' and a string "
         "'name'"
