@@ -1,16 +1,21 @@
 """Peak memory of reading a COCO-2017-sized annotation file (docs/data.md, large files).
 
-    .venv/bin/python benchmarks/coco_memory.py [--images 118287 --annotations 860001] [--work DIR]
+    .venv/bin/python benchmarks/coco_memory.py [--images 118287 --annotations 860001]
+        [--smaller 8] [--work DIR]
 
 Generates (once, kept under --work) one COCO instances file the size of COCO 2017's training
 annotations: 118,287 images, 860,001 objects with polygon segmentations, 80 categories, about
-450 MB. Then measures, each in a fresh process, the peak resident memory (the process and its
-children) of what reads it on the driver:
+450 MB, and one `--smaller` times smaller. Then measures, each in a fresh process, the peak
+resident memory (the process and its children) of:
 
 - `compile`: what `litedet compile` / the local runner read to count the classes;
-- `read`: parsing the file into the ExampleGen's image records;
-- `driver`: the ExampleGen's Beam pipeline up to the records (read, number, hand to Beam,
-  count them), without reading any image: the part that runs on the driver, not the workers.
+- `read`: parsing the file into the ExampleGen's image records: what the Beam worker that reads
+  the file needs (`litedet data inspect` and `litedet run`'s check read it this way too);
+- `driver`: what the ExampleGen's driver does up to the records, on both files: build the job
+  graph (the sources' paths, the steps that read them) and serialize it as a runner receives it;
+  the result is the graph's size in bytes. The workers read the file, so this should not grow
+  with it. (The DirectRunner runs the workers in the driver's process, or in processes it
+  starts: there the driver's machine needs the `read` step's memory as well.)
 
 Prints a table and writes benchmarks/results/coco_memory.json (peak, and the increase over the
 process after its imports).
@@ -75,6 +80,19 @@ def write_coco(path: str, num_images: int, num_annotations: int, seed: int = 0) 
     os.replace(tmp, path)
 
 
+def generated(work: str, num_images: int, num_annotations: int) -> str:
+    """The path of a generated COCO file of that size under `work`, written on first use."""
+    path = os.path.join(work, f"instances_{num_images}_{num_annotations}.json")
+    if not os.path.exists(path):
+        print(f"Generating {path} ...", flush=True)
+        write_coco(path, num_images, num_annotations)
+    print(
+        f"{path}: {os.path.getsize(path) / 2**20:.0f} MB, {num_images} images, "
+        f"{num_annotations} objects"
+    )
+    return path
+
+
 def measure(step: str, path: str) -> dict:
     """Runs one step in this process; its peak memory and the baseline after the imports."""
     import apache_beam as beam  # noqa: F401  (imported before the baseline, as in a real run)
@@ -98,12 +116,13 @@ def measure(step: str, path: str) -> dict:
             result = len(records)
             del records
         else:
-            with beam.Pipeline() as pipeline:
-                items, _ = executor._records(pipeline, config, config.root)
-                _ = items | beam.combiners.Count.Globally() | beam.Map(print)
-            result = "counted"
+            pipeline = beam.Pipeline()
+            items, _ = executor._records(pipeline, config, config.root)
+            _ = items | beam.combiners.Count.Globally()
+            result = len(pipeline.to_runner_api().SerializeToString())
     return {
         "step": step,
+        "file_mb": round(os.path.getsize(path) / 2**20),
         "result": result,
         "seconds": round(time.time() - started, 1),
         "baseline_mb": round(baseline.peak / 2**20),
@@ -118,6 +137,7 @@ def main() -> int:
     )
     parser.add_argument("--images", type=int, default=118287)
     parser.add_argument("--annotations", type=int, default=860001)
+    parser.add_argument("--smaller", type=int, default=8, help="the driver's second file: 1/N")
     parser.add_argument("--work", default="/tmp/litedet-coco-memory")
     parser.add_argument("--steps", default=",".join(STEPS))
     parser.add_argument("--label", default="", help="recorded with the results (e.g. before)")
@@ -129,16 +149,18 @@ def main() -> int:
         return 0
 
     os.makedirs(args.work, exist_ok=True)
-    path = os.path.join(args.work, f"instances_{args.images}_{args.annotations}.json")
-    if not os.path.exists(path):
-        print(f"Generating {path} ...", flush=True)
-        write_coco(path, args.images, args.annotations)
+    path = generated(args.work, args.images, args.annotations)
     size_mb = os.path.getsize(path) / 2**20
-    print(f"{path}: {size_mb:.0f} MB, {args.images} images, {args.annotations} objects")
+    runs = [(step, path) for step in args.steps.split(",")]
+    if "driver" in args.steps.split(",") and args.smaller > 1:
+        smaller = generated(
+            args.work, args.images // args.smaller, args.annotations // args.smaller
+        )
+        runs.insert(runs.index(("driver", path)), ("driver", smaller))
     rows = []
-    for step in args.steps.split(","):
+    for step, file in runs:
         finished = subprocess.run(
-            [sys.executable, __file__, "--measure", step, "--file", path],
+            [sys.executable, __file__, "--measure", step, "--file", file],
             capture_output=True,
             text=True,
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
@@ -150,8 +172,9 @@ def main() -> int:
         rows.append(json.loads(lines[-1][len("RESULT ") :]))
         row = rows[-1]
         print(
-            f"{step:8s} peak {row['peak_mb']:6d} MB  (+{row['increase_mb']} MB over "
-            f"{row['baseline_mb']} MB after imports)  {row['seconds']} s",
+            f"{step:8s} {row['file_mb']:4d} MB file  peak {row['peak_mb']:6d} MB  "
+            f"(+{row['increase_mb']} MB over {row['baseline_mb']} MB after imports)  "
+            f"{row['seconds']} s  result {row['result']}",
             flush=True,
         )
     record = {

@@ -12,8 +12,9 @@ from tests import datasets
 from tests.datasets import feature_values, image_bytes
 
 
-def run_example_gen(tmp_path, config: DatasetConfig, fingerprint: str = ""):
-    """Runs the real executor (Beam DirectRunner, in process) into fresh artifact folders."""
+def run_example_gen(tmp_path, config: DatasetConfig, fingerprint: str = "", beam_args=()):
+    """Runs the real executor (Beam DirectRunner, in process unless `beam_args` say otherwise)
+    into fresh artifact folders."""
     from tfx.types import standard_artifacts
 
     from litedet.components import artifacts
@@ -29,7 +30,7 @@ def run_example_gen(tmp_path, config: DatasetConfig, fingerprint: str = ""):
     properties = {"dataset": config.to_json(), "input_base": config.root}
     if fingerprint:
         properties["input_fingerprint"] = fingerprint
-    Executor().Do({}, outputs, properties)
+    Executor(Executor.Context(beam_pipeline_args=list(beam_args))).Do({}, outputs, properties)
     return {key: artifact.uri for key, (artifact,) in outputs.items()}, outputs
 
 
@@ -471,3 +472,119 @@ def test_data_convert_writes_the_examples_the_pipeline_would(tmp_path, capsys):
     assert [feature_values(e, "image/object/class/label") for e in train] == [[2, 1]]
     assert summary(str(out / "quarantine"))["examples"] == {"train": 1, "eval": 1}
     assert (out / "label_map" / "label_map.pbtxt").exists()
+
+
+# --- Annotations read on the workers ------------------------------------------------------------
+
+
+def _coco_of(root: str, num_images: int) -> DatasetConfig:
+    images = [
+        {"file_name": f"{i:05d}.jpg", "width": 64, "height": 48, "anns": [(1, 2, 10, 20, 3, 0)]}
+        for i in range(num_images)
+    ]
+    images = [dict(image, bytes=False) for image in images]  # the graph is built, never run
+    sources = datasets.write_coco(root, {"train": images[1:], "eval": images[:1]})
+    return DatasetConfig(root=root, format="coco", sources=sources)
+
+
+def _voc_of(root: str, num_images: int) -> DatasetConfig:
+    os.makedirs(os.path.join(root, "Annotations"))
+    for i in range(num_images):
+        with open(os.path.join(root, "Annotations", f"{i:05d}.xml"), "w") as f:
+            f.write(datasets.voc_xml(f"{i:05d}.jpg", 64, 48, [("dog", 1, 1, 20, 20, 0)]))
+    return DatasetConfig(root=root, format="voc", sources={"train": "Annotations"})
+
+
+def _yolo_of(root: str, num_images: int) -> DatasetConfig:
+    for folder in ("images", "labels"):
+        os.makedirs(os.path.join(root, folder))
+    for i in range(num_images):
+        open(os.path.join(root, "images", f"{i:05d}.jpg"), "wb").close()
+        with open(os.path.join(root, "labels", f"{i:05d}.txt"), "w") as f:
+            f.write("0 0.5 0.5 0.2 0.2\n")
+    return DatasetConfig(root=root, format="yolo", sources={"train": "images"}, class_names=["a"])
+
+
+@pytest.mark.parametrize("dataset_of", [_coco_of, _voc_of, _yolo_of])
+def test_the_job_graph_does_not_grow_with_the_dataset(tmp_path, dataset_of):
+    """The driver hands Beam the sources' paths only: the ExampleGen's job graph up to the
+    records, as a runner receives it, is the same size for 10 images as for 1000 (with the
+    records handed over by beam.Create, it grew by 10 KB, compressed, for these tiny ones)."""
+    import apache_beam as beam
+
+    from litedet.components.example_gen import executor
+
+    def graph_bytes(config):
+        pipeline = beam.Pipeline()
+        executor._records(pipeline, config, config.root)
+        return len(pipeline.to_runner_api().SerializeToString())
+
+    small = graph_bytes(dataset_of(str(tmp_path / "small"), 10))
+    large = graph_bytes(dataset_of(str(tmp_path / "large"), 1000))  # paths of the same length
+    assert abs(large - small) < 1024, (small, large)
+
+
+def _coco_with_conflicting_category(root: str) -> DatasetConfig:
+    sources = datasets.write_coco(root, {"train": [GOOD]})
+    sources.update(datasets.write_coco(root, {"eval": [GOOD_EVAL]}, categories=((3, "box"),)))
+    return DatasetConfig(root=root, format="coco", sources=sources)
+
+
+def _coco_with_broken_second_file(root: str) -> DatasetConfig:
+    sources = datasets.write_coco(root, {"train": [GOOD], "eval": [GOOD_EVAL]})
+    with open(os.path.join(root, sources["eval"]), "w") as f:
+        f.write('{"images": [], "annotations": [], "categories": [{"id": 1}]}')
+    return DatasetConfig(root=root, format="coco", sources=sources)
+
+
+def _voc_with_malformed_xml(root: str) -> DatasetConfig:
+    images = [{"id": i, "width": 50, "height": 50, "objects": []} for i in ("a", "b")]
+    sources = datasets.write_voc(root, images, {"train": ["a"], "val": ["b"]})
+    with open(os.path.join(root, "Annotations", "b.xml"), "w") as f:
+        f.write("<annotation><filename>b.jpg</filename><object>")
+    return DatasetConfig(root=root, format="voc", sources=sources)
+
+
+def _voc_without_its_image_set(root: str) -> DatasetConfig:
+    images = [{"id": "a", "width": 50, "height": 50, "objects": []}]
+    sources = datasets.write_voc(root, images, {"train": ["a"]})
+    return DatasetConfig(root=root, format="voc", sources=dict(sources, val="ImageSets/x.txt"))
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        _coco_with_conflicting_category,
+        _coco_with_broken_second_file,
+        _voc_with_malformed_xml,
+        _voc_without_its_image_set,
+    ],
+)
+def test_an_annotation_file_a_worker_cannot_read_fails_the_step_with_the_readers_message(
+    tmp_path, broken
+):
+    """Read on a worker, a broken annotation file still fails the step with the AnnotationError
+    the readers raise on one machine (`litedet data inspect`), word for word: no traceback, no
+    label map written."""
+    config = broken(str(tmp_path / "d"))
+    with pytest.raises(annotations.AnnotationError) as on_one_machine:
+        annotations.READERS[config.format](config)
+    with pytest.raises(annotations.AnnotationError) as on_the_workers:
+        run_example_gen(tmp_path, config)
+    assert str(on_the_workers.value) == str(on_one_machine.value)
+    assert not os.path.exists(os.path.join(tmp_path / "out" / "label_map", "labels.txt"))
+
+
+@pytest.mark.slow  # starts Beam's worker processes (~30 s)
+def test_an_annotation_error_reaches_the_driver_from_worker_processes(tmp_path):
+    """In Beam's worker processes (the local runner's mode for a large dataset, as on a cluster)
+    an exception raised by a worker would reach the driver as a RuntimeError holding a traceback:
+    the AnnotationError travels as data instead, and is raised whole."""
+    config = _coco_with_broken_second_file(str(tmp_path / "d"))
+    processes = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    with pytest.raises(annotations.AnnotationError) as error:
+        run_example_gen(tmp_path, config, beam_args=processes)
+    assert str(error.value) == (
+        f"{config.root}/annotations/eval.json: categories[0] needs an integer 'id' and a string "
+        "'name'"
+    )

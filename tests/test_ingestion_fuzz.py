@@ -653,9 +653,7 @@ def checked_directly(config):
     if config.format == "tfrecord":
         items, label_map = tfrecord_items(config)
     else:
-        reader = annotations.read_coco if config.format == "coco" else annotations.read_voc
-        parsed, label_map = reader(config)
-        items = [dataclasses.replace(r, ordinal=(0, i)) for i, r in enumerate(parsed)]
+        items, label_map = annotations.READERS[config.format](config)  # numbered as on Beam
     return check_and_resolve(config, items, label_map)
 
 

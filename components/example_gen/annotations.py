@@ -5,16 +5,24 @@ A malformed annotation file raises `AnnotationError` naming the file and what is
 file means the dataset description itself is broken, so the component fails rather than guessing.
 Problems of a single image (an unknown category, say) are not errors here; they travel with the
 record and the image is quarantined later, with everything else that is wrong with it.
+
+Each reader is made of functions over one `Part` of the dataset, so that the ExampleGen's Beam
+workers read it part by part (executor.py): a COCO file whole (`read_coco_file`: an image's
+objects can sit anywhere in it), VOC annotation files and YOLO images one by one, once a worker
+has listed them (`voc_files`, `yolo_files`). READERS puts them together to read a whole dataset
+on one machine.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
+import itertools
 import math
 import os
 import xml.etree.ElementTree as ElementTree
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from litedet.components.example_gen import files, json_stream
 from litedet.components.example_gen.config import DatasetConfig, label_name_problem
@@ -43,8 +51,9 @@ class ImageRecord:
     width: Optional[int] = None  # as declared by the annotation, checked against the pixels
     height: Optional[int] = None
     objects: Tuple[ObjectAnnotation, ...] = ()
-    # Where the image comes in the input (annotation order; TFRecord: file, entry), unique per
-    # run: of two images with one id in a split, the first is kept (executor.py).
+    # Where the image comes in the input, unique per run: (source, image in its file) for COCO,
+    # (source, file in its listing) for VOC and YOLO, (file, entry) for TFRecords. Of two images
+    # with one id in a split, the first is kept (executor.py).
     ordinal: Tuple[int, int] = (0, 0)
     # (reason, detail) of a problem found in the annotation itself: the image is quarantined
     # for it without being read.
@@ -152,10 +161,60 @@ def file_name_problem(name: str, where: str) -> Tuple[str, ...]:
     return ()
 
 
-def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
-    """Reads every COCO file in `config.sources`; labels follow the category ids' order.
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """A piece of a dataset's annotations that one worker reads by itself, described by paths
+    only (all the driver hands to Beam): a split's source (a COCO file, a VOC image-set file or
+    annotations folder, a YOLO image folder or list file), or one file a worker listed in such a
+    source (a VOC annotation file, a YOLO image)."""
 
-    Each file is read as a stream: only the fields used here are kept per image and object
+    split: str
+    path: str  # under the dataset's root
+    # (the source's place in dataset.sources, the file's place in the source's listing; 0 for a
+    # source itself): the ordinal of the part's first record.
+    ordinal: Tuple[int, int]
+
+
+def sources(config: DatasetConfig) -> List[Part]:
+    """The dataset's sources, one part per split, in the order of `dataset.sources`."""
+    return [
+        Part(split, os.path.join(config.root, relative), (index, 0))
+        for index, (split, relative) in enumerate(config.sources.items())
+    ]
+
+
+def _numbered(source: Part, paths: Iterable[str]) -> List[Part]:
+    """The files listed in a source, as parts numbered in the listing's order."""
+    return [
+        Part(source.split, path, (source.ordinal[0], number)) for number, path in enumerate(paths)
+    ]
+
+
+def _read_each_file(config: DatasetConfig, list_files, read_file) -> List[ImageRecord]:
+    """Every record of a dataset read file by file (VOC, YOLO), on one machine."""
+    return [
+        read_file(config, part) for source in sources(config) for part in list_files(config, source)
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class CocoCategories:
+    """The categories of one COCO file, gathered with those of the other files into the label
+    map (coco_label_map)."""
+
+    path: str
+    ordinal: Tuple[int, int]  # its source's: the files' categories merge in the sources' order
+    names: Dict[int, str]
+    parents: Dict[int, Any]  # category id -> its `supercategory`
+
+
+def read_coco_file(
+    config: DatasetConfig, source: Part
+) -> Tuple[CocoCategories, Iterator[ImageRecord]]:
+    """Reads one split's COCO file: its categories, and its image records (made as they are
+    taken, numbered from the source's ordinal in file order).
+
+    The file is read as a stream: only the fields used here are kept per image and object
     (segmentations, areas and URLs are dropped as they are read), so the peak memory follows the
     records, not the file's text (docs/data.md, "Large annotation files").
 
@@ -163,75 +222,98 @@ def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
     `ambiguous_image_id` (whose boxes are whose is unknown), and the annotations of an id that no
     image has become one `annotation_without_image` record per such id (counted, not lost).
     """
+    path = source.path
+    images: List[Tuple[int, dict]] = []
+    objects_by_image: Dict[int, List[ObjectAnnotation]] = {}
+    # image id -> (reason, detail) of the first problem found in one of its annotations
+    problems: Dict[int, Tuple[str, str]] = {}
+    category_keys: Dict[Any, str] = {}  # one string per category, not one per object
+    categories = CocoCategories(path, source.ordinal, {}, {})
+    for field, items in _coco_arrays(path, ("images", "annotations", "categories")):
+        for i, item in enumerate(items):
+            if field == "categories":
+                _add_category(categories.names, item, i, path)
+                categories.parents[item["id"]] = item.get("supercategory")
+            elif field == "annotations":
+                _add_object(objects_by_image, problems, category_keys, item, i, path)
+            else:
+                _require(
+                    isinstance(item, dict)
+                    and isinstance(item.get("id"), int)
+                    and isinstance(item.get("file_name"), str),
+                    path,
+                    f"images[{i}] needs an integer 'id' and a string 'file_name'",
+                )
+                keep = ("id", "file_name", "width", "height")
+                images.append((i, {k: item.get(k) for k in keep}))
+    return categories, _coco_records(config, source, images, objects_by_image, problems)
+
+
+def _coco_records(config, source: Part, images, objects_by_image, problems):
+    """The records of one COCO file's images, then one per image id that only annotations name."""
+    path, split = source.path, source.split
+    images_dir = os.path.join(config.root, config.images_dir_for(split))
+    numbers = itertools.count()  # the records' place in the file, after the source's number
+    shared = collections.Counter(img["id"] for _, img in images)
+    for i, img in images:
+        image_id = img["id"]
+        problem = file_name_problem(
+            img["file_name"], f"{path}: images[{i}] (id {image_id}) file_name"
+        )
+        if not problem and shared[image_id] > 1:
+            problem = (
+                "ambiguous_image_id",
+                f"{path}: {shared[image_id]} images have id {image_id}: which of them each "
+                "of its annotations belongs to is unknown, so none is used",
+            )
+        yield ImageRecord(
+            source_id=str(image_id),
+            split=split,
+            image_path=os.path.join(images_dir, img["file_name"]),
+            width=img["width"],
+            height=img["height"],
+            objects=tuple(objects_by_image.get(image_id, ())),
+            ordinal=(source.ordinal[0], next(numbers)),
+            problem=problem or problems.get(image_id, ()),
+        )
+    for image_id in sorted(set(objects_by_image) - set(shared)):
+        yield ImageRecord(
+            source_id=str(image_id),
+            split=split,
+            image_path=path,
+            ordinal=(source.ordinal[0], next(numbers)),
+            problem=(
+                "annotation_without_image",
+                f"{path}: {len(objects_by_image[image_id])} annotation(s) name image id "
+                f"{image_id}, which no image in this file has",
+            ),
+        )
+
+
+def coco_label_map(files: Iterable[CocoCategories]) -> LabelMap:
+    """The label map of a dataset's COCO files, read one by one in any order: their categories
+    merged in the sources' order (an id named differently in two files fails, naming the later
+    one); labels follow the category ids' order, placeholders left out."""
+    names: Dict[int, str] = {}
+    parents: Dict[int, Any] = {}
+    for categories in sorted(files, key=lambda c: c.ordinal):
+        for category_id, name in categories.names.items():
+            _merge_category(names, category_id, name, categories.path)
+        parents.update(categories.parents)
+    skipped = placeholders(names, parents)
+    ordered = [c for c in sorted(names) if c not in skipped]
+    return LabelMap(keys=tuple(str(c) for c in ordered), names=tuple(names[c] for c in ordered))
+
+
+def read_coco(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
+    """Reads every COCO file in `config.sources`, one after the other (read_coco_file)."""
     records: List[ImageRecord] = []
-    categories: Dict[int, str] = {}
-    parents: Dict[int, Any] = {}  # category id -> its `supercategory`
-    for split, relative in config.sources.items():
-        images_dir = os.path.join(config.root, config.images_dir_for(split))
-        path = os.path.join(config.root, relative)
-        images: List[Tuple[int, dict]] = []
-        objects_by_image: Dict[int, List[ObjectAnnotation]] = {}
-        # image id -> (reason, detail) of the first problem found in one of its annotations
-        problems: Dict[int, Tuple[str, str]] = {}
-        category_keys: Dict[Any, str] = {}  # one string per category, not one per object
-        for field, items in _coco_arrays(path, ("images", "annotations", "categories")):
-            for i, item in enumerate(items):
-                if field == "categories":
-                    _add_category(categories, item, i, path)
-                    parents[item["id"]] = item.get("supercategory")
-                elif field == "annotations":
-                    _add_object(objects_by_image, problems, category_keys, item, i, path)
-                else:
-                    _require(
-                        isinstance(item, dict)
-                        and isinstance(item.get("id"), int)
-                        and isinstance(item.get("file_name"), str),
-                        path,
-                        f"images[{i}] needs an integer 'id' and a string 'file_name'",
-                    )
-                    keep = ("id", "file_name", "width", "height")
-                    images.append((i, {k: item.get(k) for k in keep}))
-        shared = collections.Counter(img["id"] for _, img in images)
-        for i, img in images:
-            image_id = img["id"]
-            problem = file_name_problem(
-                img["file_name"], f"{path}: images[{i}] (id {image_id}) file_name"
-            )
-            if not problem and shared[image_id] > 1:
-                problem = (
-                    "ambiguous_image_id",
-                    f"{path}: {shared[image_id]} images have id {image_id}: which of them each "
-                    "of its annotations belongs to is unknown, so none is used",
-                )
-            records.append(
-                ImageRecord(
-                    source_id=str(image_id),
-                    split=split,
-                    image_path=os.path.join(images_dir, img["file_name"]),
-                    width=img["width"],
-                    height=img["height"],
-                    objects=tuple(objects_by_image.get(image_id, ())),
-                    problem=problem or problems.get(image_id, ()),
-                )
-            )
-        for image_id in sorted(set(objects_by_image) - set(shared)):
-            records.append(
-                ImageRecord(
-                    source_id=str(image_id),
-                    split=split,
-                    image_path=path,
-                    problem=(
-                        "annotation_without_image",
-                        f"{path}: {len(objects_by_image[image_id])} annotation(s) name image id "
-                        f"{image_id}, which no image in this file has",
-                    ),
-                )
-            )
-    skipped = placeholders(categories, parents)
-    ordered = [c for c in sorted(categories) if c not in skipped]
-    return records, LabelMap(
-        keys=tuple(str(c) for c in ordered), names=tuple(categories[c] for c in ordered)
-    )
+    files = []
+    for source in sources(config):
+        categories, file_records = read_coco_file(config, source)
+        files.append(categories)
+        records.extend(file_records)
+    return records, coco_label_map(files)
 
 
 def placeholders(categories: Dict[int, str], parents: Dict[int, Any]) -> set:
@@ -257,10 +339,14 @@ def _add_category(categories: Dict[int, str], cat, i: int, path: str) -> None:
     )
     problem = label_name_problem(cat["name"])
     _require(problem is None, path, f"categories[{i}] (id {cat['id']}): {problem}")
-    if categories.setdefault(cat["id"], cat["name"]) != cat["name"]:
+    _merge_category(categories, cat["id"], cat["name"], path)
+
+
+def _merge_category(categories: Dict[int, str], category_id: int, name: str, path: str) -> None:
+    if categories.setdefault(category_id, name) != name:
         raise AnnotationError(
-            f"{path}: category id {cat['id']} is named {cat['name']!r} here but "
-            f"{categories[cat['id']]!r} in another annotation file"
+            f"{path}: category id {category_id} is named {name!r} here but "
+            f"{categories[category_id]!r} in another annotation file"
         )
 
 
@@ -378,11 +464,12 @@ def parse_voc_xml(path: str, xml_bytes: bytes, images_dir: str, split: str) -> I
     )
 
 
-def _voc_annotation_files(config: DatasetConfig, source: str) -> List[str]:
+def _voc_annotation_files(config: DatasetConfig, path: str) -> List[str]:
+    """The annotation files a VOC source names: the `.xml` files of a folder (sorted), or one
+    per id of an image-set file."""
     import tensorflow as tf
 
     annotations_dir = os.path.join(config.root, config.annotations_dir)
-    path = os.path.join(config.root, source)
     if tf.io.gfile.isdir(path):
         if files.is_remote(path):
             names = tf.io.gfile.listdir(path)
@@ -423,23 +510,30 @@ def _voc_record(config: DatasetConfig, path: str, images_dir: str, split: str) -
     return parse_voc_xml(path, xml_bytes, images_dir, split)
 
 
+def voc_files(config: DatasetConfig, source: Part) -> List[Part]:
+    """The annotation files of one VOC source, numbered in the source's order."""
+    return _numbered(source, _voc_annotation_files(config, source.path))
+
+
+def read_voc_file(config: DatasetConfig, part: Part) -> ImageRecord:
+    """The record of one VOC annotation file (a file that may not be read is a record with its
+    `problem`, quarantined later). Image-set ids and annotation files are read under `root`
+    only."""
+    images_dir = os.path.join(config.root, config.images_dir_for(part.split))
+    record = _voc_record(config, part.path, images_dir, part.split)
+    return dataclasses.replace(record, ordinal=part.ordinal)
+
+
+def voc_label_map(config: DatasetConfig, categories: Iterable[str]) -> LabelMap:
+    """Labels follow `class_names`, else the names the objects use (`categories`), sorted."""
+    names = config.class_names or sorted(set(categories))
+    return LabelMap(keys=tuple(names), names=tuple(names))
+
+
 def read_voc(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
-    """Reads every VOC file the sources name; labels follow `class_names`, else sorted names.
-
-    Args:
-      config: the dataset; its image-set ids and annotation files are read under `root` only.
-
-    Returns:
-      The image records, in the sources' order (a file that may not be read is a record with
-      its `problem`, quarantined later), and the label map.
-    """
-    records = []
-    for split, source in config.sources.items():
-        images_dir = os.path.join(config.root, config.images_dir_for(split))
-        for path in _voc_annotation_files(config, source):
-            records.append(_voc_record(config, path, images_dir, split))
-    names = config.class_names or sorted({o.category for r in records for o in r.objects})
-    return records, LabelMap(keys=tuple(names), names=tuple(names))
+    """Reads every VOC file the sources name, in the sources' order."""
+    records = _read_each_file(config, voc_files, read_voc_file)
+    return records, voc_label_map(config, (o.category for r in records for o in r.objects))
 
 
 # Ultralytics' image suffixes (its IMG_FORMATS): every such file in a YOLO source folder is an
@@ -501,12 +595,11 @@ def yolo_class_names(config: DatasetConfig) -> List[str]:
     )
 
 
-def _yolo_images(config: DatasetConfig, source: str, split: str) -> List[str]:
+def _yolo_images(config: DatasetConfig, path: str, split: str) -> List[str]:
     """The image paths of a YOLO source: every image file under a folder (sorted), or the lines
     of a list file (`./x` relative to the list's folder, else to the root)."""
     import tensorflow as tf
 
-    path = os.path.join(config.root, source)
     if tf.io.gfile.isdir(path):
         found = []
         for folder, _, names in tf.io.gfile.walk(path):
@@ -569,7 +662,15 @@ def parse_yolo_labels(path: str, text: str, num_classes: int) -> Tuple[list, Tup
     return objects, ()
 
 
-def _yolo_record(config: DatasetConfig, image_path: str, split: str, num_classes: int):
+def yolo_files(config: DatasetConfig, source: Part) -> List[Part]:
+    """The images of one YOLO source (each read with its label file), numbered in its order."""
+    return _numbered(source, _yolo_images(config, source.path, source.split))
+
+
+def read_yolo_file(config: DatasetConfig, part: Part, num_classes: int) -> ImageRecord:
+    """The record of one YOLO image, with the objects of its label file (a label file that may
+    not be read or parsed is the record's `problem`, quarantined later)."""
+    image_path, split = part.path, part.split
     relative = (
         os.path.relpath(image_path, config.root)
         if not is_remote(image_path)
@@ -593,26 +694,29 @@ def _yolo_record(config: DatasetConfig, image_path: str, split: str, num_classes
         split=split,
         image_path=image_path,
         objects=tuple(objects),
+        ordinal=part.ordinal,
         problem=problem,
         normalized_boxes=True,
     )
 
 
-def read_yolo(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
-    """Reads an Ultralytics YOLO dataset: every image of each source with its label file; labels
-    follow the class indices (0 -> label 1)."""
+def yolo_label_map(config: DatasetConfig) -> LabelMap:
+    """Labels follow the class indices (0 -> label 1), named by yolo_class_names."""
     names = yolo_class_names(config)
-    records = [
-        _yolo_record(config, image_path, split, len(names))
-        for split, source in config.sources.items()
-        for image_path in _yolo_images(config, source, split)
-    ]
-    return records, LabelMap(keys=tuple(str(i) for i in range(len(names))), names=tuple(names))
+    return LabelMap(keys=tuple(str(i) for i in range(len(names))), names=tuple(names))
 
 
-# Formats whose annotations the driver reads into image records: dataset.format -> reader. The
-# ExampleGen (executor.SOURCES) and `litedet data inspect` dispatch on it; tfrecord sources are
-# read on the Beam workers instead.
+def read_yolo(config: DatasetConfig) -> Tuple[List[ImageRecord], LabelMap]:
+    """Reads an Ultralytics YOLO dataset: every image of each source with its label file."""
+    label_map = yolo_label_map(config)
+    read = functools.partial(read_yolo_file, num_classes=len(label_map.names))
+    return _read_each_file(config, yolo_files, read), label_map
+
+
+# Every format with annotation files: dataset.format -> a reader of the whole dataset into image
+# records and the label map, on one machine (`litedet data inspect`, `litedet run`'s check). The
+# ExampleGen reads the same formats part by part on its Beam workers, with the per-part functions
+# these readers are made of (executor.SOURCES); tfrecord sources are read only there.
 READERS = {"coco": read_coco, "voc": read_voc, "yolo": read_yolo}
 
 

@@ -1,6 +1,7 @@
 """The Beam pipeline behind DetectionExampleGen.
 
-records (COCO/VOC parsed up front; TFRecord entries parsed by the workers)
+records, read by the workers from the sources' paths (the driver holds no record): a COCO file
+     whole, VOC annotation files and YOLO images one by one, TFRecord files entry by entry
   -> optional re-split by hash -> check each image (read inside the root, sniff, decode, boxes,
      labels)
   -> duplicates: one id twice in a split keeps the first; bytes in training and in an evaluation
@@ -14,6 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -31,6 +33,8 @@ from litedet.components.example_gen import annotations, completion, files, recor
 from litedet.components.example_gen.config import DatasetConfig
 
 EXAMPLES_KEY = "examples"
+# The outputs of the steps that read annotation files (besides the quarantine's).
+RECORDS_KEY, FILES_KEY, CATEGORIES_KEY, ERRORS_KEY = "records", "files", "categories", "errors"
 LABEL_MAP_KEY = "label_map"
 QUARANTINE_KEY = "quarantine"
 DATASET_KEY = "dataset"
@@ -39,6 +43,8 @@ FINGERPRINT_KEY = "input_fingerprint"
 
 QUARANTINE_FILE = "quarantine.jsonl"
 SUMMARY_FILE = "summary.json"
+# Written instead of the summary when an annotation file could not be read; the step then fails.
+ANNOTATION_ERROR_FILE = "annotation_error.txt"
 # The split the Trainer learns from (TFX's default train_args split). Every other split is held
 # out (the Evaluator's "eval", a "test"...): an image in both is left out of training.
 TRAINING_SPLIT = "train"
@@ -117,6 +123,8 @@ class _CheckImage(beam.DoFn):
             return None, records.quarantined(record, "unreadable_image", e.message)
 
     def process(self, record, label_map):
+        if isinstance(label_map, _Unreadable):  # the step fails: no image is worth reading
+            return
         if isinstance(record, records.Quarantined):
             yield beam.pvalue.TaggedOutput(QUARANTINE_KEY, record)
             return
@@ -240,6 +248,10 @@ def _count_keys(kind: str, item) -> List[str]:
 
 
 def _write_summary(counts, label_map, uri: str, splits: List[str]) -> None:
+    if isinstance(label_map, _Unreadable):  # no summary: the error, for the driver to raise
+        with tf.io.gfile.GFile(os.path.join(uri, ANNOTATION_ERROR_FILE), "w") as f:
+            f.write(label_map.message)
+        return
     summary = {
         "examples": {s: 0 for s in splits},
         "objects": {name: 0 for name in label_map.names},
@@ -427,25 +439,126 @@ def _read_tfrecords(pipeline, config: DatasetConfig, root: str):
     return items, label_map
 
 
-def _read_annotations(pipeline, config: DatasetConfig, root: str):
-    """COCO/VOC: the driver reads the annotations (annotations.READERS) into image records,
-    numbered in annotation order; the workers check and encode the images."""
-    parsed, static_label_map = annotations.READERS[config.format](config.with_root(root))
-    logging.info(
-        "Read %d image records from %s annotations under %s", len(parsed), config.format, root
+# -- annotation files: read on the workers ------------------------------------------------------
+# The driver hands Beam only the sources' paths (annotations.sources); a worker reads a COCO file,
+# or lists a VOC/YOLO source, and the records (or the files) are spread over the workers before
+# their images are read: one split's records must not all be checked by the worker that read it.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unreadable:
+    """The label map side input of a dataset whose annotations could not be read: the first
+    AnnotationError in input order. No image is read, and the driver raises it once the job
+    ends (_raise_annotation_error)."""
+
+    message: str
+
+
+class _ReadAnnotations(beam.DoFn):
+    """Runs `read(config, part)` (an iterable of outputs) on a worker. An AnnotationError goes out
+    on ERRORS_KEY as (the part's ordinal, its message) instead of failing the job: raised on a
+    worker it would reach the driver as whatever the runner makes of it (in worker processes, a
+    RuntimeError holding the traceback as text) and be logged with Beam's traceback; as data it
+    reaches the driver whole, and `litedet` prints its one line."""
+
+    def __init__(self, read, config: DatasetConfig):
+        self._read, self._config = read, config
+
+    def process(self, part: annotations.Part):
+        try:
+            yield from self._read(self._config, part)
+        except annotations.AnnotationError as e:
+            yield beam.pvalue.TaggedOutput(ERRORS_KEY, (part.ordinal, str(e)))
+
+
+def _label_map(errors, build, gathered):
+    """The label map side input: `build(what the workers gathered)`, or _Unreadable with the
+    first AnnotationError (by the ordinal of the part it came from; then one `build` raises,
+    such as two COCO files naming one category id differently)."""
+    return (
+        errors
+        | "AllErrors" >> beam.combiners.ToList()  # one list, empty when every part was read
+        | "LabelMap" >> beam.Map(_label_map_or_error, build, gathered=beam.pvalue.AsList(gathered))
     )
-    for i, record in enumerate(parsed):  # in place: one list of records, not two
-        parsed[i] = dataclasses.replace(record, ordinal=(0, i))
-    items = pipeline | "Records" >> beam.Create(parsed, reshuffle=True)
-    label_map = pipeline | "LabelMap" >> beam.Create([static_label_map])
-    return items, label_map
+
+
+def _label_map_or_error(errors, build, gathered):
+    if errors:
+        return _Unreadable(min(errors)[1])
+    try:
+        return build(gathered)
+    except annotations.AnnotationError as e:
+        return _Unreadable(str(e))
+
+
+def _coco_file_outputs(config: DatasetConfig, source: annotations.Part):
+    """A COCO file's categories (for the label map), then its records."""
+    categories, records_of_file = annotations.read_coco_file(config, source)
+    yield beam.pvalue.TaggedOutput(CATEGORIES_KEY, categories)
+    yield from records_of_file
+
+
+def _read_coco(pipeline, config: DatasetConfig, root: str):
+    """COCO: one worker reads each split's file, whole (an image's objects can sit anywhere in
+    it); the label map merges the files' categories."""
+    config = config.with_root(root)
+    read = (
+        pipeline
+        | "AnnotationFiles" >> beam.Create(annotations.sources(config), reshuffle=True)
+        | "ReadAnnotationFiles"
+        >> beam.ParDo(_ReadAnnotations(_coco_file_outputs, config)).with_outputs(
+            ERRORS_KEY, CATEGORIES_KEY, main=RECORDS_KEY
+        )
+    )
+    items = read[RECORDS_KEY] | "SpreadRecords" >> beam.Reshuffle()
+    return items, _label_map(read[ERRORS_KEY], annotations.coco_label_map, read[CATEGORIES_KEY])
+
+
+def _read_files(pipeline, config: DatasetConfig, list_files, read_file):
+    """(records, errors) of a format with one annotation file per image (VOC, YOLO): a worker
+    lists each source, and its files are spread over the workers and read one by one."""
+    listed = (
+        pipeline
+        | "Sources" >> beam.Create(annotations.sources(config), reshuffle=True)
+        | "ListFiles"
+        >> beam.ParDo(_ReadAnnotations(list_files, config)).with_outputs(ERRORS_KEY, main=FILES_KEY)
+    )
+    read = (
+        listed[FILES_KEY]
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "ReadFiles"
+        >> beam.ParDo(
+            _ReadAnnotations(lambda config, part: [read_file(config, part)], config)
+        ).with_outputs(ERRORS_KEY, main=RECORDS_KEY)
+    )
+    errors = (listed[ERRORS_KEY], read[ERRORS_KEY]) | "ReadErrors" >> beam.Flatten()
+    return read[RECORDS_KEY], errors
+
+
+def _read_voc(pipeline, config: DatasetConfig, root: str):
+    """VOC: labels from `class_names`, else from the names the objects use."""
+    config = config.with_root(root)
+    items, errors = _read_files(pipeline, config, annotations.voc_files, annotations.read_voc_file)
+    names = (
+        items
+        | "ObjectNames" >> beam.FlatMap(lambda record: [o.category for o in record.objects])
+        | "DistinctNames" >> beam.Distinct()
+    )
+    return items, _label_map(errors, functools.partial(annotations.voc_label_map, config), names)
+
+
+def _read_yolo(pipeline, config: DatasetConfig, root: str):
+    """YOLO: the label map comes from the class names (data.yaml: read here, a few names)."""
+    config = config.with_root(root)
+    label_map = annotations.yolo_label_map(config)
+    read = functools.partial(annotations.read_yolo_file, num_classes=len(label_map.names))
+    items, errors = _read_files(pipeline, config, annotations.yolo_files, read)
+    nothing = pipeline | "NoCategories" >> beam.Create([])
+    return items, _label_map(errors, lambda _: label_map, nothing)
 
 
 # dataset.format -> how its records enter the pipeline: (records, label map) PCollections.
-SOURCES = {
-    **{name: _read_annotations for name in annotations.READERS},
-    "tfrecord": _read_tfrecords,
-}
+SOURCES = {"coco": _read_coco, "voc": _read_voc, "yolo": _read_yolo, "tfrecord": _read_tfrecords}
 
 
 def _records(pipeline, config: DatasetConfig, root: str):
@@ -532,8 +645,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 uri=quarantine_uri,
                 splits=splits,
             )
-            _ = label_map | "WriteLabelMap" >> beam.Map(write_label_map, uri=label_map_uri)
+            _ = (
+                label_map
+                | "Readable" >> beam.Filter(lambda m: not isinstance(m, _Unreadable))
+                | "WriteLabelMap" >> beam.Map(write_label_map, uri=label_map_uri)
+            )
 
+        _raise_annotation_error(quarantine_uri)
         summary = _report(quarantine_uri)
         quarantine = artifact_utils.get_single_instance(output_dict[QUARANTINE_KEY])
         quarantine.set_int_custom_property("num_quarantined", sum(summary["quarantined"].values()))
@@ -550,6 +668,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 def _write_lines(lines: List[str], path: str) -> None:
     with tf.io.gfile.GFile(path, "w") as f:
         f.write("".join(f"{line}\n" for line in sorted(lines)))
+
+
+def _raise_annotation_error(quarantine_uri: str) -> None:
+    """Raises the AnnotationError the workers met (_ReadAnnotations), if they met one."""
+    path = os.path.join(quarantine_uri, ANNOTATION_ERROR_FILE)
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+            raise annotations.AnnotationError(f.read())
 
 
 def _report(quarantine_uri: str) -> dict:
