@@ -2,6 +2,7 @@
 configuration and the class count. The Evaluator and the gate on a real model run in
 tests/test_pipeline_local.py."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -116,10 +117,11 @@ SCORES = {
 }
 
 
-def _decide(map50=0.70, **budgets):
-    settings = dict(min_map50=0.5, max_tflite_map_drop=0.05, ship_format="int8")
-    settings.update(budgets)
-    return gate.decide(map50, SCORES, **settings)
+BUDGETS = gate.GateBudgets(min_map50=0.5, max_tflite_map_drop=0.05, ship_format="int8")
+
+
+def _decide(map50=0.70, baseline_map50=None, **budgets):
+    return gate.decide(map50, SCORES, dataclasses.replace(BUDGETS, **budgets), baseline_map50)
 
 
 def test_the_gate_blesses_when_every_check_passes():
@@ -151,18 +153,27 @@ def test_a_metric_that_is_not_a_number_fails_the_gate_closed():
     assert _decide(baseline_map50=float("inf"))[0].startswith("not a finite number")
     # The device budgets compare the shipped format's latency and size: a NaN there would pass.
     broken = dict(SCORES, int8=dict(SCORES["int8"], latency_ms=float("nan")))
-    reasons = gate.decide(
-        0.70, broken, min_map50=0.5, max_tflite_map_drop=0.05, ship_format="int8", max_latency_ms=5
-    )
+    reasons = gate.decide(0.70, broken, dataclasses.replace(BUDGETS, max_latency_ms=5))
     assert reasons == ["not a finite number: int8 latency_ms"]
+
+
+def test_gate_json_lists_the_budgets_as_it_always_has():
+    # In this order: gate.json is written as the dict is ordered.
+    assert list(BUDGETS.as_report().items()) == [
+        ("min_map50", 0.5),
+        ("max_map_drop", 0.0),
+        ("max_tflite_map_drop", 0.05),
+        ("max_latency_ms", 0.0),
+        ("max_size_mb", 0.0),
+        ("ship_format", "int8"),
+    ]
 
 
 @pytest.mark.parametrize("name", ["max_latency_ms", "max_size_mb"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
 def test_a_device_budget_that_is_not_a_number_is_refused(name, value):
-    settings = dict(min_map50=0.5, max_map_drop=0.0, max_tflite_map_drop=0.015, ship_format="int8")
     with pytest.raises(ValueError, match=f"{name}: .* must be a finite number >= 0"):
-        gate.check_parameters(**settings, **{name: value})
+        dataclasses.replace(BUDGETS, **{name: value}).check()
     with pytest.raises(configs.ConfigError, match=f"evaluation.{name}"):
         configs.validate(configs.load_config(None, [f"evaluation.{name}={value}"]))
 
@@ -177,12 +188,11 @@ def test_a_device_budget_that_is_not_a_number_is_refused(name, value):
     ],
 )
 def test_run_time_gate_parameters_are_checked_where_they_are_used(name, value):
-    settings = dict(min_map50=0.5, max_map_drop=0.0, max_tflite_map_drop=0.015, ship_format="int8")
-    settings[name] = value
+    BUDGETS.check()
     with pytest.raises(ValueError, match=f"{name}: .* must be a number in \\[0, 1\\]"):
-        gate.check_parameters(**settings)
+        dataclasses.replace(BUDGETS, **{name: value}).check()
     with pytest.raises(ValueError, match="ship_format: 'bfloat16'"):
-        gate.check_parameters(0.5, 0.0, 0.015, "bfloat16")
+        dataclasses.replace(BUDGETS, ship_format="bfloat16").check()
 
 
 def test_the_eval_config_scores_coco_map50_of_the_candidate():

@@ -325,7 +325,7 @@ def test_the_run_folder_gets_the_gates_figures_and_pictures(small, tmp_path):
         "stretch",
         latency_runs=2,
     )
-    budgets = {"ship_format": "float32", "min_map50": 0.0}
+    budgets = gate.GateBudgets(min_map50=0.0, max_tflite_map_drop=1.0, ship_format="float32")
     conversion = {"labels": small.labels}
     report = gate._report(
         True, [], 0.1, scores, conversion, baseline.Baseline(0), None, budgets, 8, "store"

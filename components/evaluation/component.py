@@ -46,14 +46,16 @@ def ModelGate(
         examples,
         blessing,
         metrics,
+        budgets=executor.GateBudgets(
+            min_map50=min_map50,
+            max_map_drop=max_map_drop,
+            max_tflite_map_drop=max_tflite_map_drop,
+            max_latency_ms=max_latency_ms,
+            max_size_mb=max_size_mb,
+            ship_format=ship_format,
+        ),
         model_store=model_store,
         num_classes=num_classes,
-        min_map50=min_map50,
-        max_map_drop=max_map_drop,
-        max_tflite_map_drop=max_tflite_map_drop,
-        ship_format=ship_format,
-        max_latency_ms=max_latency_ms,
-        max_size_mb=max_size_mb,
         latency_runs=latency_runs,
     )
 

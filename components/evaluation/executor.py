@@ -14,9 +14,11 @@ Outputs: `blessing` (a ModelBlessing: a BLESSED or NOT_BLESSED file, `gate.json`
 figure, the reasons and the baseline version the decision was made against, which the pusher
 pushes only on top of; and the usual custom properties) and `metrics` (the key figures as a KFP
 `system.Metrics` artifact, for the Kubeflow run page). `min_map50` and the budgets are plain
-parameters, so a Kubeflow run can set them without recompiling.
+parameters, so a Kubeflow run can set them without recompiling. The component gathers them into
+one `GateBudgets`: `run_gate` checks it, `decide` reads it, gate.json reports it ("budgets").
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -32,17 +34,47 @@ METRICS_FILE = "metrics.json"
 BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GateBudgets:
+    """What a model must reach to be blessed (the module's docstring says how each is used):
+    the ModelGate's run-time parameters, gathered once by the component."""
+
+    # Declared in gate.json's order, which `as_report` keeps; keyword-only, so that fields with
+    # and without a default can stand in that order.
+    min_map50: float
+    max_map_drop: float = 0.0
+    max_tflite_map_drop: float
+    # 0: no budget.
+    max_latency_ms: float = 0.0
+    max_size_mb: float = 0.0
+    ship_format: str
+
+    def check(self) -> None:
+        """Run-time parameters are checked where they are used: a Kubeflow run can set them."""
+        for name in ("min_map50", "max_map_drop", "max_tflite_map_drop"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"{name}: {value} must be a number in [0, 1]")
+        for name in ("max_latency_ms", "max_size_mb"):
+            value = getattr(self, name)
+            # A NaN budget compares false with everything: it would switch the budget off silently.
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"{name}: {value} must be a finite number >= 0 (0: no budget)")
+        if self.ship_format not in FORMATS:
+            raise ValueError(
+                f"ship_format: {self.ship_format!r} is not one of {', '.join(FORMATS)}"
+            )
+
+    def as_report(self) -> Dict[str, object]:
+        """gate.json's "budgets"."""
+        return dataclasses.asdict(self)
+
+
 def decide(
     map50: float,
     scores: Dict[str, Dict[str, float]],
-    *,
-    min_map50: float,
-    max_tflite_map_drop: float,
-    ship_format: str,
+    budgets: GateBudgets,
     baseline_map50: Optional[float] = None,
-    max_map_drop: float = 0.0,
-    max_latency_ms: float = 0.0,
-    max_size_mb: float = 0.0,
 ) -> List[str]:
     """The reasons not to bless (empty: bless). `map50`: TFMA's; `scores`: device.score_formats'
     result; `baseline_map50`: the baseline's by the same scorer as `scores`."""
@@ -51,71 +83,47 @@ def decide(
     numbers.update({f"{fmt} mAP@0.5": values["map50"] for fmt, values in scores.items()})
     if baseline_map50 is not None:
         numbers["baseline mAP@0.5"] = baseline_map50
-    shipped = scores.get(ship_format)
+    shipped = scores.get(budgets.ship_format)
     if shipped is not None:  # the budgets compare these: a NaN would pass them
-        numbers[f"{ship_format} latency_ms"] = shipped["latency_ms"]
-        numbers[f"{ship_format} size_bytes"] = shipped["size_bytes"]
+        numbers[f"{budgets.ship_format} latency_ms"] = shipped["latency_ms"]
+        numbers[f"{budgets.ship_format} size_bytes"] = shipped["size_bytes"]
     broken = [name for name, value in numbers.items() if not math.isfinite(value)]
     if broken:
         # A NaN compares false with every bound: without this, it would pass them all.
         return [f"not a finite number: {', '.join(broken)}"]
-    if map50 < min_map50:
-        reasons.append(f"mAP@0.5 {map50:.4f} is below the bound min_map50={min_map50:.4f}")
+    if map50 < budgets.min_map50:
+        reasons.append(f"mAP@0.5 {map50:.4f} is below the bound min_map50={budgets.min_map50:.4f}")
     current = scores["saved_model"]["map50"]
     # 1e-9: the same model scored twice is no regression, float noise aside.
-    if baseline_map50 is not None and current < baseline_map50 - max_map_drop - 1e-9:
+    if baseline_map50 is not None and current < baseline_map50 - budgets.max_map_drop - 1e-9:
         reasons.append(
             f"regression against the latest pushed model: mAP@0.5 {current:.4f} < "
-            f"{baseline_map50:.4f} (allowed drop {max_map_drop:.4f})"
+            f"{baseline_map50:.4f} (allowed drop {budgets.max_map_drop:.4f})"
         )
     for fmt in sorted(k for k in scores if k != "saved_model"):
         drop = current - scores[fmt]["map50"]
-        if drop > max_tflite_map_drop:
+        if drop > budgets.max_tflite_map_drop:
             reasons.append(
                 f"TFLite {fmt} mAP@0.5 {scores[fmt]['map50']:.4f} is {drop:.4f} below "
-                f"the SavedModel's {current:.4f} (budget {max_tflite_map_drop:.4f})"
+                f"the SavedModel's {current:.4f} (budget {budgets.max_tflite_map_drop:.4f})"
             )
     if shipped is None:
         reasons.append(
-            f"ship_format {ship_format!r} was not converted "
+            f"ship_format {budgets.ship_format!r} was not converted "
             f"(converted: {', '.join(sorted(set(scores) - {'saved_model'}))})"
         )
     else:
-        if max_latency_ms > 0 and shipped["latency_ms"] > max_latency_ms:
+        if budgets.max_latency_ms > 0 and shipped["latency_ms"] > budgets.max_latency_ms:
             reasons.append(
-                f"{ship_format} latency {shipped['latency_ms']:.1f} ms exceeds the "
-                f"budget {max_latency_ms:.1f} ms"
+                f"{budgets.ship_format} latency {shipped['latency_ms']:.1f} ms exceeds the "
+                f"budget {budgets.max_latency_ms:.1f} ms"
             )
-        if max_size_mb > 0 and shipped["size_bytes"] > max_size_mb * 1e6:
+        if budgets.max_size_mb > 0 and shipped["size_bytes"] > budgets.max_size_mb * 1e6:
             reasons.append(
-                f"{ship_format} size {shipped['size_bytes'] / 1e6:.2f} MB exceeds the "
-                f"budget {max_size_mb:.2f} MB"
+                f"{budgets.ship_format} size {shipped['size_bytes'] / 1e6:.2f} MB exceeds the "
+                f"budget {budgets.max_size_mb:.2f} MB"
             )
     return reasons
-
-
-def check_parameters(
-    min_map50: float,
-    max_map_drop: float,
-    max_tflite_map_drop: float,
-    ship_format: str,
-    max_latency_ms: float = 0.0,
-    max_size_mb: float = 0.0,
-) -> None:
-    """Run-time parameters are checked where they are used: a Kubeflow run can set them."""
-    for name, value in (
-        ("min_map50", min_map50),
-        ("max_map_drop", max_map_drop),
-        ("max_tflite_map_drop", max_tflite_map_drop),
-    ):
-        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-            raise ValueError(f"{name}: {value} must be a number in [0, 1]")
-    for name, value in (("max_latency_ms", max_latency_ms), ("max_size_mb", max_size_mb)):
-        # A NaN budget compares false with everything: it would switch the budget off silently.
-        if not (math.isfinite(value) and value >= 0.0):
-            raise ValueError(f"{name}: {value} must be a finite number >= 0 (0: no budget)")
-    if ship_format not in FORMATS:
-        raise ValueError(f"ship_format: {ship_format!r} is not one of {', '.join(FORMATS)}")
 
 
 def _read_candidate(evaluation_uri: str, tflite_uri: str, num_classes: int):
@@ -249,11 +257,11 @@ def _report(
         "map_per_class": saved["map_per_class"],
         "confusion": saved["confusion"],
         "num_eval_images": num_images,
-        "ship_format": budgets["ship_format"],
+        "ship_format": budgets.ship_format,
         "formats": scores,
         # Of the SavedModel.
         "pr_curves": saved["pr_curves"],
-        "budgets": budgets,
+        "budgets": budgets.as_report(),
     }
 
 
@@ -309,14 +317,9 @@ def run_gate(
     blessing,
     metrics,
     *,
+    budgets: GateBudgets,
     model_store: str,
     num_classes: int,
-    min_map50: float,
-    max_map_drop: float,
-    max_tflite_map_drop: float,
-    ship_format: str,
-    max_latency_ms: float,
-    max_size_mb: float,
     latency_runs: int,
 ) -> None:
     """The gate's whole execution: score, decide, write `blessing` and `metrics`."""
@@ -326,9 +329,7 @@ def run_gate(
     from litedet.components.evaluation import device
     from litedet.components.evaluation import metrics as metrics_lib
 
-    check_parameters(
-        min_map50, max_map_drop, max_tflite_map_drop, ship_format, max_latency_ms, max_size_mb
-    )
+    budgets.check()
     conversion, candidate = _read_candidate(evaluation.uri, tflite_models.uri, num_classes)
     eval_examples = device.read_examples(
         artifact_utils.get_split_uri([examples], metrics_lib.EVAL_SPLIT)
@@ -342,25 +343,7 @@ def run_gate(
         model.uri, tflite_models.uri, conversion, eval_examples, baseline, latency_runs
     )
     map50 = candidate[metrics_lib.MAP50]
-    budgets = {
-        "min_map50": min_map50,
-        "max_map_drop": max_map_drop,
-        "max_tflite_map_drop": max_tflite_map_drop,
-        "max_latency_ms": max_latency_ms,
-        "max_size_mb": max_size_mb,
-        "ship_format": ship_format,
-    }
-    reasons = decide(
-        map50,
-        scores,
-        min_map50=min_map50,
-        max_tflite_map_drop=max_tflite_map_drop,
-        ship_format=ship_format,
-        baseline_map50=baseline_map50,
-        max_map_drop=max_map_drop,
-        max_latency_ms=max_latency_ms,
-        max_size_mb=max_size_mb,
-    )
+    reasons = decide(map50, scores, budgets, baseline_map50)
     if store_problem:
         reasons.insert(0, store_problem)
     report = _report(
