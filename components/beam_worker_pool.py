@@ -32,12 +32,15 @@ DEFAULT_PORT = 50000
 MODULE = "litedet.components.beam_worker_pool"
 
 
-def _worker_executable(folder: str) -> str:
+def worker_executable(folder: str) -> str:
     """An executable for the pool's `--container_executable` contract (it is started with the
-    container flags: --id, --control_endpoint, ...) that runs `worker` below in this Python."""
+    container flags: --id, --control_endpoint, ...) that runs `worker` below in this Python.
+    Its stdout goes to stderr: Beam's pool pipes a worker's stdout and never reads it, so a
+    worker that printed enough would block once the pipe filled."""
     path = os.path.join(folder, "litedet-beam-worker")
+    command = f'exec {shlex.quote(sys.executable)} -m {MODULE} --worker "$@" 1>&2'
     with open(path, "w") as f:
-        f.write(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m {MODULE} --worker "$@"\n')
+        f.write(f"#!/bin/sh\n{command}\n")
     os.chmod(path, 0o755)
     return path
 
@@ -48,7 +51,7 @@ def serve(port: int) -> None:
 
     # The executable goes into a temporary folder: in a pod with a read-only root file system
     # that is the emptyDir mounted at /tmp (k8s/flink/).
-    executable = _worker_executable(tempfile.mkdtemp(prefix="litedet-beam-worker-"))
+    executable = worker_executable(tempfile.mkdtemp(prefix="litedet-beam-worker-"))
     worker_pool_main.main([f"--service_port={port}", f"--container_executable={executable}"])
 
 

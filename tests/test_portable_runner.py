@@ -8,9 +8,11 @@ examples, the quarantine, the statistics and Transform's outputs must be the sam
 
 Not run here: Flink, Beam's Flink job server (Java) and the Flink Kubernetes operator. The local
 job service stands in for the job server: the same job API, the same EXTERNAL environment, the
-same worker pool; tests/test_k8s.py checks the manifests that wire the real ones together.
+same worker pool; tests/test_k8s.py checks the manifests that wire the real ones together. The
+first tests, fast, check the pool's worker start-up alone.
 """
 
+import argparse
 import json
 import os
 import signal
@@ -22,11 +24,10 @@ import time
 import pytest
 import yaml
 
+from litedet.components import beam_worker_pool
 from litedet.components.transform.module import LABEL_VOCABULARY
 from litedet.run_summary import latest_run
 from tests import datasets
-
-pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "k8s", "examples", "flink-config.yaml")
@@ -38,6 +39,40 @@ BEAM_STEPS = ("DetectionExampleGen", "StatisticsGen", "Transform")
 NUM_TRAIN, NUM_EVAL = 12, 4
 # Replaced by bytes no decoder reads: the quarantine has something to compare.
 BROKEN_IMAGE = "train_000000.jpg"
+
+
+def test_the_worker_executable_runs_the_pools_worker_in_this_python(tmp_path):
+    path = beam_worker_pool.worker_executable(str(tmp_path))
+    assert os.access(path, os.X_OK)
+    shown = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0
+    # Its stdout goes to stderr (Beam's pool never reads the worker's stdout).
+    assert shown.stdout == "" and "--provision_endpoint" in shown.stderr
+
+
+def test_a_worker_hands_sdk_worker_main_the_jobs_options_as_beams_boot_does(tmp_path, monkeypatch):
+    """What the pool's worker puts in the environment, read by Beam's own sdk_worker_main (a dry
+    run: everything parsed, the job's --beam_plugins imported, no harness started)."""
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.worker import sdk_worker_main
+
+    (tmp_path / "litedet_test_plugin.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    info = beam_provision_api_pb2.ProvisionInfo(runner_capabilities=["beam:protocol:a:v1"])
+    info.pipeline_options.update({"beam:option:beam_plugins:v1": ["litedet_test_plugin"]})
+    args = argparse.Namespace(
+        id="worker_3",
+        control_endpoint="localhost:1",
+        logging_endpoint="localhost:2",
+        semi_persist_dir=str(tmp_path),
+    )
+    environment = beam_worker_pool.harness_environment(args, info)
+    assert environment["WORKER_ID"] == "worker_3"
+    assert environment["CONTROL_API_SERVICE_DESCRIPTOR"].strip() == 'url: "localhost:1"'
+    assert environment["RUNNER_CAPABILITIES"] == "beam:protocol:a:v1"
+    del environment["LOGGING_API_SERVICE_DESCRIPTOR"]  # nothing listens there
+    sdk_worker_main.create_harness(environment, dry_run=True)
+    assert "litedet_test_plugin" in sys.modules
 
 
 def sidecar():
@@ -233,12 +268,14 @@ def _records(folder: str, split: str):
     return sorted(e.SerializeToString(deterministic=True) for e in examples)
 
 
+@pytest.mark.slow
 def test_every_data_step_runs_on_both_runners(runs):
     for runner in ("direct", "portable"):
         states = {step: runs[runner]["components"][step].state for step in STEPS}
         assert states == {step: "ran" for step in STEPS}, runner
 
 
+@pytest.mark.slow
 def test_the_portable_run_uses_the_worker_pool_and_stages_nothing(runs, services):
     # TFX stages a package of its own installation with every Beam job that names no workers'
     # image (the DirectRunner's too: proof that the count works); the portable run names one.
@@ -262,6 +299,7 @@ def _same_lines(copies: dict, name: str) -> list:
     return lines["direct"]
 
 
+@pytest.mark.slow
 def test_the_examples_and_the_quarantine_are_the_same(runs):
     examples = _outputs(runs, "DetectionExampleGen", "examples")
     for split, count in (("train", NUM_TRAIN - 1), ("eval", NUM_EVAL)):
@@ -284,6 +322,7 @@ def _statistics(folder: str, split: str):
         return statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read())
 
 
+@pytest.mark.slow
 def test_the_statistics_and_the_validation_are_the_same(runs):
     statistics = _outputs(runs, "StatisticsGen", "statistics")
     for split, count in (("train", NUM_TRAIN - 1), ("eval", NUM_EVAL)):
@@ -299,6 +338,7 @@ def test_the_statistics_and_the_validation_are_the_same(runs):
         assert found["portable"] == found["direct"], split
 
 
+@pytest.mark.slow
 def test_transform_writes_the_same_vocabulary_and_transformed_examples(runs):
     graph = _outputs(runs, "Transform", "transform_graph")
     vocabulary = {
