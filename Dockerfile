@@ -78,11 +78,12 @@ RUN case "$TENSORFLOW_VARIANT" in \
     esac
 
 # litedet itself, not editable; then the curated schema at the path the compiled pipeline names.
+# The check imports what the steps run and the Flink worker-pool sidecar's module (k8s/flink/).
 COPY --from=wheel /wheels /tmp/wheels
 RUN python -m pip install --no-deps /tmp/wheels/*.whl \
  && rm -rf /tmp/wheels
 COPY schemas/detection_raw.pbtxt ./schemas/
-RUN python -c "import filecmp, litedet.pipeline.kfp_entrypoint, litedet.components.example_gen.executor, litedet.kfp.client, litedet.schemas as s; \
+RUN python -c "import filecmp, litedet.pipeline.kfp_entrypoint, litedet.components.example_gen.executor, litedet.components.beam_worker_pool, litedet.kfp.client, litedet.schemas as s; \
 assert filecmp.cmp(s.RAW_SCHEMA, 'schemas/detection_raw.pbtxt', shallow=False), 'schema differs'" \
  && command -v litedet
 

@@ -36,7 +36,8 @@ EXAMPLES = {
     "run": """examples:
   litedet run --config my_dataset.yaml
   litedet run --config voc.yaml --set transform.resize_mode=letterbox
-  litedet run --set 'beam_pipeline_args=["--runner=FlinkRunner","--flink_master=host:8081"]'""",
+  litedet run --set beam.runner=portable --set beam.job_endpoint=localhost:8099 \\
+      --set beam.sdk_container_image=litedet:local     # Beam on a job service: docs/flink.md""",
     "config": """examples:
   litedet config                        # every setting with its default
   litedet config --config my.yaml --set transform.max_boxes=50""",

@@ -2,11 +2,11 @@
 
 Each step's section lives beside its code (`components/<step>/config.py`: dataset, transform,
 training, tflite, evaluation, push) and checks itself; this module composes them with the
-runners' own settings (sample data, Kubeflow) into PipelineConfig, which is handed whole to
-`pipeline.create_pipeline`. A run's configuration is the defaults, then a YAML file (`litedet
-run --config my.yaml`), then `--set key.sub=value` flags; `litedet config` prints every key with
-its value. Nothing here imports TFX or TensorFlow: the CLI reads and checks configurations
-before paying for those imports.
+runners' own settings (sample data, Kubeflow, where Beam runs) into PipelineConfig, which is
+handed whole to `pipeline.create_pipeline`. A run's configuration is the defaults, then a YAML
+file (`litedet run --config my.yaml`), then `--set key.sub=value` flags; `litedet config` prints
+every key with its value. Nothing here imports TFX or TensorFlow: the CLI reads and checks
+configurations before paying for those imports.
 """
 
 from __future__ import annotations
@@ -78,6 +78,70 @@ class KubeflowConfig:
     aws_s3_ambient_credentials: bool = False
 
 
+BEAM_RUNNERS = ("direct", "portable")
+# HOST:PORT of a gRPC service: a DNS name or an IPv4 address, then the port.
+ENDPOINT = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}")
+# A container image reference: registry/name:tag, optionally pinned by digest.
+IMAGE_REFERENCE = re.compile(r"[a-z0-9][A-Za-z0-9._/:-]*(@sha256:[0-9a-f]{64})?")
+ENDPOINT_EXAMPLES = {
+    "job_endpoint": "litedet-flink-job-server.litedet:8099",
+    "worker_pool": "localhost:50000",
+}
+
+
+@dataclasses.dataclass
+class BeamConfig:
+    """Where the Beam steps (DetectionExampleGen, StatisticsGen, Transform, Evaluator) run:
+    docs/flink.md. How these combine with beam_pipeline_args: `beam_args_for` below."""
+
+    # direct: Beam's DirectRunner inside each step's own process (sized to the data locally, to
+    # the step's CPU limit on Kubeflow). portable: Beam's PortableRunner: each step submits its
+    # Beam job to a job service (Beam's Flink job server, k8s/flink/), whose workers have the
+    # code run by an SDK worker pool beside them (Beam's EXTERNAL environment:
+    # `python -m litedet.components.beam_worker_pool`).
+    runner: str = "direct"
+    # portable: the job service as the steps reach it, HOST:PORT.
+    job_endpoint: str = ""
+    # portable: the worker pool as the runner's workers reach it, HOST:PORT; a Flink
+    # TaskManager's sidecar (k8s/flink/) is at localhost:50000.
+    worker_pool: str = "localhost:50000"
+    # portable: the image the worker pool runs. Naming it tells TFX the code is already where
+    # the workers run, so it stages nothing (otherwise every Beam job builds and uploads a
+    # `tfx_ephemeral` package of this installation: tfx/utils/dependency_utils.py). Empty: the
+    # image `litedet compile --image` gives the steps; a local run must name one (for a worker
+    # pool started from this installation any name will do, e.g. litedet:local).
+    sdk_container_image: str = ""
+    # portable: the longest one Beam job (one step's) may run, in seconds. Beam 2.60's
+    # PortableRunner uses it (--job_server_timeout) both as the wait for the job service when
+    # submitting and as the deadline of the job's state stream: a job still running then fails
+    # with DEADLINE_EXCEEDED (apache/beam#35867; Beam's default of 60 s failed a longer job
+    # here). So a wrong job_endpoint also makes a step wait this long before it fails.
+    job_timeout_s: int = 6 * 3600
+
+    def check(self) -> None:
+        if self.runner not in BEAM_RUNNERS:
+            raise ValueError(
+                f"beam.runner: {self.runner!r} is not one of {', '.join(BEAM_RUNNERS)}"
+            )
+        for name, example in ENDPOINT_EXAMPLES.items():
+            value = getattr(self, name)
+            if (value or self.runner == "portable") and not (
+                isinstance(value, str) and ENDPOINT.fullmatch(value)
+            ):
+                raise ValueError(
+                    f"beam.{name}: {value!r} is not HOST:PORT (a portable run needs it), "
+                    f"e.g. {example}"
+                )
+        image = self.sdk_container_image
+        if image and not (isinstance(image, str) and IMAGE_REFERENCE.fullmatch(image)):
+            raise ValueError(
+                f"beam.sdk_container_image: {image!r} is not an image reference such as "
+                "registry.example.com/litedet:0.2.0"
+            )
+        if self.job_timeout_s < 1:
+            raise ValueError(f"beam.job_timeout_s: {self.job_timeout_s} must be >= 1")
+
+
 @dataclasses.dataclass
 class PipelineConfig:
     pipeline_name: str = PIPELINE_NAME
@@ -91,10 +155,13 @@ class PipelineConfig:
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     push: PushConfig = dataclasses.field(default_factory=PushConfig)
     kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
+    beam: BeamConfig = dataclasses.field(default_factory=BeamConfig)
     schema_path: str = ""  # empty: the curated schemas/detection_raw.pbtxt
     enable_cache: bool = True
-    # Passed unchanged to every Beam step, e.g. ["--runner=DataflowRunner", ...] or Flink/Spark
-    # for data that outgrows one machine. Empty: chosen for the data (beam_args_for below).
+    # Beam arguments of every Beam step. With beam.runner direct they replace what litedet
+    # chooses, e.g. ["--runner=DataflowRunner", ...]; with portable they follow the beam
+    # section's (e.g. ["--sdk_worker_parallelism=2"]; a flag given twice keeps its last value).
+    # Precedence in full: beam_args_for below.
     beam_pipeline_args: List[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -155,16 +222,49 @@ IN_MEMORY_BEAM_BYTES = 256 * 2**20
 
 
 def beam_args_for(
-    config: PipelineConfig, dataset_bytes: Optional[int] = None, cpus: Optional[int] = None
+    config: PipelineConfig,
+    dataset_bytes: Optional[int] = None,
+    cpus: Optional[int] = None,
+    image: str = "",
 ) -> List[str]:
-    """The Beam arguments of a run: the configured ones when given; otherwise the DirectRunner,
-    in this process for a dataset under IN_MEMORY_BEAM_BYTES, else in one worker process per
-    core (`cpus`, default: all this process sees)."""
+    """The Beam arguments of a run.
+
+    beam.runner portable: the PortableRunner's (portable_beam_args), then beam_pipeline_args.
+    beam.runner direct: beam_pipeline_args when given, as they are (any runner); otherwise the
+    DirectRunner, in this process for a dataset under IN_MEMORY_BEAM_BYTES, else in one worker
+    process per core (`cpus`, default: all this process sees). `image`: the image the steps run
+    in (Kubeflow), the default of beam.sdk_container_image."""
+    if config.beam.runner == "portable":
+        return portable_beam_args(config.beam, image) + list(config.beam_pipeline_args)
     if config.beam_pipeline_args:
         return list(config.beam_pipeline_args)
     if dataset_bytes is not None and dataset_bytes < IN_MEMORY_BEAM_BYTES:
         return ["--direct_running_mode=in_memory"]
     return ["--direct_running_mode=multi_processing", f"--direct_num_workers={cpus or 0}"]
+
+
+def portable_beam_args(beam: BeamConfig, image: str = "") -> List[str]:
+    """The PortableRunner with the job service and the worker pool (an EXTERNAL environment)
+    of the beam section, and the image the workers run, which also keeps TFX from staging its
+    own installation with every job."""
+    image = beam.sdk_container_image or image
+    if not image:
+        raise ConfigError(
+            "beam.sdk_container_image: a portable run outside Kubeflow must name the image its "
+            "worker pool runs (for a pool started from this installation any name will do, e.g. "
+            "litedet:local); without it TFX builds and stages a package of this installation "
+            "with every Beam job"
+        )
+    return [
+        "--runner=PortableRunner",
+        f"--job_endpoint={beam.job_endpoint}",
+        "--environment_type=EXTERNAL",
+        # Not --environment_options=external_service_address=...: Beam 2.60's EXTERNAL
+        # environment reads --environment_config unconditionally (a TypeError without it).
+        f"--environment_config={beam.worker_pool}",
+        f"--sdk_container_image={image}",
+        f"--job_server_timeout={beam.job_timeout_s}",
+    ]
 
 
 def _merge(target, values: dict, path: str = "") -> None:
@@ -298,14 +398,26 @@ STEP_SECTIONS = ("transform", "training", "tflite", "evaluation", "push")
 
 
 def validate(config: PipelineConfig) -> None:
-    for name in STEP_SECTIONS:
+    for name in STEP_SECTIONS + ("beam",):
         try:
             getattr(config, name).check()
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    _validate_beam_args(config)
     _validate_kubeflow(config.kubeflow)
     # The sample set's folder is only known once generated; its description is checked anyway.
     config.dataset_config(sample_root="/sample" if config.uses_sample_data else None)
+
+
+def _validate_beam_args(config: PipelineConfig) -> None:
+    """beam_pipeline_args come after the portable runner's arguments: another runner there would
+    silently replace it."""
+    runners = [a for a in config.beam_pipeline_args if a.startswith("--runner")]
+    if config.beam.runner == "portable" and runners:
+        raise ConfigError(
+            f"beam_pipeline_args: {runners[0]} conflicts with beam.runner: portable; give the "
+            "runner in one place (beam.runner: direct lets beam_pipeline_args choose any runner)"
+        )
 
 
 def _validate_kubeflow(k: KubeflowConfig) -> None:

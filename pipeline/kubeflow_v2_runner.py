@@ -7,7 +7,8 @@ module adds only what differs on a cluster:
 - the container image every step runs in;
 - CPU/memory requests and limits per component (each step's `RESOURCES`), which the KFP v2
   driver copies into each step's pod (see docs/kubeflow.md for what enforces them);
-- Beam's DirectRunner sized to each step's CPU limit instead of the node's core count.
+- Beam's DirectRunner sized to each step's CPU limit instead of the node's core count (a
+  portable run, `beam.runner: portable`, submits to its job service instead: nothing to size).
 
 No ML Metadata connection is configured: on Kubeflow the KFP backend owns ML Metadata. Nothing
 TFX is imported at module level, so the CLI can import this module cheaply.
@@ -22,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from typing import Any, Dict
 
 from litedet.components import resources, run_time
@@ -202,7 +202,8 @@ def _num_classes(config: configs.PipelineConfig) -> int:
 
 def _direct_workers(beam_args, cpu: float):
     """Per-step Beam args: the DirectRunner's default worker count (0) means one per core the
-    process sees, which in a pod is the node's cores, not the pod's CPU limit."""
+    process sees, which in a pod is the node's cores, not the pod's CPU limit. Any other runner
+    (beam.runner portable: the job service's cluster sizes its own workers) gets nothing."""
     if any(a.startswith("--runner=") and a != "--runner=DirectRunner" for a in beam_args):
         return []
     if "--direct_num_workers=0" not in beam_args:
@@ -250,7 +251,7 @@ def preflight(
 ) -> int:
     """Every check `compile_pipeline` makes before its slow imports, at once and offline; returns
     the class count. Raises KubeflowConfigError naming the setting."""
-    if not re.fullmatch(r"[a-z0-9][A-Za-z0-9._/:-]*(@sha256:[0-9a-f]{64})?", image or ""):
+    if not configs.IMAGE_REFERENCE.fullmatch(image or ""):
         raise KubeflowConfigError(
             f"image {image!r}: give a container image reference such as "
             "registry.example.com/litedet:0.1.0"
@@ -297,8 +298,9 @@ def compile_pipeline(
     }
     from litedet.components import object_storage as storage
 
-    # Beam's worker processes need s3:// too when anything lives there.
-    beam_args = configs.beam_args_for(config) + storage.beam_args(
+    # Beam's worker processes need s3:// too when anything lives there. A portable run's workers
+    # run this image too (beam.sdk_container_image's default).
+    beam_args = configs.beam_args_for(config, image=image) + storage.beam_args(
         pipeline_root, config.push.destination, defaults["input_base"]
     )
     definition = pipeline_def.create_pipeline(

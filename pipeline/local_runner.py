@@ -1,8 +1,10 @@
-"""Runs the pipeline on this machine: LocalDagRunner, SQLite ML Metadata, Beam DirectRunner."""
+"""Runs the pipeline on this machine: LocalDagRunner, SQLite ML Metadata, Beam DirectRunner (or
+the portable runner the `beam` settings name)."""
 
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 from litedet.components.example_gen.config import DatasetConfig
 from litedet.pipeline import configs
@@ -21,10 +23,14 @@ def resolve_dataset(config: configs.PipelineConfig) -> DatasetConfig:
     return config.dataset_config(sample_root=str(root))
 
 
-def build(config: configs.PipelineConfig, dataset: DatasetConfig):
+def build(
+    config: configs.PipelineConfig, dataset: DatasetConfig, pipeline_root: Optional[str] = None
+):
     """The pipeline definition with this machine's settings: paths under `output_dir`, and the
     state the cache keys need that only exists right before the run: the dataset's fingerprint
-    and the model store's latest version."""
+    and the model store's latest version. `pipeline_root`: where the artifacts go instead of
+    under `output_dir` (ML Metadata stays there), e.g. an s3:// folder that Beam workers on
+    other machines can reach (a portable run; tests/test_portable_runner.py)."""
     from tfx import v1 as tfx
 
     from litedet.components import object_storage as storage
@@ -32,7 +38,7 @@ def build(config: configs.PipelineConfig, dataset: DatasetConfig):
     from litedet.components.example_gen.fingerprint import scan
     from litedet.pipeline import pipeline as pipeline_def
 
-    pipeline_root = config.pipeline_root
+    pipeline_root = pipeline_root or config.pipeline_root
     if not storage.is_remote(pipeline_root):
         pipeline_root = os.path.abspath(pipeline_root)
     if storage.uses_s3(pipeline_root, config.push_destination, dataset.root):

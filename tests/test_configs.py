@@ -161,3 +161,73 @@ def test_scales_per_octave_sets_the_anchors_per_location():
             scales_per_octave=training.scales_per_octave,
         )
         assert config.anchors_per_location == expected
+
+
+PORTABLE = [
+    "beam.runner=portable",
+    "beam.job_endpoint=litedet-flink-job-server.litedet:8099",
+]
+
+
+def test_a_portable_run_submits_to_the_job_service_with_the_workers_image():
+    config = configs.load_config(None, PORTABLE)
+    args = configs.beam_args_for(config, dataset_bytes=1, image="r.example.com/litedet:1")
+    assert args == [
+        "--runner=PortableRunner",
+        "--job_endpoint=litedet-flink-job-server.litedet:8099",
+        "--environment_type=EXTERNAL",
+        "--environment_config=localhost:50000",
+        "--sdk_container_image=r.example.com/litedet:1",
+        "--job_server_timeout=21600",
+    ]
+    # An image named in the settings wins over the steps' image.
+    config = configs.load_config(None, [*PORTABLE, "beam.sdk_container_image=litedet:local"])
+    assert "--sdk_container_image=litedet:local" in configs.beam_args_for(config, image="x:1")
+
+
+def test_beam_pipeline_args_follow_the_portable_runners_and_replace_the_direct_runners():
+    extra = 'beam_pipeline_args=["--sdk_worker_parallelism=2","--job_server_timeout=60"]'
+    portable = configs.beam_args_for(configs.load_config(None, [*PORTABLE, extra]), image="x:1")
+    assert portable[0] == "--runner=PortableRunner"
+    # Beam keeps the last value of a flag given twice: beam_pipeline_args win.
+    assert portable[-2:] == ["--sdk_worker_parallelism=2", "--job_server_timeout=60"]
+    direct = configs.beam_args_for(configs.load_config(None, [extra]), dataset_bytes=1)
+    assert direct == ["--sdk_worker_parallelism=2", "--job_server_timeout=60"]
+    assert configs.beam_args_for(configs.load_config(), dataset_bytes=1) == [
+        "--direct_running_mode=in_memory"
+    ]
+
+
+def test_a_local_portable_run_must_name_the_workers_image():
+    config = configs.load_config(None, PORTABLE)
+    with pytest.raises(ConfigError, match="beam.sdk_container_image: a portable run outside"):
+        configs.beam_args_for(config, dataset_bytes=1)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["beam.runner=flink"], "beam.runner: 'flink' is not one of direct, portable"),
+        (["beam.runner=portable"], "beam.job_endpoint: '' is not HOST:PORT"),
+        ([*PORTABLE, "beam.worker_pool=50000"], "beam.worker_pool: 50000 is not HOST:PORT"),
+        (["beam.job_endpoint=http://flink:8099"], "beam.job_endpoint: 'http://flink:8099'"),
+        ([*PORTABLE, "beam.sdk_container_image=Litedet latest"], "beam.sdk_container_image"),
+        ([*PORTABLE, "beam.job_timeout_s=0"], "beam.job_timeout_s: 0 must be >= 1"),
+        (
+            [*PORTABLE, 'beam_pipeline_args=["--runner=FlinkRunner"]'],
+            "beam_pipeline_args: --runner=FlinkRunner conflicts with beam.runner: portable",
+        ),
+    ],
+)
+def test_bad_beam_settings_are_refused_naming_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        configs.load_config(None, overrides)
+
+
+def test_the_step_pods_direct_runner_sizing_leaves_a_portable_run_alone():
+    from litedet.pipeline import kubeflow_v2_runner as kv2
+
+    portable = configs.beam_args_for(configs.load_config(None, PORTABLE), image="x:1")
+    assert kv2._direct_workers(portable, cpu=2) == []
+    direct = configs.beam_args_for(configs.load_config())
+    assert kv2._direct_workers(direct, cpu=2) == ["--direct_num_workers=2"]

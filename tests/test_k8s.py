@@ -2,7 +2,9 @@
 Kubernetes OpenAPI schemas (kubernetes-validate, strict: unknown fields are errors), and the
 rules the manifests promise hold: no secret values, least-privilege RBAC with a reason written
 next to every grant, pod security, step egress limited to what a run needs, and the MinIO overlay
-consistent with the litedet configuration that goes with it."""
+consistent with the litedet configuration that goes with it. k8s/flink (the Beam steps on Flink)
+renders too: its FlinkDeployment against the Flink operator's own schema, and the job server and
+worker pool where k8s/examples/flink-config.yaml points."""
 
 import ipaddress
 import os
@@ -803,7 +805,10 @@ def test_the_docs_give_every_kfp_fact_its_source():
         assert prefix.format(ns="<ns>") in text, prefix
 
 
-@pytest.mark.parametrize("path", [STANDALONE_CONFIG, MULTI_USER_CONFIG, MINIO_CONFIG])
+@pytest.mark.parametrize(
+    "path",
+    [STANDALONE_CONFIG, MULTI_USER_CONFIG, MINIO_CONFIG, K8S / "examples" / "flink-config.yaml"],
+)
 def test_every_example_config_passes_the_compilers_checks_offline(path):
     """What `litedet compile` checks before it imports TFX: s3:// settings, the class count
     (never read from the store). tests/test_kubeflow.py compiles them through the CLI."""
@@ -813,3 +818,158 @@ def test_every_example_config_passes_the_compilers_checks_offline(path):
     config = configs.load_config(str(path))
     root = _compile_root(path)
     assert kv2.preflight(config, "litedet-kfp.yaml", "r.example.com/litedet:1", root) > 0
+
+
+# --- Flink (k8s/flink): the Beam steps on Beam's portable runner -------------------------------
+
+FLINK = K8S / "flink"
+FLINK_CONFIG = K8S / "examples" / "flink-config.yaml"
+# The FlinkDeployment kind's schema (the operator's CRD); its header says where it comes from.
+FLINK_DEPLOYMENT_SPEC = (
+    REPO / "tests" / "data" / "flink-operator" / "flinkdeployment-spec-v1beta1.yaml"
+)
+# What the operator refuses beyond its schema (DefaultValidator.java at release-1.15.0).
+FLINK_DEPLOYMENT_NAME = re.compile(r"[a-z]([-a-z\d]{0,43}[a-z\d])?")
+WORKER_POOL_MODULE = "litedet.components.beam_worker_pool"
+
+
+@pytest.fixture(scope="module")
+def flink():
+    return render(FLINK)
+
+
+def _strict(schema):
+    """An OpenAPI schema where, as `kubectl apply --validate=strict` treats it, an object with
+    declared properties takes no others (unless it says it keeps unknown fields)."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items()}
+    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        strict.setdefault("additionalProperties", False)
+    return strict
+
+
+def _pod_templates(spec):
+    for holder in (spec, spec.get("jobManager", {}), spec.get("taskManager", {})):
+        if "podTemplate" in holder:
+            yield holder["podTemplate"]
+
+
+def _validate_flink_deployment(document):
+    import jsonschema
+    import kubernetes_validate
+
+    spec = document["spec"]
+    jsonschema.validate(spec, _strict(yaml.safe_load(FLINK_DEPLOYMENT_SPEC.read_text())))
+    for template in _pod_templates(spec):  # the Pod schema the CRD embeds
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "template"}, **template}
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(pod, version, strict=True)
+    assert FLINK_DEPLOYMENT_NAME.fullmatch(document["metadata"]["name"])
+    assert spec["serviceAccount"] and spec["flinkVersion"]
+    for role in ("jobManager", "taskManager"):
+        assert spec[role]["resource"]["memory"] and spec[role].get("replicas", 1) >= 1, role
+
+
+def _flink_parts(documents):
+    """(FlinkDeployment, the job server's Deployment, its Service, the worker-pool sidecar)."""
+    cluster = _one(documents, "FlinkDeployment")
+    job_server = _one(documents, "Deployment")
+    service = _one(documents, "Service", job_server["metadata"]["name"])
+    containers = cluster["spec"]["taskManager"]["podTemplate"]["spec"]["containers"]
+    sidecar = next(c for c in containers if WORKER_POOL_MODULE in c.get("command", []))
+    return cluster, job_server, service, sidecar
+
+
+def _flag(args, name):
+    [value] = [a.split("=", 1)[1] for a in args if a.startswith(f"--{name}=")]
+    return value
+
+
+@needs_kubectl
+def test_the_flink_manifests_render_and_validate(flink):
+    assert {d["kind"] for d in flink} == {
+        "FlinkDeployment",
+        "Deployment",
+        "Service",
+        "NetworkPolicy",
+    }
+    for document in flink:
+        assert document["metadata"]["namespace"] == "litedet", document["metadata"]["name"]
+        if document["kind"] == "FlinkDeployment":
+            _validate_flink_deployment(document)
+        else:
+            _validate(document)
+
+
+@needs_kubectl
+def test_the_job_server_matches_the_clusters_flink_and_the_sdks_beam(flink):
+    import apache_beam
+    from apache_beam.options.pipeline_options import FlinkRunnerOptions
+
+    cluster, job_server, _, _ = _flink_parts(flink)
+    flink_version = cluster["spec"]["flinkVersion"].lstrip("v").replace("_", ".")
+    assert flink_version in FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS
+    assert cluster["spec"]["image"].split(":")[1].startswith(flink_version)
+    [container] = job_server["spec"]["template"]["spec"]["containers"]
+    expected = f"apache/beam_flink{flink_version}_job_server:{apache_beam.__version__}"
+    assert container["image"] == expected
+    # The REST service the operator creates for a FlinkDeployment: <name>-rest, port 8081.
+    assert _flag(container["args"], "flink-master") == f"{cluster['metadata']['name']}-rest:8081"
+
+
+@needs_kubectl
+def test_the_steps_reach_the_job_server_where_the_example_config_says(flink, all_rendered):
+    from litedet.pipeline import configs
+
+    config = configs.load_config(str(FLINK_CONFIG))
+    _, job_server, service, _ = _flink_parts(flink)
+    host, port = config.beam.job_endpoint.rsplit(":", 1)
+    assert host.split(".")[:2] == [service["metadata"]["name"], service["metadata"]["namespace"]]
+    [container] = job_server["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    job_port = next(p for p in service["spec"]["ports"] if p["port"] == int(port))
+    assert ports[job_port["targetPort"]] == int(_flag(container["args"], "job-port"))
+    # The artifact endpoint the job server hands out is <job-host>:<artifact-port>: its own
+    # pod's address, which the steps must be able to reach.
+    assert _flag(container["args"], "job-host") == "$(POD_IP)"
+    [pod_ip] = [e for e in container["env"] if e["name"] == "POD_IP"]
+    assert pod_ip["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    artifact_port = int(_flag(container["args"], "artifact-port"))
+    assert ports["artifact"] == artifact_port
+    # Under the MinIO overlay's egress rules plus k8s/flink's, the steps reach both ports.
+    documents = all_rendered["minio"] + flink
+    labels = job_server["spec"]["template"]["metadata"]["labels"]
+    for target in (int(port), artifact_port):
+        assert _egress_allowed(documents, _pod("litedet", **labels), target), target
+    assert not _egress_allowed(documents, _pod("litedet", **labels), 8097)
+
+
+@needs_kubectl
+def test_the_worker_pool_sidecar_serves_where_the_config_points_with_the_steps_storage(flink):
+    import importlib.util
+
+    from litedet.pipeline import configs
+
+    config = configs.load_config(str(FLINK_CONFIG))
+    _, _, _, sidecar = _flink_parts(flink)
+    command = sidecar["command"]
+    assert command[:3] == ["python", "-m", WORKER_POOL_MODULE]
+    assert importlib.util.find_spec(WORKER_POOL_MODULE)
+    port = int(_flag(command, "service_port"))
+    assert config.beam.worker_pool == f"localhost:{port}"
+    assert [p["containerPort"] for p in sidecar["ports"]] == [port]
+    env = {e["name"]: e for e in sidecar["env"]}
+    assert env["TF_USE_LEGACY_KERAS"]["value"] == "1"
+    for name, value in config.kubeflow.env.items():
+        assert env[name]["value"] == value, name
+    for name, reference in config.kubeflow.secret_env.items():
+        secret = env[name]["valueFrom"]["secretKeyRef"]
+        assert f"{secret['name']}/{secret['key']}" == reference, name
+    assert "/litedet:" in sidecar["image"]
+    security = sidecar["securityContext"]
+    assert security["runAsUser"] == _image_uid() and security["readOnlyRootFilesystem"]
+    # The pool writes its worker executable, and the workers their files, under /tmp.
+    assert "/tmp" in [m["mountPath"] for m in sidecar["volumeMounts"]]

@@ -763,3 +763,24 @@ def test_the_example_configs_compile_offline(tmp_path, example, root):
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert len(executors) == len(spec["deploymentSpec"]["executors"])
     assert f"--pipeline-root {root}" in (REPO / "k8s" / "examples" / example).read_text()
+
+
+def test_the_flink_example_compiles_its_beam_steps_to_the_portable_runner(tmp_path):
+    """Every Beam step submits to the job server with the compiled image as the workers' (TFX
+    then stages nothing), and no step gets DirectRunner arguments."""
+    config = configs.load_config(str(REPO / "k8s" / "examples" / "flink-config.yaml"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", _refuse_connections)
+        mp.setattr(socket.socket, "connect_ex", _refuse_connections)
+        path = kv2.compile_pipeline(
+            config, str(tmp_path / "p.yaml"), IMAGE, "s3://mlpipeline/litedet/pipeline-root"
+        )
+    portable = configs.portable_beam_args(config.beam, IMAGE)
+    assert f"--sdk_container_image={IMAGE}" in portable
+    executors = kv2.load_pipeline_spec(path)["deploymentSpec"]["executors"]
+    for label, executor in executors.items():
+        assert not [a for a in executor["container"]["args"] if a.startswith("--direct_")], label
+    for step in ("DetectionExampleGen", "StatisticsGen", "Transform", "Evaluator"):
+        args = executors[f"{step}_executor"]["container"]["args"]
+        assert all(a in args for a in portable), step
+        assert "--beam_plugins=litedet.components.object_storage" in args, step
