@@ -71,6 +71,12 @@ class _Stage:
     copies: List[tuple] = dataclasses.field(default_factory=list)  # (source, destination)
 
 
+def _inherit(stage: _Stage) -> _Stage:
+    """A stage built FROM an earlier one starts with its settings (copies: the earlier stage
+    must not see what this one adds)."""
+    return dataclasses.replace(stage, env=dict(stage.env), copies=list(stage.copies))
+
+
 @dataclasses.dataclass
 class PodImage:
     """The parts of the final image a step sees: its WORKDIR, USER, ENV and the files the final
@@ -102,7 +108,7 @@ class PodImage:
             if instruction == "FROM":
                 words = rest.split()
                 base = words[0]
-                stage = copy_stage(stages[base]) if base in stages else _Stage()
+                stage = _inherit(stages[base]) if base in stages else _Stage()
                 if len(words) >= 3 and words[-2].upper() == "AS":
                     stages[words[-1]] = stage
                 args = {}
@@ -242,9 +248,3 @@ class PodImage:
             )
         finally:
             os.rmdir(scratch)
-
-
-def copy_stage(stage: _Stage) -> _Stage:
-    return _Stage(
-        env=dict(stage.env), workdir=stage.workdir, user=stage.user, copies=list(stage.copies)
-    )

@@ -132,6 +132,17 @@ def _require(condition: bool, path: str, message: str) -> None:
         raise AnnotationError(f"{path}: {message}")
 
 
+def _require_id_and_text(entry, key: str, where: str, path: str) -> None:
+    """A COCO entry (an image, a category) needs an integer `id` and a string `key`."""
+    _require(
+        isinstance(entry, dict)
+        and isinstance(entry.get("id"), int)
+        and isinstance(entry.get(key), str),
+        path,
+        f"{where} needs an integer 'id' and a string '{key}'",
+    )
+
+
 def _number_list(value, length: int) -> bool:
     return (
         isinstance(value, list)
@@ -237,13 +248,7 @@ def read_coco_file(
             elif field == "annotations":
                 _add_object(objects_by_image, problems, category_keys, item, i, path)
             else:
-                _require(
-                    isinstance(item, dict)
-                    and isinstance(item.get("id"), int)
-                    and isinstance(item.get("file_name"), str),
-                    path,
-                    f"images[{i}] needs an integer 'id' and a string 'file_name'",
-                )
+                _require_id_and_text(item, "file_name", f"images[{i}]", path)
                 keep = ("id", "file_name", "width", "height")
                 images.append((i, {k: item.get(k) for k in keep}))
     return categories, _coco_records(config, source, images, objects_by_image, problems)
@@ -330,13 +335,7 @@ def placeholders(categories: Dict[int, str], parents: Dict[int, Any]) -> set:
 
 
 def _add_category(categories: Dict[int, str], cat, i: int, path: str) -> None:
-    _require(
-        isinstance(cat, dict)
-        and isinstance(cat.get("id"), int)
-        and isinstance(cat.get("name"), str),
-        path,
-        f"categories[{i}] needs an integer 'id' and a string 'name'",
-    )
+    _require_id_and_text(cat, "name", f"categories[{i}]", path)
     problem = label_name_problem(cat["name"])
     _require(problem is None, path, f"categories[{i}] (id {cat['id']}): {problem}")
     _merge_category(categories, cat["id"], cat["name"], path)
