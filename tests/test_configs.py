@@ -194,8 +194,20 @@ def test_beam_pipeline_args_follow_the_portable_runners_and_replace_the_direct_r
     direct = configs.beam_args_for(configs.load_config(None, [extra]), dataset_bytes=1)
     assert direct == ["--sdk_worker_parallelism=2", "--job_server_timeout=60"]
     assert configs.beam_args_for(configs.load_config(), dataset_bytes=1) == [
-        "--direct_running_mode=in_memory"
+        "--direct_running_mode=in_memory",
+        "--sdk_container_image=litedet:local",
     ]
+
+
+@pytest.mark.parametrize("dataset_bytes, image", [(1, ""), (None, ""), (None, "r.example.com/l:1")])
+def test_the_direct_runners_default_args_keep_tfx_from_staging_a_package(dataset_bytes, image):
+    """TFX's own check (the one every Beam executor runs) adds no --extra_package: no
+    tfx_ephemeral sdist is built. The image named is the steps' own on Kubeflow."""
+    from tfx.utils import dependency_utils
+
+    args = configs.beam_args_for(configs.load_config(), dataset_bytes=dataset_bytes, image=image)
+    assert dependency_utils.make_beam_dependency_flags(args) == args
+    assert f"--sdk_container_image={image or configs.LOCAL_IMAGE}" in args
 
 
 def test_a_local_portable_run_must_name_the_workers_image():

@@ -87,7 +87,8 @@ def _run_three_times(base, mlflow_server):
         f"push.model_name={MODEL_NAME}",
         'push.registry={"kind": "mlflow", "tracking_uri": "%s", "retries": 2}'
         % mlflow_server["url"],
-        'beam_pipeline_args=["--direct_running_mode=multi_processing","--direct_num_workers=2"]',
+        'beam_pipeline_args=["--direct_running_mode=multi_processing","--direct_num_workers=2",'
+        '"--sdk_container_image=litedet:local"]',
     ]
     config = configs.load_config(None, settings)
     metadata = os.path.abspath(config.metadata_path)
