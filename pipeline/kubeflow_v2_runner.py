@@ -310,6 +310,7 @@ def compile_pipeline(
         num_classes=num_classes,
         beam_pipeline_args=beam_args,
         run_time_values=runtime_parameters,
+        trainer_workers=config.kubeflow.trainer_workers,
     )
     sizes = component_resources()
     for component in definition.components:

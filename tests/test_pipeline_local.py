@@ -602,7 +602,9 @@ def test_two_workers_train_one_model(pipeline_runs, tmp_path):
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
     chief = tf.saved_model.load(str(tmp_path / "serving"))
-    worker = tf.saved_model.load(str(tmp_path / "worker1" / "model_run" / "1" / "worker_export"))
+    worker = tf.saved_model.load(
+        str(tmp_path / "worker1" / "model_run" / "1" / "worker_export" / "worker-1")
+    )
     chief_weights = {v.name: v.numpy() for v in chief.model_variables}
     worker_weights = {v.name: v.numpy() for v in worker.model_variables}
     assert chief_weights.keys() == worker_weights.keys()
