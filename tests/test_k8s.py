@@ -16,6 +16,8 @@ import subprocess
 import pytest
 import yaml
 
+from tests.crd_schema import strict
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
@@ -838,19 +840,6 @@ def flink():
     return render(FLINK)
 
 
-def _strict(schema):
-    """An OpenAPI schema where, as `kubectl apply --validate=strict` treats it, an object with
-    declared properties takes no others (unless it says it keeps unknown fields)."""
-    if isinstance(schema, list):
-        return [_strict(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    strict = {key: _strict(value) for key, value in schema.items()}
-    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
-        strict.setdefault("additionalProperties", False)
-    return strict
-
-
 def _pod_templates(spec):
     for holder in (spec, spec.get("jobManager", {}), spec.get("taskManager", {})):
         if "podTemplate" in holder:
@@ -862,7 +851,7 @@ def _validate_flink_deployment(document):
     import kubernetes_validate
 
     spec = document["spec"]
-    jsonschema.validate(spec, _strict(yaml.safe_load(FLINK_DEPLOYMENT_SPEC.read_text())))
+    jsonschema.validate(spec, strict(yaml.safe_load(FLINK_DEPLOYMENT_SPEC.read_text())))
     for template in _pod_templates(spec):  # the Pod schema the CRD embeds
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "template"}, **template}
         for version in KUBERNETES_VERSIONS:
