@@ -230,9 +230,16 @@ def _fit_phase(
             trainer_callbacks.ResumeNotice(first_epoch, steps_per_epoch),
         ],
     )
-    trainer.detector.save_weights(phase_weights)
-    with tf.io.gfile.GFile(done_marker, "w") as marker:
-        marker.write("done\n")
+    if is_chief():
+        trainer.detector.save_weights(phase_weights)
+        with tf.io.gfile.GFile(done_marker, "w") as marker:
+            marker.write("done\n")
+    else:
+        # Every worker takes part in saving under MultiWorkerMirroredStrategy; two writing one
+        # checkpoint (a TFJob's workers share resume_dir) break each other's shard merge.
+        scratch = os.path.join(resume_dir, "workers", _task_name())
+        trainer.detector.save_weights(os.path.join(scratch, f"{phase}.weights"))
+        tf.io.gfile.rmtree(scratch)
 
 
 def _datasets(fn_args, transform_output, anchors, settings):
