@@ -206,6 +206,11 @@ def test_a_failed_worker_fails_the_step_naming_it_with_its_last_log_lines(cluste
     # The workers' logs went into the step's log as they came, each line with its replica.
     assert "[worker-1] ValueError: the examples are gone" in lines
     assert cluster.refused == []
+    # Exactly the calls k8s/components/tfjob-launcher grants (tests/test_k8s.py checks the Role).
+    from tests.test_k8s import TFJOB_LAUNCHER_RULES
+
+    granted = {(g, r, v) for g, r, verbs, _ in TFJOB_LAUNCHER_RULES for v in verbs}
+    assert tfjob_cluster.rbac_requests(cluster.requests) == granted
 
 
 def test_a_job_that_outlives_the_timeout_is_deleted_and_fails_the_step(cluster):
@@ -276,3 +281,123 @@ def test_the_worker_runs_run_fn_with_the_steps_fn_args(monkeypatch):
     [fn_args] = seen
     assert vars(fn_args) == args
     assert os.environ.get("TF_USE_LEGACY_KERAS") == "1"
+
+
+# --- the real thing: run_fn on two workers, launched by the step --------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A few sample images through the project's ExampleGen and Transform code (128 px): the
+    examples and the transform graph a Trainer gets (as tests/small_model.py makes them)."""
+    from litedet.data import convert
+    from litedet.data import sample as sample_data
+    from litedet.pipeline import configs, local_runner
+    from tests import small_model
+    from tests.test_tflite import write_transform_graph
+
+    root = tmp_path_factory.mktemp("tfjob_data")
+    sample_data.generate(str(root / "data"), num_train=8, num_eval=4, seed=0)
+    small_model.write_config(str(root / "config.yaml"), str(root / "data"), str(root / "out"))
+    config = configs.load_config(str(root / "config.yaml"), [])
+    convert.convert(
+        local_runner.resolve_dataset(config), str(root / "run"), ["--direct_running_mode=in_memory"]
+    )
+    write_transform_graph(
+        str(root / "run" / "examples" / "Split-train" / "*"), str(root / "run" / "transform_graph")
+    )
+    return root / "run"
+
+
+def _upload(client, bucket, local, prefix):
+    for folder, _, files in os.walk(local):
+        for file in files:
+            path = os.path.join(folder, file)
+            client.upload_file(path, bucket, f"{prefix}/{os.path.relpath(path, local)}")
+
+
+def _download(client, bucket, prefix, local):
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")
+    for item in listed.get("Contents", []):
+        path = os.path.join(local, os.path.relpath(item["Key"], prefix))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        client.download_file(bucket, item["Key"], path)
+    return local
+
+
+@pytest.mark.slow
+def test_the_step_trains_on_two_workers_of_a_tfjob_into_one_model(tiny_data, s3_server, tmp_path):
+    """The launcher creates the TFJob through the kubernetes client; the loopback operator starts
+    two processes of the worker's command with the step's environment (the S3 keys only through
+    the Secret references) and the operator's TF_CONFIG; run_fn trains under
+    MultiWorkerMirroredStrategy with artifacts on S3; worker 0 writes the model. Both workers
+    end with the same weights, which only synchronized training gives (this replaces the
+    two-process test that tests/test_pipeline_local.py had)."""
+    import numpy as np
+    import tensorflow as tf
+
+    client, bucket = s3_server["client"], s3_server["bucket"]
+    _upload(client, bucket, str(tiny_data), "run")
+    root = f"s3://{bucket}/run"
+    fn_args = types.SimpleNamespace(
+        train_files=[f"{root}/examples/Split-train/*"],
+        eval_files=[f"{root}/examples/Split-eval/*"],
+        transform_output=f"{root}/transform_graph",
+        serving_model_dir=f"{root}/Trainer/model/Format-Serving",
+        model_run_dir=f"{root}/Trainer/model_run",
+        custom_config={"code_fingerprint": "test"},
+        hyperparameters={
+            "values": {
+                "train_steps": 4,
+                "eval_steps": 1,
+                "batch_size": 4,
+                "alpha": 0.35,
+                "checkpoint_every_steps": 2,
+                "log_every_steps": 1,
+                "backbone_weights": "none",
+            }
+        },
+    )
+    secrets = {
+        "mlpipeline-minio-artifact": {
+            "accesskey": s3_server["keys"]["AWS_ACCESS_KEY_ID"],
+            "secretkey": s3_server["keys"]["AWS_SECRET_ACCESS_KEY"],
+        }
+    }
+    env = [dict(e) for e in STEP_ENV]
+    env[0]["value"] = s3_server["url"]
+    with tfjob_cluster.Cluster(NAMESPACE, str(tmp_path), secrets) as cluster:
+        pod = cluster.add_step_pod("litedet-trainer-pod", IMAGE, env, "pipeline-runner")
+        lines = []
+        launcher = tfjob.Launcher(cluster.api_client(), NAMESPACE, poll_s=1, log=lines.append)
+        launcher.run(fn_args, WorkersConfig(count=2, timeout_s=600), "litedet-trainer-pod")
+        [name] = cluster.deleted
+        assert cluster.refused == [] and not cluster.jobs
+        log = "\n".join(lines)
+        assert f"TFJob {NAMESPACE}/{name}: succeeded" in log
+        for index in range(2):
+            assert f"[worker-{index}] Training step 4/4" in log, log[-3000:]
+        assert cluster.tf_configs[f"{name}-worker-1"] == {
+            "cluster": {"worker": [f"{name}-worker-{i}.{NAMESPACE}.svc:2222" for i in range(2)]},
+            "task": {"type": "worker", "index": 1},
+            "environment": "cloud",
+        }
+        assert pod["metadata"]["uid"].replace("-", "")[:10] in name
+    chief = tf.saved_model.load(
+        _download(client, bucket, "run/Trainer/model/Format-Serving", str(tmp_path / "chief"))
+    )
+    worker = tf.saved_model.load(
+        _download(
+            client,
+            bucket,
+            "run/Trainer/model_run/worker_export/worker-1",
+            str(tmp_path / "worker"),
+        )
+    )
+    chief_weights = {v.name: v.numpy() for v in chief.model_variables}
+    worker_weights = {v.name: v.numpy() for v in worker.model_variables}
+    assert chief_weights.keys() == worker_weights.keys()
+    for key, value in chief_weights.items():
+        np.testing.assert_allclose(value, worker_weights[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    # One training record, the chief's.
+    client.head_object(Bucket=bucket, Key="run/Trainer/model_run/training.json")

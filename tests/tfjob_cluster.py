@@ -454,3 +454,17 @@ def _status_body(code: int, reason: str, message: str, status: str = "Failure") 
         "message": message,
         "code": code,
     }
+
+
+def rbac_requests(requests) -> set:
+    """The (apiGroup, resource, verb) each recorded (method, path) needs in RBAC."""
+    needed = set()
+    for method, path in requests:
+        parts = path.strip("/").split("/")
+        group = "" if parts[0] == "api" else parts[1]
+        rest = parts[parts.index("namespaces") + 2 :]
+        resource = rest[0] + ("/" + rest[2] if len(rest) > 2 else "")
+        verb = {"POST": "create", "DELETE": "delete"}.get(method)
+        verb = verb or ("get" if len(rest) > 1 else "list")
+        needed.add((group, resource, verb))
+    return needed
