@@ -962,3 +962,49 @@ def test_the_worker_pool_sidecar_serves_where_the_config_points_with_the_steps_s
     assert security["runAsUser"] == _image_uid() and security["readOnlyRootFilesystem"]
     # The pool writes its worker executable, and the workers their files, under /tmp.
     assert "/tmp" in [m["mountPath"] for m in sidecar["volumeMounts"]]
+
+
+# --- multi-worker training (k8s/components/tfjob-launcher) -------------------------------------
+
+TFJOB_LAUNCHER = K8S / "components" / "tfjob-launcher"
+# What the Trainer's TFJob launcher calls (components/trainer/tfjob.py; tests/test_tfjob.py
+# records the calls it makes against the loopback API and compares them with this).
+TFJOB_LAUNCHER_RULES = {
+    ("kubeflow.org", "tfjobs", ("create", "delete", "get"), ()),
+    ("", "pods", ("get", "list"), ()),
+    ("", "pods/log", ("get",), ()),
+}
+
+
+@needs_kubectl
+def test_the_tfjob_launcher_component_grants_the_runner_exactly_what_the_launcher_calls(
+    tmp_path,
+):
+    for overlay in (o for o in OVERLAYS if o.name in LITEDET_NAMESPACE_OVERLAYS):
+        folder = tmp_path / overlay.name
+        folder.mkdir()
+        (folder / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "namespace": "litedet",
+                    "resources": [os.path.relpath(overlay, folder)],
+                    "components": [os.path.relpath(TFJOB_LAUNCHER, folder)],
+                }
+            )
+        )
+        documents = render(folder)
+        for document in documents:
+            _validate(document)
+        role = _one(documents, "Role", "litedet-tfjob-launcher")
+        assert _rules(role) == TFJOB_LAUNCHER_RULES, overlay.name
+        for rule in role["rules"]:  # read only on pods: no patch, create, exec, attach
+            if any(r.split("/")[0] == "pods" for r in rule["resources"]):
+                assert set(rule["verbs"]) <= {"get", "list"}, rule
+        binding = _one(documents, "RoleBinding", "litedet-tfjob-launcher")
+        assert binding["roleRef"]["name"] == "litedet-tfjob-launcher"
+        [subject] = binding["subjects"]
+        assert subject["name"] == "litedet-pipeline-runner"
+        assert subject.get("namespace", "litedet") == "litedet"
+        _one(documents, "ServiceAccount", "litedet-pipeline-runner")
+        # Everything else is the overlay's, unchanged.
+        assert len(documents) == len(render(overlay)) + 2
