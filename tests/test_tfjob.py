@@ -270,6 +270,32 @@ def test_only_a_multi_worker_setting_changes_the_compiled_trainer():
     )
 
 
+def test_a_multi_worker_pipeline_compiles_for_the_open_source_backend(tmp_path):
+    """Compiled with workers: the Trainer runs the launcher executor in a small pod, the setting
+    rides in its custom_config, and the package passes the backend's conformance rules."""
+    from litedet.pipeline import configs
+    from litedet.pipeline import kubeflow_v2_runner as kv2
+
+    config = configs.load_config(
+        None,
+        [
+            'dataset={"root": "gs://b/d", "format": "coco", "sources": {"train": "t.json"}}',
+            "evaluation.num_classes=3",
+            "kubeflow.trainer_workers.count=3",
+            "kubeflow.trainer_workers.gpu=1",
+        ],
+    )
+    path = kv2.compile_pipeline(config, str(tmp_path / "p.yaml"), IMAGE, "gs://b/root")
+    spec = kv2.load_pipeline_spec(path)
+    text = json.dumps(spec["deploymentSpec"]["executors"])
+    assert "litedet.components.trainer.tfjob_executor.Executor" in text
+    [trainer] = [
+        e["container"] for n, e in spec["deploymentSpec"]["executors"].items() if "Trainer" in n
+    ]
+    assert trainer["resources"]["cpuLimit"] == 1.0, trainer["resources"]
+    assert tfjob.CUSTOM_CONFIG_KEY in json.dumps(spec["root"])
+
+
 def test_the_worker_runs_run_fn_with_the_steps_fn_args(monkeypatch):
     from litedet.components.trainer import module, tfjob_worker
 

@@ -30,6 +30,9 @@ RESOURCES = {
     "RunParameters": Resources(cpu=0.5, memory_gb=1),
     "Trainer": Resources(cpu=4, memory_gb=16),  # the heaviest step
 }
+# The Trainer's pod when kubeflow.trainer_workers.count > 1: it launches and watches the TFJob
+# (the workers get kubeflow.trainer_workers' own resources).
+LAUNCHER_RESOURCES = Resources(cpu=1, memory_gb=4)
 
 
 class RunParametersSpec(component_spec.ComponentSpec):
