@@ -88,18 +88,6 @@ def job_name(step_pod_uid: str) -> str:
     return f"litedet-train-{step_pod_uid.replace('-', '')[:10].lower()}"
 
 
-def operator_tf_config(name: str, namespace: str, replicas: int, index: int) -> Dict[str, Any]:
-    """TF_CONFIG exactly as the Training Operator v1.9 sets it on worker `index` of a TFJob with
-    `replicas` Worker replicas and no other replica type (genClusterSpec: headless Service
-    `<job>-worker-<i>` in the job's namespace, port 2222; CUSTOM_CLUSTER_DOMAIN unset)."""
-    hosts = [f"{name}-worker-{i}.{namespace}.svc:{PORT}" for i in range(replicas)]
-    return {
-        "cluster": {"worker": hosts},
-        "task": {"type": "worker", "index": index},
-        "environment": "cloud",
-    }
-
-
 def worker_fn_args(fn_args) -> Dict[str, Any]:
     """The JSON part of TFX's fn_args that run_fn needs; refuses paths the workers cannot open."""
     values = {f: getattr(fn_args, f) for f in FN_ARGS_FIELDS if getattr(fn_args, f, None)}
