@@ -227,6 +227,27 @@ def test_a_job_that_outlives_the_timeout_is_deleted_and_fails_the_step(cluster):
     assert sorted(cluster.tf_configs) == [f"{cluster.deleted[0]}-worker-{i}" for i in range(2)]
 
 
+def test_a_stopped_step_deletes_the_job(cluster):
+    """SIGTERM (the step's pod stopped, a cancelled run) unwinds through the deletion."""
+    import signal
+    import threading
+
+    cluster.commands = {i: "import time; time.sleep(120)" for i in range(2)}
+    pod = _step_pod(cluster)
+    launcher = tfjob.Launcher(cluster.api_client(), NAMESPACE, poll_s=0.2, log=lambda _: None)
+    before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        with pytest.raises(tfjob.TFJobError, match="the step was stopped"):
+            launcher.run(_fn_args(), WorkersConfig(count=2), pod["metadata"]["name"])
+    finally:
+        timer.cancel()
+    assert len(cluster.deleted) == 1 and not cluster.jobs
+    assert all(p.poll() is not None for p in cluster.processes.values())
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_a_body_the_crd_refuses_is_refused_through_the_client(cluster):
     from kubernetes import client
     from kubernetes.client.rest import ApiException

@@ -112,7 +112,7 @@ def _cpu(cpu: float) -> str:
     return f"{int(round(cpu * 1000))}m"
 
 
-def worker_env(step_container: Dict[str, Any], gpu: int) -> List[Dict[str, Any]]:
+def worker_env(step_container: Dict[str, Any], workers: WorkersConfig) -> List[Dict[str, Any]]:
     """The step's environment for a worker, entries as the pod has them (Secrets stay
     secretKeyRef references), less KFP's own and TF_CONFIG, plus the worker's GPU demand."""
     env = [
@@ -120,8 +120,8 @@ def worker_env(step_container: Dict[str, Any], gpu: int) -> List[Dict[str, Any]]
         for entry in step_container.get("env") or []
         if entry["name"] not in DROPPED_ENV and not entry["name"].startswith(DROPPED_ENV_PREFIXES)
     ]
-    if gpu:
-        env.append({"name": ACCELERATOR_ENV, "value": "kubeflow.trainer_workers.gpu"})
+    if workers.gpu:
+        env.append({"name": ACCELERATOR_ENV, "value": workers.gpu_resource})
     return env
 
 
@@ -144,7 +144,7 @@ def tfjob_body(
         "image": container["image"],
         "command": ["python", "-m", WORKER_MODULE],
         "args": [json.dumps(fn_args, sort_keys=True)],
-        "env": worker_env(container, workers.gpu),
+        "env": worker_env(container, workers),
         "ports": [{"name": PORT_NAME, "containerPort": PORT}],
         "resources": {"requests": dict(limits), "limits": limits},
     }
