@@ -44,7 +44,8 @@ PORT_NAME, PORT = "tfjob-port", 2222
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
 REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
-# KFP's Argo compiler names the step's own container `main`.
+# A KFP step is an Argo container template, whose container Argo names `main`
+# (MainContainerName in Argo's workflow/common); with no such container, the first one.
 STEP_CONTAINER = "main"
 WORKER_MODULE = "litedet.components.trainer.tfjob_worker"
 # The key of the Trainer's custom_config that carries kubeflow.trainer_workers.
