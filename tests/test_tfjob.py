@@ -111,6 +111,7 @@ def test_the_tfjob_is_what_the_crd_and_the_operators_webhook_accept(workers):
     assert ("LITEDET_REQUIRED_ACCELERATOR" in env) == bool(workers.gpu)
     spec = worker["template"]["spec"]
     assert spec["serviceAccountName"] == "pipeline-runner"
+    assert spec["automountServiceAccountToken"] is False
     assert spec["securityContext"] == pod["spec"]["securityContext"]
     assert spec.get("nodeSelector", {}) == workers.node_selector
     policy = body["spec"]["runPolicy"]
@@ -246,6 +247,28 @@ def test_a_stopped_step_deletes_the_job(cluster):
     assert len(cluster.deleted) == 1 and not cluster.jobs
     assert all(p.poll() is not None for p in cluster.processes.values())
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_trainer_executor_launches_from_its_own_pod_and_checks_the_model(cluster, monkeypatch):
+    """tfjob_executor.Executor: TFX's fn_args to the launcher, in the pod named by HOSTNAME;
+    the model checked after success. (TFX's _GetFnArgs and the in-cluster configuration are
+    replaced: they need a TFX execution and a pod's service account files.)"""
+    from litedet.components.trainer import tfjob_executor
+
+    cluster.commands = {i: "print('trained')" for i in range(2)}
+    pod = _step_pod(cluster)
+    monkeypatch.setenv("HOSTNAME", pod["metadata"]["name"])
+    launcher = tfjob.Launcher(cluster.api_client(), NAMESPACE, poll_s=0.2, log=lambda _: None)
+    monkeypatch.setattr(tfjob.Launcher, "in_cluster", classmethod(lambda cls: launcher))
+    fn_args = _fn_args()
+    monkeypatch.setattr(tfjob_executor.Executor, "_GetFnArgs", lambda self, *a: fn_args)
+    checked = []
+    monkeypatch.setattr(tfjob, "check_model_written", checked.append)
+    tfjob_executor.Executor().Do({}, {}, {})
+    [created] = cluster.created
+    assert created["metadata"]["ownerReferences"][0]["uid"] == pod["metadata"]["uid"]
+    assert cluster.deleted == [created["metadata"]["name"]]
+    assert checked == [fn_args.serving_model_dir]
 
 
 def test_a_body_the_crd_refuses_is_refused_through_the_client(cluster):

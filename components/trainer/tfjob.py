@@ -152,7 +152,9 @@ def tfjob_body(
     for key in ("imagePullPolicy", "envFrom", "securityContext", "workingDir"):
         if container.get(key):
             worker[key] = container[key]
-    pod_spec: Dict[str, Any] = {"containers": [worker]}
+    # The workers call no Kubernetes API: no token of the step's account in their pods (cloud
+    # credentials by Workload Identity or IRSA do not come from this mount).
+    pod_spec: Dict[str, Any] = {"containers": [worker], "automountServiceAccountToken": False}
     spec = step_pod["spec"]
     for key in ("serviceAccountName", "securityContext", "imagePullSecrets"):
         if spec.get(key):
