@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import types
 
 import pytest
@@ -269,6 +270,24 @@ def test_the_trainer_executor_launches_from_its_own_pod_and_checks_the_model(clu
     assert created["metadata"]["ownerReferences"][0]["uid"] == pod["metadata"]["uid"]
     assert cluster.deleted == [created["metadata"]["name"]]
     assert checked == [fn_args.serving_model_dir]
+
+
+@pytest.mark.parametrize(
+    "refused, expected",
+    [
+        ({("POST", "tfjobs"): 404}, "no TFJob kind (kubeflow.org/v1): install the Kubeflow"),
+        ({("POST", "tfjobs"): 403}, "may not (tfjobs); grant what"),
+        ({("GET", "pods"): 403}, "could not read its own pod litedet-trainer-pod"),
+    ],
+    ids=["no-operator", "no-rbac-tfjobs", "no-rbac-pods"],
+)
+def test_a_cluster_without_the_operator_or_the_grant_fails_in_one_line(cluster, refused, expected):
+    cluster.refuse = refused
+    pod = _step_pod(cluster)
+    launcher = tfjob.Launcher(cluster.api_client(), NAMESPACE, poll_s=0.2, log=lambda _: None)
+    with pytest.raises(tfjob.TFJobError, match=re.escape(expected)) as failed:
+        launcher.run(_fn_args(), WorkersConfig(count=2), pod["metadata"]["name"])
+    assert "\n" not in str(failed.value) and not cluster.processes
 
 
 def test_a_body_the_crd_refuses_is_refused_through_the_client(cluster):

@@ -128,6 +128,8 @@ class Cluster:
         self.created: List[dict] = []
         self.deleted: List[str] = []
         self.commands: Dict[int, str] = {}
+        # (method, resource) -> HTTP status: what RBAC (403) or a missing CRD (404) refuses.
+        self.refuse: Dict[tuple, int] = {}
         self.lock = threading.RLock()
         self.server = None
 
@@ -336,6 +338,9 @@ class Cluster:
             match = re.fullmatch(rf"/api/v1/namespaces/{ns}/pods(?:/([^/]+))?(/log)?", path)
             if match and method == "GET":
                 name, log = match.groups()
+                if (method, "pods") in self.refuse:
+                    code = self.refuse[(method, "pods")]
+                    return code, _status_body(code, "Forbidden", "refused")
                 if name is None:
                     return 200, self._pod_list(query.get("labelSelector", [""])[0])
                 if name not in self.pods:
@@ -356,6 +361,9 @@ class Cluster:
         return {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}
 
     def _tfjobs(self, method: str, name: Optional[str], body: Optional[dict]):
+        if (method, "tfjobs") in self.refuse:
+            code = self.refuse[(method, "tfjobs")]
+            return code, _status_body(code, "Forbidden" if code == 403 else "NotFound", "refused")
         if method == "POST" and name is None:
             problems = custom_object_problems(body) + webhook_problems(body)
             if body.get("metadata", {}).get("namespace", self.namespace) != self.namespace:

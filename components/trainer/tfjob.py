@@ -253,8 +253,28 @@ class Launcher:
         return cls(client.ApiClient(), namespace, **kwargs)
 
     def step_pod(self, pod_name: str) -> Dict[str, Any]:
-        pod = self.core.read_namespaced_pod(pod_name, self.namespace)
+        from kubernetes.client.rest import ApiException
+
+        try:
+            pod = self.core.read_namespaced_pod(pod_name, self.namespace)
+        except ApiException as error:
+            raise TFJobError(self._refused(error, f"read its own pod {pod_name}", "pods")) from None
         return self.api_client.sanitize_for_serialization(pod)
+
+    def _refused(self, error, doing: str, resource: str) -> str:
+        """A refused API call in one line, with what to do about it."""
+        where = f"the Trainer could not {doing} in namespace {self.namespace}"
+        if error.status == 403:
+            return (
+                f"{where}: its service account may not ({resource}); grant what "
+                "docs/distributed-training.md lists (k8s/components/tfjob-launcher)"
+            )
+        if error.status == 404 and resource == PLURAL:
+            return (
+                f"{where}: the cluster has no TFJob kind (kubeflow.org/v1): install the Kubeflow "
+                "Training Operator v1 (docs/distributed-training.md)"
+            )
+        return f"{where}: HTTP {error.status} {error.reason}: {(error.body or '')[:500]}"
 
     def run(self, fn_args, workers: WorkersConfig, pod_name: str) -> None:
         """Trains on `workers.count` workers; returns when the job succeeded, raises TFJobError
@@ -266,10 +286,15 @@ class Launcher:
         previous = signal.getsignal(signal.SIGTERM)
         if _main_thread():
             signal.signal(signal.SIGTERM, _raise_stopped)
+        from kubernetes.client.rest import ApiException
+
         try:
-            self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, body
-            )
+            try:
+                self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, body
+                )
+            except ApiException as error:
+                raise TFJobError(self._refused(error, f"create TFJob {name}", PLURAL)) from None
             self.log(
                 f"TFJob {self.namespace}/{name}: {workers.count} workers of {body_image(body)}"
             )
