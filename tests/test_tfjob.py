@@ -290,6 +290,17 @@ def test_a_cluster_without_the_operator_or_the_grant_fails_in_one_line(cluster, 
     assert "\n" not in str(failed.value) and not cluster.processes
 
 
+def test_a_few_failed_polls_do_not_fail_the_training(cluster):
+    cluster.commands = {0: "import time; time.sleep(1); print('done')", 1: "print('done')"}
+    cluster.unavailable = {("GET", "tfjobs"): tfjob.TRANSIENT_ERRORS - 1}
+    pod = _step_pod(cluster)
+    lines = []
+    launcher = tfjob.Launcher(cluster.api_client(), NAMESPACE, poll_s=0.1, log=lines.append)
+    launcher.run(_fn_args(), WorkersConfig(count=2), pod["metadata"]["name"])
+    assert sum("retrying" in line for line in lines) == tfjob.TRANSIENT_ERRORS - 1
+    assert lines[-1].endswith(": succeeded") and len(cluster.deleted) == 1
+
+
 def test_a_body_the_crd_refuses_is_refused_through_the_client(cluster):
     from kubernetes import client
     from kubernetes.client.rest import ApiException

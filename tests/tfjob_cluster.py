@@ -130,6 +130,8 @@ class Cluster:
         self.commands: Dict[int, str] = {}
         # (method, resource) -> HTTP status: what RBAC (403) or a missing CRD (404) refuses.
         self.refuse: Dict[tuple, int] = {}
+        # (method, resource) -> how many of the next such requests get a 503.
+        self.unavailable: Dict[tuple, int] = {}
         self.lock = threading.RLock()
         self.server = None
 
@@ -361,6 +363,9 @@ class Cluster:
         return {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}
 
     def _tfjobs(self, method: str, name: Optional[str], body: Optional[dict]):
+        if self.unavailable.get((method, "tfjobs")):
+            self.unavailable[(method, "tfjobs")] -= 1
+            return 503, _status_body(503, "ServiceUnavailable", "the API server is restarting")
         if (method, "tfjobs") in self.refuse:
             code = self.refuse[(method, "tfjobs")]
             return code, _status_body(code, "Forbidden" if code == 403 else "NotFound", "refused")
@@ -421,7 +426,9 @@ class Cluster:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def __exit__(self, *exc) -> None:

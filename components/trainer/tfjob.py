@@ -1,9 +1,10 @@
 """Multi-worker training on Kubeflow: the Trainer step as the launcher of a TFJob.
 
-With `kubeflow.trainer_workers.count` > 1 the compiled Trainer runs `Executor` below instead of
-TFX's: it builds the same `fn_args` TFX would hand `run_fn`, and instead of training in its own
-pod it creates a TFJob (Kubeflow Training Operator v1, kubeflow.org/v1; why not Trainer v2's
-TrainJob: docs/distributed-training.md) whose workers run `run_fn` with those `fn_args`
+With `kubeflow.trainer_workers.count` > 1 the compiled Trainer runs
+components/trainer/tfjob_executor.py instead of TFX's executor: it builds the same `fn_args`
+TFX would hand `run_fn`, and instead of training in its own pod it creates a TFJob (Kubeflow
+Training Operator v1, kubeflow.org/v1; why not Trainer v2's TrainJob:
+docs/distributed-training.md) whose workers run `run_fn` with those `fn_args`
 (components/trainer/tfjob_worker.py), waits for the job's Succeeded or Failed condition, copies
 the workers' logs into the step's log as they grow, and deletes the job on the way out (success,
 failure, timeout, or the step's pod being stopped).
@@ -75,6 +76,8 @@ FN_ARGS_FIELDS = (
 )
 URI_FIELDS = ("transform_output", "serving_model_dir", "model_run_dir")
 LOG_TAIL_LINES = 30
+# Polls in a row that may fail with a server-side error before the step gives up on the job.
+TRANSIENT_ERRORS = 5
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -307,12 +310,34 @@ class Launcher:
                 signal.signal(signal.SIGTERM, previous)
 
     def _wait(self, name: str, workers: WorkersConfig) -> None:
+        from kubernetes.client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
         deadline = self.clock() + workers.timeout_s
+        errors = 0
         while True:
-            job = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name
-            )
-            pods = self._pods(name)
+            try:
+                job = self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, name
+                )
+                pods = self._pods(name)
+            except (ApiException, HTTPError) as error:
+                # An API server restarting or overloaded: a few polls may fail; training goes on.
+                status = getattr(error, "status", None)
+                errors += 1
+                if (status is not None and status < 500 and status != 429) or (
+                    errors >= TRANSIENT_ERRORS
+                ):
+                    raise TFJobError(
+                        self._refused(error, f"read TFJob {name}", PLURAL)
+                        if status
+                        else f"TFJob {self.namespace}/{name}: the Kubernetes API is "
+                        f"unreachable: {error}"
+                    ) from None
+                self.log(f"TFJob {self.namespace}/{name}: polling failed ({error}); retrying")
+                time.sleep(self.poll_s)
+                continue
+            errors = 0
             self._copy_logs(pods)
             condition = _condition(job)
             if condition and condition["type"] == "Succeeded":
