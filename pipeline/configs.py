@@ -27,7 +27,7 @@ from litedet.components.example_gen.config import (
 )
 from litedet.components.pusher.config import PushConfig
 from litedet.components.tflite.config import TFLiteConfig
-from litedet.components.trainer.config import TrainingConfig
+from litedet.components.trainer.config import TrainingConfig, WorkersConfig
 from litedet.components.transform.config import TransformConfig
 
 PIPELINE_NAME = "litedet"
@@ -70,6 +70,9 @@ class KubeflowConfig:
     trainer_accelerator_count: int = 1
     trainer_node_selector: Dict[str, str] = dataclasses.field(default_factory=dict)
     trainer_tolerations: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    # count > 1: the Trainer trains on that many workers, a TFJob of the Kubeflow Training
+    # Operator (docs/distributed-training.md); count 1: in its own pod. Ignored locally.
+    trainer_workers: WorkersConfig = dataclasses.field(default_factory=WorkersConfig)
     # s3:// locations (pipeline root, dataset, model store) need an endpoint in `env`
     # (AWS_ENDPOINT_URL) and credentials in `secret_env` (AWS_ACCESS_KEY_ID,
     # AWS_SECRET_ACCESS_KEY), or `litedet compile` refuses them. true: the target is AWS S3 and the
@@ -212,6 +215,7 @@ MAPPING_SETTINGS = (
     "kubeflow.secret_env",
     "kubeflow.step_secret_env",
     "kubeflow.trainer_node_selector",
+    "kubeflow.trainer_workers.node_selector",
 )
 # Names of environment variables that carry secrets: refused in kubeflow.env, which is written
 # into the compiled pipeline in the clear.
@@ -481,6 +485,16 @@ def _validate_kubeflow(k: KubeflowConfig) -> None:
         )
     if k.trainer_accelerator_count < 1:
         raise ConfigError("kubeflow.trainer_accelerator_count: must be >= 1")
+    try:
+        k.trainer_workers.check()
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+    if k.trainer_workers.count > 1 and k.trainer_accelerator:
+        raise ConfigError(
+            "kubeflow.trainer_accelerator: with kubeflow.trainer_workers.count > 1 the Trainer "
+            "step only launches and watches the workers; give their GPUs as "
+            "kubeflow.trainer_workers.gpu instead"
+        )
     for toleration in k.trainer_tolerations:
         unknown = set(toleration) - {"key", "operator", "value", "effect", "tolerationSeconds"}
         if not isinstance(toleration, dict) or unknown:

@@ -310,8 +310,14 @@ def compile_pipeline(
         num_classes=num_classes,
         beam_pipeline_args=beam_args,
         run_time_values=runtime_parameters,
+        trainer_workers=config.kubeflow.trainer_workers,
     )
     sizes = component_resources()
+    if config.kubeflow.trainer_workers.count > 1:
+        # The step only launches and watches the workers (components/trainer/tfjob.py).
+        from litedet.components.trainer.component import LAUNCHER_RESOURCES
+
+        sizes["Trainer"] = LAUNCHER_RESOURCES
     for component in definition.components:
         _sized(component, definition.beam_pipeline_args, sizes)
 

@@ -160,6 +160,7 @@ def create_pipeline(
     num_classes: int = 0,
     pipeline_run_id: Optional[str] = None,
     beam_pipeline_args: Optional[List[str]] = None,
+    trainer_workers=None,
 ) -> tfx.dsl.Pipeline:
     """The component graph.
 
@@ -169,7 +170,9 @@ def create_pipeline(
     (part of the gate's cache key; baseline.store_state). `run_time_values`: {name: value} for
     the run-time parameters (components/run_time.py) that override the configuration; the
     Kubeflow runner gives a RuntimeParameter for each, the local runner none. `num_classes`
-    (for per-class AP) defaults to evaluation.num_classes, else the dataset's count."""
+    (for per-class AP) defaults to evaluation.num_classes, else the dataset's count.
+    `trainer_workers`: kubeflow.trainer_workers, which the Kubeflow compiler gives (count > 1:
+    the Trainer trains on a TFJob's workers); None trains in the Trainer's own process."""
     run_time_values = dict(run_time_values or {})
     unknown = set(run_time_values) - set(run_time.PARAMETERS)
     if unknown:
@@ -187,6 +190,7 @@ def create_pipeline(
         ),
         transform_graph=transformer.outputs["transform_graph"],
         schema=schema,
+        workers=trainer_workers,
     )
     shipping_nodes = _shipping_steps(
         config,

@@ -1,5 +1,7 @@
-"""One worker of the two-worker training test: runs the Trainer's run_fn under the TF_CONFIG the
-test sets (MultiWorkerMirroredStrategy on loopback). Usage: multi_worker_train.py ARGS_JSON"""
+"""A training process of tests/test_pipeline_local.py (the kill-and-resume test): runs the
+Trainer's run_fn with the arguments in a JSON file, under whatever TF_CONFIG the test sets.
+Usage: multi_worker_train.py ARGS_JSON (a TFJob's workers run
+litedet.components.trainer.tfjob_worker instead: tests/test_tfjob.py)"""
 
 import json
 import os

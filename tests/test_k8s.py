@@ -16,6 +16,8 @@ import subprocess
 import pytest
 import yaml
 
+from tests.crd_schema import strict
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
@@ -838,19 +840,6 @@ def flink():
     return render(FLINK)
 
 
-def _strict(schema):
-    """An OpenAPI schema where, as `kubectl apply --validate=strict` treats it, an object with
-    declared properties takes no others (unless it says it keeps unknown fields)."""
-    if isinstance(schema, list):
-        return [_strict(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    strict = {key: _strict(value) for key, value in schema.items()}
-    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
-        strict.setdefault("additionalProperties", False)
-    return strict
-
-
 def _pod_templates(spec):
     for holder in (spec, spec.get("jobManager", {}), spec.get("taskManager", {})):
         if "podTemplate" in holder:
@@ -862,7 +851,7 @@ def _validate_flink_deployment(document):
     import kubernetes_validate
 
     spec = document["spec"]
-    jsonschema.validate(spec, _strict(yaml.safe_load(FLINK_DEPLOYMENT_SPEC.read_text())))
+    jsonschema.validate(spec, strict(yaml.safe_load(FLINK_DEPLOYMENT_SPEC.read_text())))
     for template in _pod_templates(spec):  # the Pod schema the CRD embeds
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "template"}, **template}
         for version in KUBERNETES_VERSIONS:
@@ -973,3 +962,49 @@ def test_the_worker_pool_sidecar_serves_where_the_config_points_with_the_steps_s
     assert security["runAsUser"] == _image_uid() and security["readOnlyRootFilesystem"]
     # The pool writes its worker executable, and the workers their files, under /tmp.
     assert "/tmp" in [m["mountPath"] for m in sidecar["volumeMounts"]]
+
+
+# --- multi-worker training (k8s/components/tfjob-launcher) -------------------------------------
+
+TFJOB_LAUNCHER = K8S / "components" / "tfjob-launcher"
+# What the Trainer's TFJob launcher calls (components/trainer/tfjob.py; tests/test_tfjob.py
+# records the calls it makes against the loopback API and compares them with this).
+TFJOB_LAUNCHER_RULES = {
+    ("kubeflow.org", "tfjobs", ("create", "delete", "get"), ()),
+    ("", "pods", ("get", "list"), ()),
+    ("", "pods/log", ("get",), ()),
+}
+
+
+@needs_kubectl
+def test_the_tfjob_launcher_component_grants_the_runner_exactly_what_the_launcher_calls(
+    tmp_path,
+):
+    for overlay in (o for o in OVERLAYS if o.name in LITEDET_NAMESPACE_OVERLAYS):
+        folder = tmp_path / overlay.name
+        folder.mkdir()
+        (folder / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "namespace": "litedet",
+                    "resources": [os.path.relpath(overlay, folder)],
+                    "components": [os.path.relpath(TFJOB_LAUNCHER, folder)],
+                }
+            )
+        )
+        documents = render(folder)
+        for document in documents:
+            _validate(document)
+        role = _one(documents, "Role", "litedet-tfjob-launcher")
+        assert _rules(role) == TFJOB_LAUNCHER_RULES, overlay.name
+        for rule in role["rules"]:  # read only on pods: no patch, create, exec, attach
+            if any(r.split("/")[0] == "pods" for r in rule["resources"]):
+                assert set(rule["verbs"]) <= {"get", "list"}, rule
+        binding = _one(documents, "RoleBinding", "litedet-tfjob-launcher")
+        assert binding["roleRef"]["name"] == "litedet-tfjob-launcher"
+        [subject] = binding["subjects"]
+        assert subject["name"] == "litedet-pipeline-runner"
+        assert subject.get("namespace", "litedet") == "litedet"
+        _one(documents, "ServiceAccount", "litedet-pipeline-runner")
+        # Everything else is the overlay's, unchanged.
+        assert len(documents) == len(render(overlay)) + 2

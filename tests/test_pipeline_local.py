@@ -12,7 +12,6 @@ refused (a regression against the blessed one) and push nothing, to the store or
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -570,45 +569,6 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(pipeline_runs, tmp_p
     assert tf.io.gfile.exists(os.path.join(args["serving_model_dir"], "saved_model.pb"))
     # Exported: nothing may resume from this training any more.
     assert glob.glob(str(resume_root / "*")) == []
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_workers_train_one_model(pipeline_runs, tmp_path):
-    """MultiWorkerMirroredStrategy from TF_CONFIG: two processes on loopback, a few steps; both
-    must end with the same weights, which only synchronized training gives."""
-    first = pipeline_runs["first"]
-    cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
-    processes = []
-    for index in range(2):
-        args = _trainer_args(first, tmp_path, f"worker{index}", steps=4, checkpoint_every=2)
-        args["serving_model_dir"] = str(tmp_path / "serving")  # both write; only the chief's stays
-        env = dict(
-            os.environ,
-            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-        )
-        processes.append(_start_worker(args, tmp_path / f"args{index}.json", env))
-    # Both outputs are read at once: a worker blocked on a full pipe would stall its peer's
-    # collective ops, and with them the worker being read.
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        outputs = list(
-            pool.map(lambda p: p.communicate(timeout=600)[0].decode(errors="replace"), processes)
-        )
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
-    chief = tf.saved_model.load(str(tmp_path / "serving"))
-    worker = tf.saved_model.load(str(tmp_path / "worker1" / "model_run" / "1" / "worker_export"))
-    chief_weights = {v.name: v.numpy() for v in chief.model_variables}
-    worker_weights = {v.name: v.numpy() for v in worker.model_variables}
-    assert chief_weights.keys() == worker_weights.keys()
-    for name, value in chief_weights.items():
-        np.testing.assert_allclose(value, worker_weights[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_the_fingerprint_notices_a_changed_image(tmp_path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from tfx import types
 from tfx import v1 as tfx
@@ -23,13 +23,16 @@ from litedet.components import run_time
 from litedet.components.code_fingerprint import source_fingerprint
 from litedet.components.resources import Resources
 from litedet.components.trainer import executor
-from litedet.components.trainer.config import TrainingConfig
+from litedet.components.trainer.config import TrainingConfig, WorkersConfig
 
 RUN_FN = "litedet.components.trainer.module.run_fn"
 RESOURCES = {
     "RunParameters": Resources(cpu=0.5, memory_gb=1),
     "Trainer": Resources(cpu=4, memory_gb=16),  # the heaviest step
 }
+# The Trainer's pod when kubeflow.trainer_workers.count > 1: it launches and watches the TFJob
+# (the workers get kubeflow.trainer_workers' own resources).
+LAUNCHER_RESOURCES = Resources(cpu=1, memory_gb=4)
 
 
 class RunParametersSpec(component_spec.ComponentSpec):
@@ -64,9 +67,18 @@ class RunParameters(base_component.BaseComponent):
         )
 
 
-def create(config, run_time_values: Mapping[str, Any], examples, transform_graph, schema):
+def create(
+    config,
+    run_time_values: Mapping[str, Any],
+    examples,
+    transform_graph,
+    schema,
+    workers: Optional[WorkersConfig] = None,
+):
     """[RunParameters, Trainer] for the pipeline's `training:` section. `examples` are raw
-    (Transform's graph is applied as they are read) unless `transform.materialize`."""
+    (Transform's graph is applied as they are read) unless `transform.materialize`. `workers`
+    (the Kubeflow compiler's kubeflow.trainer_workers, count > 1): the Trainer launches that
+    many workers as a TFJob (tfjob.py) instead of training in its own process."""
     run_parameters = RunParameters(
         config.training,
         {
@@ -74,15 +86,25 @@ def create(config, run_time_values: Mapping[str, Any], examples, transform_graph
             for name in run_time.of_section("training")
         },
     )
+    custom_config = {
+        "materialized_examples": config.transform.materialize,
+        "code_fingerprint": source_fingerprint(RUN_FN),
+    }
+    multi_worker = {}
+    if workers is not None and workers.count > 1:
+        from litedet.components.trainer import tfjob, tfjob_executor
+
+        custom_config.update(tfjob.custom_config_entry(workers))
+        multi_worker["custom_executor_spec"] = executor_spec.ExecutorClassSpec(
+            tfjob_executor.Executor
+        )
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=examples,
         transform_graph=transform_graph,
         schema=schema,
         hyperparameters=run_parameters.outputs[executor.HYPERPARAMETERS_KEY],
-        custom_config={
-            "materialized_examples": config.transform.materialize,
-            "code_fingerprint": source_fingerprint(RUN_FN),
-        },
+        custom_config=custom_config,
+        **multi_worker,
     )
     return [run_parameters, trainer]

@@ -8,7 +8,8 @@ input; `run_fn` reads it back with `from_hyperparameters` and hands it to the mo
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional
+import re
+from typing import Any, Dict, List, Optional
 
 from litedet.components.detection import (
     DEFAULT_MAX_DETECTIONS,
@@ -148,3 +149,68 @@ class TrainingConfig:
         if unknown:
             raise ValueError(f"training: unknown setting(s) {', '.join(unknown)}")
         return cls(**values)
+
+
+# The Kubernetes resource name of one NVIDIA GPU (the device plugin's).
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclasses.dataclass
+class WorkersConfig:
+    """`kubeflow.trainer_workers`: the compiled Trainer step trains on this many workers, as a
+    Kubeflow Training Operator TFJob it creates, waits for and deletes
+    (components/trainer/tfjob.py, docs/distributed-training.md). count 1: the step trains in its
+    own pod, as always. Locally the section is ignored: the local runner trains in process."""
+
+    count: int = 1
+    # Each worker's CPU and memory (request = limit), as the Trainer step's own RESOURCES.
+    cpu: float = 4.0
+    memory_gb: float = 16.0
+    # GPUs per worker (0: CPU workers) and their Kubernetes resource name; a GPU worker also
+    # fails at once when TensorFlow sees no GPU (build the GPU image).
+    gpu: int = 0
+    gpu_resource: str = GPU_RESOURCE
+    node_selector: Dict[str, str] = dataclasses.field(default_factory=dict)
+    tolerations: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    # The longest the step waits for the job (also the job's activeDeadlineSeconds); then the
+    # job is deleted and the step fails.
+    timeout_s: int = 6 * 3600
+    # Pod restarts the operator may make before it fails the job (runPolicy.backoffLimit).
+    backoff_limit: int = 0
+    # The operator deletes a finished job after this long even if the step could not
+    # (runPolicy.ttlSecondsAfterFinished); the step deletes it itself on the way out.
+    ttl_s: int = 3600
+
+    def check(self) -> None:
+        where = "kubeflow.trainer_workers"
+        if not isinstance(self.count, int) or self.count < 1:
+            raise ValueError(f"{where}.count: {self.count!r} must be an integer >= 1")
+        if not self.cpu > 0 or not self.memory_gb > 0:
+            raise ValueError(f"{where}.cpu and .memory_gb must be > 0")
+        if self.gpu < 0:
+            raise ValueError(f"{where}.gpu: {self.gpu} must be >= 0")
+        if not re.fullmatch(r"[a-z0-9.-]+/[a-z0-9.-]+", self.gpu_resource or ""):
+            raise ValueError(
+                f"{where}.gpu_resource: {self.gpu_resource!r} must be a Kubernetes resource "
+                "name such as nvidia.com/gpu"
+            )
+        for name in ("timeout_s", "ttl_s"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{where}.{name}: {getattr(self, name)} must be >= 1")
+        if self.backoff_limit < 0:
+            raise ValueError(f"{where}.backoff_limit: {self.backoff_limit} must be >= 0")
+        if not isinstance(self.node_selector, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.node_selector.items()
+        ):
+            raise ValueError(f"{where}.node_selector: {self.node_selector!r}: give label: value")
+        for toleration in self.tolerations:
+            unknown = (
+                set(toleration) - {"key", "operator", "value", "effect", "tolerationSeconds"}
+                if isinstance(toleration, dict)
+                else {"?"}
+            )
+            if unknown:
+                raise ValueError(
+                    f"{where}.tolerations: {toleration!r}: give Kubernetes tolerations "
+                    "(key, operator, value, effect, tolerationSeconds)"
+                )

@@ -230,9 +230,16 @@ def _fit_phase(
             trainer_callbacks.ResumeNotice(first_epoch, steps_per_epoch),
         ],
     )
-    trainer.detector.save_weights(phase_weights)
-    with tf.io.gfile.GFile(done_marker, "w") as marker:
-        marker.write("done\n")
+    if is_chief():
+        trainer.detector.save_weights(phase_weights)
+        with tf.io.gfile.GFile(done_marker, "w") as marker:
+            marker.write("done\n")
+    else:
+        # Every worker takes part in saving under MultiWorkerMirroredStrategy; two writing one
+        # checkpoint (a TFJob's workers share resume_dir) break each other's shard merge.
+        scratch = os.path.join(resume_dir, "workers", _task_name())
+        trainer.detector.save_weights(os.path.join(scratch, f"{phase}.weights"))
+        tf.io.gfile.rmtree(scratch)
 
 
 def _datasets(fn_args, transform_output, anchors, settings):
@@ -400,16 +407,16 @@ def run_fn(fn_args) -> None:
             best["map50"],
         )
     _export(fn_args, detector, transform_output, anchors, image_size, settings)
-    _write_training_record(
-        fn_args,
-        names,
-        image_size,
-        settings,
-        weights_file,
-        best,
-        validation.state["history"] if validation is not None else [],
-    )
-    if is_chief():
+    if is_chief():  # one writer: a TFJob's workers share one model_run_dir
+        _write_training_record(
+            fn_args,
+            names,
+            image_size,
+            settings,
+            weights_file,
+            best,
+            validation.state["history"] if validation is not None else [],
+        )
         tf.io.gfile.rmtree(resume_dir)  # exported: nothing may resume from it any more
 
 
@@ -425,13 +432,19 @@ def _export(fn_args, detector, transform_output, anchors, image_size, settings) 
         settings.class_agnostic_nms,
     )
     # Every worker must take part in saving under MultiWorkerMirroredStrategy; only the chief's
-    # copy is the model.
+    # copy is the model. The others write beside the logs, each to its own folder (a TFJob's
+    # workers share one model_run_dir).
     target = (
         fn_args.serving_model_dir
         if is_chief()
-        else os.path.join(fn_args.model_run_dir, "worker_export")
+        else os.path.join(fn_args.model_run_dir, "worker_export", _task_name())
     )
     export.save(module, target)
+
+
+def _task_name() -> str:
+    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task") or {}
+    return f"{task.get('type', 'worker')}-{task.get('index', 0)}"
 
 
 def _write_training_record(fn_args, names, image_size, settings, weights_file, best, history):
