@@ -13,7 +13,7 @@ learned, except through how many boxes reach the post-process op's NMS: the clas
 starts at its focal-loss prior (scores ~0.01, under the 0.05 threshold), as a trained model's
 background anchors are. The bare backbone is keras.applications.MobileNetV2 without its top,
 converted with the same settings (uint8 input for int8). All models are measured in turn,
-`rounds` times (components/tflite/interpreter.measure_latency: median of 50 invokes, XNNPACK,
+`rounds` times (measure_latency of components/tflite/interpreter.py: median of 50 invokes, XNNPACK,
 1 thread); the medians and the ratios print and go to benchmarks/results/head_cost.json.
 
 This is the latency axis of the head's Pareto table (docs/training.md); the accuracy axis needs a
