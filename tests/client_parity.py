@@ -65,9 +65,11 @@ class Parity:
 
 # A client's mAP@[.5:.95] may differ from the interpreter's own detections given that client's
 # whole-pixel boxes by this much: what is left is its resampling of the image (OpenCV / libyuv
-# bilinear without half-pixel centres, rounded to uint8), measured at 2.1-2.4 points for
-# MediaPipe on a model that memorized its images (docs/clients.md), the worst case.
-WHOLE_PIXEL_MAP_BUDGET = 0.04
+# bilinear without half-pixel centres, rounded to uint8). Measured for MediaPipe on the pipeline
+# test's model (it memorizes its 32 images) at 2.1-2.4 points in one run and 4.4-4.6 in another:
+# the model differs run to run (training on 2 cores is not bit-reproducible) and the residual
+# with it (docs/clients.md). A contract error costs far more (whole-pixel boxes alone: ~8-16).
+WHOLE_PIXEL_MAP_BUDGET = 0.06
 
 
 def measure(

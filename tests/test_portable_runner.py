@@ -275,11 +275,33 @@ def test_every_data_step_runs_on_both_runners(runs):
         assert states == {step: "ran" for step in STEPS}, runner
 
 
+def test_the_staging_count_sees_a_build(tmp_path, monkeypatch):
+    """The count tests/data_steps_run.py keeps: Beam args naming no workers' code make TFX
+    build its package once (a real build, in a temporary folder of this test)."""
+    import tempfile
+
+    from tfx.utils import dependency_utils
+
+    from tests.data_steps_run import _count_ephemeral_builds
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    # Set to itself so that monkeypatch puts the original back after the counter replaces it.
+    monkeypatch.setattr(
+        dependency_utils, "build_ephemeral_package", dependency_utils.build_ephemeral_package
+    )
+    counter = {"ephemeral_builds": 0}
+    _count_ephemeral_builds(counter)
+    args = dependency_utils.make_beam_dependency_flags(["--direct_running_mode=in_memory"])
+    assert counter["ephemeral_builds"] == 1
+    assert any(a.startswith("--extra_package=") for a in args), args
+
+
 @pytest.mark.slow
 def test_the_portable_run_uses_the_worker_pool_and_stages_nothing(runs, services):
     # TFX stages a package of its own installation with every Beam job that names no workers'
-    # image (the DirectRunner's too: proof that the count works); the portable run names one.
-    assert runs["direct"]["ephemeral_builds"] == len(BEAM_STEPS)
+    # image; both runs name one (the DirectRunner's default args too: configs.beam_args_for).
+    # test_the_staging_count_sees_a_build shows the count works.
+    assert runs["direct"]["ephemeral_builds"] == 0
     assert runs["portable"]["ephemeral_builds"] == 0
     # Every Beam job's code ran in the sidecar's pool, each worker started as Beam's container
     # contract says (the pool's worker executable), not in the step's process.
