@@ -98,6 +98,13 @@ def run_transform(config, data: DataSteps, materialize: bool, workdir: str) -> s
     return outputs["transform_graph"][0].uri
 
 
+def write_result(path: str, result: dict) -> None:
+    """A benchmark's results file (JSON), its folder made if needed."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(result, handle, indent=2)
+
+
 def machine() -> dict:
     return {
         "cpu": _cpu_model(),

@@ -98,26 +98,21 @@ def detector_tflite(overrides: dict, fmt: str, image_size: int, out_dir: str) ->
 
 
 def backbone_tflite(alpha: float, image_size: int, fmt: str, path: str) -> str:
-    """keras.applications.MobileNetV2 without its top, converted as the detector's format is."""
-    import numpy as np
+    """keras.applications.MobileNetV2 without its top, quantized by the converter's own table
+    (components/tflite/converter.py QUANTIZERS) as the detector's format is."""
+    import types
+
     import tensorflow as tf
 
-    from litedet.components.tflite.converter import FORMAT_SPECS
+    from litedet.components.tflite.converter import FORMAT_SPECS, QUANTIZERS
 
     backbone = tf.keras.applications.MobileNetV2(
         input_shape=(image_size, image_size, 3), alpha=alpha, include_top=False, weights=None
     )
     converter = tf.lite.TFLiteConverter.from_keras_model(backbone)
-    quantization = FORMAT_SPECS[fmt].quantization
-    if quantization == "float16_weights":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif quantization == "full_integer":
-        images = _random_images(image_size)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([i[np.newaxis]] for i in images)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
+    # The quantizers read only the input size from the model they are given.
+    source = types.SimpleNamespace(image_size=image_size)
+    QUANTIZERS[FORMAT_SPECS[fmt].quantization](converter, source, _random_images(image_size))
     with open(path, "wb") as handle:
         handle.write(converter.convert())
     return path
@@ -187,9 +182,7 @@ def main() -> int:
         "rounds": args.rounds,
         "models": rows,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(result, handle, indent=2)
+    common.write_result(args.out, result)
     print(f"-> {args.out}")
     return 0
 

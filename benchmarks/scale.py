@@ -300,9 +300,7 @@ def main() -> int:
         portable._stop(pool)
         portable._stop(job_service)
     result = {"machine": common.machine(), "dataset": dataset, "runs": runs}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    common.write_result(args.out, result)
     print(f"-> {args.out}")
     return 0
 

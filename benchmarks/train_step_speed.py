@@ -142,9 +142,7 @@ def main() -> int:
         "summary": summary,
         "runs": runs,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(result, handle, indent=2)
+    common.write_result(args.out, result)
     print(json.dumps(summary, indent=2), f"-> {args.out}", sep="\n")
     return 0
 

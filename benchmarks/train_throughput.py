@@ -16,7 +16,6 @@ benchmarks/results/train_throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -151,9 +150,7 @@ def main(argv=None) -> int:
         "machine": common.machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    os.makedirs(os.path.dirname(args.results), exist_ok=True)
-    with open(args.results, "w") as f:
-        json.dump(result, f, indent=2)
+    common.write_result(args.results, result)
     print(f"-> {args.results}")
     return 0
 
