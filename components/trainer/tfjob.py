@@ -37,6 +37,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from litedet.components.object_storage import REMOTE_SCHEMES
 from litedet.components.trainer.config import WorkersConfig
+from litedet.pipeline.kfp_spec import ACCELERATOR_ENV
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "tfjobs", "TFJob"
 # kubeflow.org/v1 constants (pkg/apis/kubeflow.org/v1/tensorflow_types.go, common_types.go).
@@ -54,8 +55,7 @@ CUSTOM_CONFIG_KEY = "litedet_trainer_workers"
 # Environment the workers must not inherit from the step: KFP's own, what the operator sets,
 # and the step's accelerator demand (a worker's is its own: kubeflow.trainer_workers.gpu).
 DROPPED_ENV_PREFIXES = ("KFP_",)
-DROPPED_ENV = {"TF_CONFIG", "LITEDET_REQUIRED_ACCELERATOR"}
-ACCELERATOR_ENV = "LITEDET_REQUIRED_ACCELERATOR"
+DROPPED_ENV = {"TF_CONFIG", ACCELERATOR_ENV}
 # fn_args fields run_fn reads, and the other plain ones TFX sets (all JSON).
 FN_ARGS_FIELDS = (
     "train_files",
