@@ -588,3 +588,75 @@ def test_an_annotation_error_reaches_the_driver_from_worker_processes(tmp_path):
         f"{config.root}/annotations/eval.json: categories[0] needs an integer 'id' and a string "
         "'name'"
     )
+
+
+# --- what waits for the duplicate checks --------------------------------------------------------
+
+
+def _noisy_jpeg(seed: int) -> bytes:
+    """A 320x240 JPEG of noise: ~60 KB, so that carrying its bytes would show."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (240, 320, 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def _checked_example(root, data: bytes):
+    from litedet.components.example_gen import executor
+
+    with open(os.path.join(root, "a.jpg"), "wb") as f:
+        f.write(data)
+    record = annotations.ImageRecord(
+        source_id="1",
+        split="train",
+        image_path=os.path.join(root, "a.jpg"),  # as the readers build it
+        width=320,
+        height=240,
+        objects=(annotations.ObjectAnnotation("7", (10.0, 20.0, 110.0, 120.0)),),
+    )
+    check = executor._CheckImage(str(root), 100, 1.0, 10**8, 10**8)
+    (example,) = check.process(record, annotations.LabelMap(("7",), ("cat",)))
+    return example
+
+
+def test_what_waits_for_the_duplicate_checks_holds_no_image_bytes(tmp_path):
+    """Every checked image waits in the runner until the duplicate checks are done: it must be
+    the check's result and hash, not the image (20,000 COCO-sized images as bytes were one 3 GB
+    gRPC message per worker, over protobuf's 2 GB limit). The bytes are read again to write."""
+    import pickle
+
+    import tensorflow as tf
+
+    from litedet.components.example_gen import executor
+
+    data = _noisy_jpeg(0)
+    example = _checked_example(tmp_path, data)
+    assert example.data is None and example.checked.record.image_bytes == b""
+    assert len(data) > 30_000 and len(pickle.dumps(example)) < 2_000
+    split, texts, serialized = next(executor._Serialize(str(tmp_path), 10**8).process(example))
+    assert (split, texts) == ("train", ("cat",))
+    parsed = tf.train.Example.FromString(serialized)
+    assert feature_values(parsed, "image/encoded") == [data]
+    assert feature_values(parsed, "image/object/class/text") == [b"cat"]
+
+
+def test_an_image_changed_between_its_check_and_its_writing_is_quarantined(tmp_path):
+    import apache_beam as beam
+
+    from litedet.components.example_gen import executor
+
+    example = _checked_example(tmp_path, _noisy_jpeg(0))
+    with open(tmp_path / "a.jpg", "wb") as f:
+        f.write(_noisy_jpeg(1))  # a valid image, other bytes
+    (changed,) = executor._Serialize(str(tmp_path), 10**8).process(example)
+    assert isinstance(changed, beam.pvalue.TaggedOutput)
+    assert changed.value.reason == "image_changed"
+    assert "read back with other bytes" in changed.value.detail
+    os.remove(tmp_path / "a.jpg")
+    (gone,) = executor._Serialize(str(tmp_path), 10**8).process(example)
+    assert "empty or unreadable" in gone.value.detail

@@ -34,6 +34,7 @@ import socket
 import sys
 import tempfile
 import threading
+import types
 from typing import Optional
 
 import numpy as np
@@ -705,7 +706,16 @@ def check_and_resolve(config, items, label_map):
                 by_content.setdefault(out[0], []).append(out[1])
     for keyed in by_content.items():
         set_aside.update(executor._training_copies_of_held_out_images(keyed))
-    kept = [e for e in examples if e.ordinal not in set_aside]
+    serialize = executor._Serialize(config.root, config.max_image_bytes)
+    kept = []
+    for checked in examples:
+        if checked.ordinal in set_aside:
+            continue
+        for out in serialize.process(checked):  # the image read again and written
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                quarantined.append(out.value)
+            else:
+                kept.append(types.SimpleNamespace(image=checked.image, serialized=out[2]))
     return kept, quarantined + list(set_aside.values())
 
 

@@ -3,11 +3,19 @@
 records, read by the workers from the sources' paths (the driver holds no record): a COCO file
      whole, VOC annotation files and YOLO images one by one, TFRecord files entry by entry
   -> optional re-split by hash -> check each image (read inside the root, sniff, decode, boxes,
-     labels)
+     labels); what goes on is the check's result and the image's hash, not its bytes
   -> duplicates: one id twice in a split keeps the first; bytes in training and in an evaluation
      split stay in evaluation only (a shuffle of ids and hashes, never of the images)
-  -> good: tf.Examples written per split in the standard ExampleGen layout
+  -> good: each image read again (its hash must not have changed) and written as a tf.Example
+     per split in the standard ExampleGen layout
   -> bad:  quarantine.jsonl with the reason, counted in summary.json
+
+Why the second read: the duplicate checks are a side input that needs every image checked, so
+whatever flows into them waits, whole, in the runner. With the bytes inside, Beam's
+FnApiRunner (the DirectRunner, the portable runner's local job service) held the whole dataset
+in memory and sent each worker its share as one gRPC message, which fails above 2 GB: 20,000
+COCO-sized images did (benchmarks/scale.py). Reading a file again costs a read and a hash; the
+decode is not repeated.
 """
 
 from __future__ import annotations
@@ -83,7 +91,8 @@ def _resplit(record, ratios):
 
 @dataclasses.dataclass(frozen=True)
 class _Example:
-    """A checked image on its way to its split, with what the duplicate checks need."""
+    """A checked image on its way to its split, with what the duplicate checks need. Small:
+    the image's bytes stay in their file unless they cannot be read from it again."""
 
     split: str
     source_id: str
@@ -91,7 +100,10 @@ class _Example:
     image: str
     sha256: str
     texts: Tuple[str, ...]
-    serialized: bytes
+    checked: records.CheckedImage  # without bytes (record.image_bytes and upright emptied)
+    # The bytes to store when no file holds them: a TFRecord input's, an EXIF-rotated image
+    # turned upright. None: read image `checked.record.image_path` again.
+    data: Optional[bytes] = None
 
 
 class _CheckImage(beam.DoFn):
@@ -138,17 +150,54 @@ class _CheckImage(beam.DoFn):
         if isinstance(outcome, records.Quarantined):
             yield beam.pvalue.TaggedOutput(QUARANTINE_KEY, outcome)
             return
-        data = outcome.upright or data  # an EXIF-rotated image is stored upright
-        sha256 = hashlib.sha256(data).hexdigest()
+        stored = outcome.upright or data  # an EXIF-rotated image is stored upright
+        rereadable = record.image_path and outcome.upright is None
         yield _Example(
             split=record.split,
             source_id=record.source_id,
             ordinal=record.ordinal,
             image=record.image_path or "(inline image bytes)",
-            sha256=sha256,
+            sha256=hashlib.sha256(stored).hexdigest(),
             texts=outcome.texts,
-            serialized=records.to_tf_example(outcome, data, sha256).SerializeToString(),
+            checked=dataclasses.replace(
+                outcome, record=dataclasses.replace(record, image_bytes=b""), upright=None
+            ),
+            data=None if rereadable else stored,
         )
+
+
+class _Serialize(beam.DoFn):
+    """A kept `_Example` -> (split, object texts, serialized tf.Example), the image read again
+    from its file; or, on the quarantine output, `image_changed` when the file no longer holds
+    the bytes that were checked."""
+
+    def __init__(self, root: str, max_bytes: int):
+        self._root = root
+        self._max_bytes = max_bytes
+
+    def process(self, example: _Example):
+        data = example.data
+        if data is None:
+            record = example.checked.record
+            try:
+                # None: the file is gone.
+                data = files.read_file(self._root, record.image_path, self._max_bytes) or b""
+            except (files.FileProblem, tf.errors.OpError):
+                data = b""
+            if hashlib.sha256(data).hexdigest() != example.sha256:
+                yield beam.pvalue.TaggedOutput(
+                    QUARANTINE_KEY,
+                    records.quarantined(
+                        record,
+                        "image_changed",
+                        f"the file changed while ExampleGen ran: checked with sha256 "
+                        f"{example.sha256}, then read back "
+                        + ("with other bytes" if data else "empty or unreadable"),
+                    ),
+                )
+                return
+        serialized = records.to_tf_example(example.checked, data, example.sha256)
+        yield example.split, example.texts, serialized.SerializeToString()
 
 
 # -- duplicates ----------------------------------------------------------------------------------
@@ -243,7 +292,8 @@ def _resolve_duplicates(examples, overlap_policy: str):
 
 def _count_keys(kind: str, item) -> List[str]:
     if kind == "examples":
-        return [f"examples/{item.split}"] + [f"objects/{t}" for t in item.texts]
+        split, texts, _ = item
+        return [f"examples/{split}"] + [f"objects/{t}" for t in texts]
     return [f"quarantined/{item.reason}"]
 
 
@@ -601,15 +651,23 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 label_map=beam.pvalue.AsSingleton(label_map),
             ).with_outputs(QUARANTINE_KEY, main=EXAMPLES_KEY)
             kept, duplicates = _resolve_duplicates(checked[EXAMPLES_KEY], config.overlap_policy)
-            quarantined = (checked[QUARANTINE_KEY], duplicates) | "AllQuarantined" >> beam.Flatten()
+            serialized = kept | "Serialize" >> beam.ParDo(
+                _Serialize(root, config.max_image_bytes)
+            ).with_outputs(QUARANTINE_KEY, main=EXAMPLES_KEY)
+            kept = serialized[EXAMPLES_KEY]
+            quarantined = (
+                checked[QUARANTINE_KEY],
+                duplicates,
+                serialized[QUARANTINE_KEY],
+            ) | "AllQuarantined" >> beam.Flatten()
 
             by_split = kept | "PartitionSplits" >> beam.Partition(
-                lambda item, n: splits.index(item.split), len(splits)
+                lambda item, n: splits.index(item[0]), len(splits)
             )
             for split, split_examples in zip(splits, by_split):
                 (
                     split_examples
-                    | f"Serialized[{split}]" >> beam.Map(lambda item: item.serialized)
+                    | f"Serialized[{split}]" >> beam.Map(lambda item: item[2])
                     | f"WriteSplit[{split}]"
                     >> write_split.WriteSplit(
                         artifact_utils.get_split_uri(output_dict[EXAMPLES_KEY], split),

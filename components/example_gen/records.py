@@ -50,6 +50,7 @@ QUARANTINE_REASONS = {
     "invalid_flag": "an object's iscrowd or difficult flag is not 0, 1, true or false",
     "symlink_loop": "the file named is a symlink loop (too many levels of symbolic links)",
     "also_in_evaluation": "a training image whose bytes are also in an evaluation split",
+    "image_changed": "the image file changed (or went) between its check and its writing",
 }
 
 _MAGIC = (
