@@ -1,20 +1,23 @@
 """What the detection head costs on the device: each candidate detector's single-thread latency
 as a multiple of the bare MobileNetV2 backbone's, same alpha, input size and format.
 
-    .venv/bin/python benchmarks/head_cost.py [--format int8] [--rounds 5]
-        [--candidate NAME=KEY=VALUE,KEY=VALUE ...]
+    .venv/bin/python benchmarks/head_cost.py [--format int8] [--rounds 15]
+        [--candidate NAME=KEY=VALUE,KEY=VALUE ...]   (NAME without "=")
 
 Each candidate is the Trainer's detector at the default settings with the candidate's training
-settings changed (components/trainer/config.py: head_channels, head_depth, finest_stride,
-feature_pyramid, scales_per_octave, ...), untrained, converted by the project's converter
-(components/tflite/converter.py: the same post-process op, metadata and quantization as the
-pipeline; int8 calibrated on random images). Latency does not depend on what the weights
-learned, except through how many boxes reach the post-process op's NMS: the class predictor
-starts at its focal-loss prior (scores ~0.01, under the 0.05 threshold), as a trained model's
-background anchors are. The bare backbone is keras.applications.MobileNetV2 without its top,
-converted with the same settings (uint8 input for int8). All models are measured in turn,
-`rounds` times (measure_latency of components/tflite/interpreter.py: median of 50 invokes, XNNPACK,
-1 thread); the medians and the ratios print and go to benchmarks/results/head_cost.json.
+settings changed (components/trainer/config.py: head_channels, head_depth, finest_head_depth,
+finest_stride, backbone_top_conv, feature_pyramid, scales_per_octave, ...), untrained, converted
+by the project's converter (components/tflite/converter.py: the same post-process op, metadata
+and quantization as the pipeline; int8 calibrated on random images). Latency does not depend on
+what the weights learned, except through how many boxes reach the post-process op's NMS: the
+class predictor starts at its focal-loss prior (scores ~0.01, under the 0.05 threshold), as a
+trained model's background anchors are. The bare backbone is keras.applications.MobileNetV2
+without its top, converted with the same settings (uint8 input for int8). All models are
+measured in turn, `rounds` times (measure_latency of components/tflite/interpreter.py: median of
+50 invokes, XNNPACK, 1 thread), each right after a measurement of the bare backbone: a
+candidate's ratio is the median of its paired per-round ratios (printed with their range), its
+latency the median of its rounds.
+All go to benchmarks/results/head_cost.json.
 
 This is the latency axis of the head's Pareto table (docs/training.md); the accuracy axis needs a
 training per candidate (benchmarks/learning_curve.py).
@@ -40,11 +43,21 @@ from benchmarks import common  # noqa: E402
 DEFAULT_CANDIDATES = {
     "default": {},
     "finest_stride=16": {"finest_stride": 16},
-    "head_channels=64": {"head_channels": 64},
     "head_channels=48": {"head_channels": 48},
-    "head_depth=0": {"head_depth": 0},
-    "scales_per_octave=1": {"scales_per_octave": 1},
-    "head_channels=64,scales_per_octave=1": {"head_channels": 64, "scales_per_octave": 1},
+    "finest_head_depth=0": {"finest_head_depth": 0},
+    "backbone_top_conv=false": {"backbone_top_conv": False},
+    "no top conv, finest_head_depth=0": {"backbone_top_conv": False, "finest_head_depth": 0},
+    "no top conv, head_channels=48": {"backbone_top_conv": False, "head_channels": 48},
+    "no top conv, finest_head_depth=0, head_channels=64": {
+        "backbone_top_conv": False,
+        "finest_head_depth": 0,
+        "head_channels": 64,
+    },
+    "no top conv, finest_head_depth=0, scales_per_octave=1": {
+        "backbone_top_conv": False,
+        "finest_head_depth": 0,
+        "scales_per_octave": 1,
+    },
 }
 NUM_CLASSES = 5
 CALIBRATION_IMAGES = 8
@@ -134,7 +147,7 @@ def main() -> int:
     parser.add_argument("--format", default="int8", choices=("float32", "float16", "int8"))
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--alpha", type=float, default=0.35)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--candidate", action="append", default=[], type=_candidate)
     parser.add_argument(
         "--out", default=os.path.join(ROOT, "benchmarks", "results", "head_cost.json")
@@ -154,16 +167,22 @@ def main() -> int:
         settings = {"alpha": args.alpha, **overrides}
         models[name] = detector_tflite(settings, args.format, args.image_size, out_dir)
         print(f"converted {name}", flush=True)
+    # Paired rounds: a round times the bare backbone right before each candidate, so the ratio
+    # compares two measurements taken under the same load; the machine's drift from round to
+    # round (16-44% of the medians on this shared machine) cancels in the ratio.
     times = {name: [] for name in models}
+    ratios = {name: [] for name in models}
     for _ in range(args.rounds):
         for name, path in models.items():
-            times[name].append(interpreter.measure_latency(path, threads=1, runs=50))
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    bare = medians["bare backbone"]
+            bare_ms = interpreter.measure_latency(models["bare backbone"], threads=1, runs=50)
+            candidate_ms = interpreter.measure_latency(path, threads=1, runs=50)
+            times[name].append(candidate_ms)
+            ratios[name].append(candidate_ms / bare_ms)
     rows = {
         name: {
-            "median_ms": round(medians[name], 3),
-            "vs_bare_backbone": round(medians[name] / bare, 3),
+            "median_ms": round(statistics.median(times[name]), 3),
+            "vs_bare_backbone": round(statistics.median(ratios[name]), 3),
+            "ratio_range": [round(min(ratios[name]), 3), round(max(ratios[name]), 3)],
             "size_mb": round(os.path.getsize(path) / 1e6, 2),
             "settings": {"alpha": args.alpha, **candidates.get(name, {})},
             "rounds_ms": [round(v, 3) for v in times[name]],
@@ -171,9 +190,10 @@ def main() -> int:
         for name, path in models.items()
     }
     for name, row in rows.items():
+        low, high = row["ratio_range"]
         print(
-            f"{name:>40}: {row['median_ms']:7.3f} ms  {row['vs_bare_backbone']:.3f}x  "
-            f"{row['size_mb']:.2f} MB"
+            f"{name:>40}: {row['median_ms']:7.3f} ms  {row['vs_bare_backbone']:.3f}x "
+            f"({low:.2f}-{high:.2f})  {row['size_mb']:.2f} MB"
         )
     result = {
         "machine": common.machine(),

@@ -143,6 +143,7 @@ def test_every_key_is_either_used_or_refused_with_its_name(override, message):
         ("training.finest_stride=4", "finest_stride: 4 must be 8 or 16"),
         ("training.giou_weight=-1", "giou_weight: -1.0 must be in"),
         ("training.scales_per_octave=4", "scales_per_octave: 4 must be 1, 2 or 3"),
+        ("training.finest_head_depth=3", r"finest_head_depth: 3 must be in \[0, head_depth 1\]"),
     ],
 )
 def test_detector_options_are_checked_naming_the_setting(setting, message):

@@ -94,9 +94,46 @@ def test_invalid_alpha_lists_valid_values(alpha):
         model_lib.DetectorConfig(num_classes=1, alpha=alpha)
 
 
+def test_without_the_top_conv_the_backbone_stops_at_the_last_expansion():
+    """backbone_top_conv False: stride 32 reads block 16's expansion; block 16's projection and
+    the 1280-channel top conv are not in the model, and the outputs still line up."""
+    config = model_lib.DetectorConfig(**SMALL, backbone_top_conv=False)
+    model = model_lib.build_detector(config)
+    backbone = model.get_layer(model_lib.BACKBONE_NAME)
+    names = {layer.name for layer in backbone.layers}
+    assert model_lib.STRIDE_32_WITHOUT_TOP_CONV in names
+    assert not names & {"Conv_1", "out_relu", "block_16_project"}
+    assert backbone.outputs[-1].shape[-1] == 336  # 0.35 x 960 channels, rounded to 8 by Keras
+    outputs = model(tf.zeros([1, 64, 64, 3]), training=False)
+    assert outputs["box_encodings"].shape == (1, config.num_anchors, 4)
+    with_top = model_lib.build_detector(model_lib.DetectorConfig(**SMALL))
+    top_conv = with_top.get_layer(model_lib.BACKBONE_NAME).get_layer("Conv_1").count_params()
+    assert model.count_params() <= with_top.count_params() - top_conv
+
+
+def test_finest_head_depth_drops_the_tower_at_the_finest_level_only():
+    config = model_lib.DetectorConfig(**SMALL, head_depth=1, finest_head_depth=0)
+    names = {layer.name for layer in model_lib.build_detector(config).layers}
+    finest, next_level = config.strides[0], config.strides[1]
+    for head in ("box_encodings", "class_logits"):
+        assert f"{head}_tower_0_bn_{finest}" not in names
+        assert f"{head}_tower_0_bn_{next_level}" in names
+    default_names = {
+        layer.name for layer in model_lib.build_detector(model_lib.DetectorConfig(**SMALL)).layers
+    }
+    assert f"box_encodings_tower_0_bn_{finest}" in default_names
+
+
 @pytest.mark.parametrize(
     "overrides",
-    [dict(image_size=100), dict(image_size=32), dict(num_classes=0), dict(strides=(16, 64))],
+    [
+        dict(image_size=100),
+        dict(image_size=32),
+        dict(num_classes=0),
+        dict(strides=(16, 64)),
+        dict(finest_head_depth=2),
+        dict(finest_head_depth=-2),
+    ],
 )
 def test_invalid_config(overrides):
     with pytest.raises(ValueError):

@@ -29,6 +29,12 @@ BACKBONE_NAME = "backbone"
 # MobileNetV2 layers giving the feature map of each backbone stride: the expansion layer of the
 # first block at the next stride (as SSDLite takes stride 16), and the last layer for 32.
 BACKBONE_FEATURES = {8: "block_6_expand_relu", 16: "block_13_expand_relu", 32: "out_relu"}
+# Stride 32 without MobileNetV2's top conv (backbone_top_conv False): the last block's
+# expansion, as the finer levels are tapped. The backbone then ends there: block 16's projection
+# and the 1x1 conv to 1280 channels (Conv_1) are not run, and the neck reads 336 channels
+# instead of 1280 at alpha 0.35 (TF Model Garden's MobileNet FPNs tap block outputs, not the
+# top conv, either).
+STRIDE_32_WITHOUT_TOP_CONV = "block_16_expand_relu"
 
 # Input sizes Keras publishes ImageNet MobileNetV2 weights for. The no-top weights fit any
 # input size; the size only says which resolution they were trained at.
@@ -57,6 +63,11 @@ class DetectorConfig:
       head_channels: width of the neck and of the box/class towers.
       head_depth: depthwise-separable conv layers in each of the box and class towers before
         the predictor. 1 keeps the head cheap on CPUs; see the tower in ``_shared_head``.
+      finest_head_depth: the towers' depth at the finest level (its first convs, shared);
+        -1: head_depth. The finest level holds most of the locations (3/4 of them at stride
+        8), so its tower is most of the head's cost.
+      backbone_top_conv: the stride-32 level taps MobileNetV2's top conv (out_relu, 1280
+        channels); False: the last block's expansion (STRIDE_32_WITHOUT_TOP_CONV).
       feature_pyramid: FPN-lite neck (top-down upsample-and-add, separable 3x3 smoothing);
         False feeds each level to the head after a 1x1 projection only.
       bn_momentum: momentum of EVERY BatchNormalization layer, backbone included; see
@@ -77,6 +88,8 @@ class DetectorConfig:
     aspect_ratios: tuple = (1.0, 2.0, 0.5)
     head_channels: int = 96
     head_depth: int = 1
+    finest_head_depth: int = -1
+    backbone_top_conv: bool = True
     feature_pyramid: bool = True
     bn_momentum: float = 0.9
 
@@ -91,6 +104,8 @@ class DetectorConfig:
             feature_pyramid=training.feature_pyramid,
             head_channels=training.head_channels,
             head_depth=training.head_depth,
+            finest_head_depth=training.finest_head_depth,
+            backbone_top_conv=training.backbone_top_conv,
             strides=strides_from(training.finest_stride),
             scales_per_octave=training.scales_per_octave,
         )
@@ -106,6 +121,11 @@ class DetectorConfig:
             raise ValueError(f"image_size {e}") from None
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
+        if not -1 <= self.finest_head_depth <= self.head_depth:
+            raise ValueError(
+                f"finest_head_depth {self.finest_head_depth} must be in [0, head_depth "
+                f"{self.head_depth}], or -1 (head_depth)"
+            )
         doubling = all(b == 2 * a for a, b in zip(self.strides, self.strides[1:]))
         if self.strides[0] not in (8, 16) or 32 not in self.strides or not doubling:
             raise ValueError(
@@ -201,10 +221,11 @@ def _backbone(config, weights_path):
                 f"backbone weights {weights_path} do not fit MobileNetV2 alpha "
                 f"{config.alpha} (no top): {error}"
             ) from error
+    taps = dict(BACKBONE_FEATURES)
+    if not config.backbone_top_conv:
+        taps[32] = STRIDE_32_WITHOUT_TOP_CONV
     outputs = [
-        mobilenet.get_layer(BACKBONE_FEATURES[stride]).output
-        for stride in config.strides
-        if stride <= 32
+        mobilenet.get_layer(taps[stride]).output for stride in config.strides if stride <= 32
     ]
     return tf.keras.Model(mobilenet.input, outputs, name=BACKBONE_NAME)
 
@@ -297,9 +318,11 @@ def _shared_head(config, levels, name, outputs_per_anchor, bias_initializer):
         bias_initializer=bias_initializer,
         name=f"{name}_predictor",
     )
+    finest_depth = config.head_depth if config.finest_head_depth < 0 else config.finest_head_depth
     per_level = []
     for stride, x in zip(config.strides, levels):
-        for depth, conv in enumerate(tower):
+        depth_here = finest_depth if stride == config.strides[0] else config.head_depth
+        for depth, conv in enumerate(tower[:depth_here]):
             x = conv(x)
             x = tf.keras.layers.BatchNormalization(name=f"{name}_tower_{depth}_bn_{stride}")(x)
             x = tf.keras.layers.ReLU(6.0, name=f"{name}_tower_{depth}_relu6_{stride}")(x)

@@ -32,6 +32,12 @@ class TrainingConfig:
     # cost (int8 latency 1.22x the stride-16 model's instead of 1.36x; docs/training.md).
     head_channels: int = 96
     head_depth: int = 1  # separable conv layers in each tower before the predictor
+    # The towers' depth at the finest level alone (-1: head_depth). That level holds 3/4 of the
+    # locations at stride 8, so its tower is most of the head's device cost.
+    finest_head_depth: int = -1
+    # true: the stride-32 level reads MobileNetV2's top conv (1280 channels, out_relu); false:
+    # the last block's expansion (block_16_expand_relu), and the backbone stops there.
+    backbone_top_conv: bool = True
     # The finest feature map: 8 (a stride-8 level from block_6, 16 px smallest anchors) or 16
     # (32 px smallest anchors). 8 took the sample split from mAP@[.5:.95] 0.507 to 0.649 and AP
     # small from 0.22 to 0.57 in the same training time (docs/training.md, learning curves).
@@ -112,6 +118,11 @@ class TrainingConfig:
         if self.scales_per_octave not in (1, 2, 3):
             raise ValueError(
                 f"training.scales_per_octave: {self.scales_per_octave} must be 1, 2 or 3"
+            )
+        if not -1 <= self.finest_head_depth <= self.head_depth:
+            raise ValueError(
+                f"training.finest_head_depth: {self.finest_head_depth} must be in [0, "
+                f"head_depth {self.head_depth}], or -1 (head_depth)"
             )
         if self.finest_stride not in (8, 16):
             raise ValueError(f"training.finest_stride: {self.finest_stride} must be 8 or 16")
