@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 
@@ -95,6 +96,12 @@ def test_coco_boxes_labels_and_crowd(tmp_path):
     with open(os.path.join(uris["label_map"], "labels.txt")) as f:
         assert f.read() == "square\ncircle\n"
     assert outputs["examples"][0].split_names == '["train", "eval"]'
+    # TFX's file layout, GZIP-compressed, which StatisticsGen and Transform glob for.
+    for split in ("train", "eval"):
+        (name,) = os.listdir(os.path.join(uris["examples"], f"Split-{split}"))
+        assert re.fullmatch(r"data_tfrecord-\d{5}-of-\d{5}\.gz", name), name
+        with open(os.path.join(uris["examples"], f"Split-{split}", name), "rb") as f:
+            assert f.read(2) == b"\x1f\x8b"
     assert summary(uris["quarantine"])["examples"] == {"train": 2, "eval": 1}
     assert quarantine_lines(uris["quarantine"]) == []
 

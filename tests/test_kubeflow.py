@@ -107,6 +107,7 @@ def test_the_dag_has_every_component_under_its_tfx_name_with_its_edges(compiled)
     assert {
         ("DatasetFingerprint", "DetectionExampleGen"),
         ("DetectionExampleGen", "StatisticsGen"),
+        ("SchemaImporter", "StatisticsGen"),  # image_domain: images profiled as bytes
         ("StatisticsGen", "ExampleValidator"),
         ("SchemaImporter", "ExampleValidator"),
         ("DetectionExampleGen", "Transform"),

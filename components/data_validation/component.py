@@ -18,10 +18,14 @@ RESOURCES = {
 def create(config, examples):
     """([StatisticsGen, SchemaImporter, ExampleValidator], the imported schema: it also feeds
     Transform and Trainer)."""
-    statistics_gen = tfx.components.StatisticsGen(examples=examples)
     schema_importer = tfx.components.ImportSchemaGen(
         schema_file=config.schema_path or str(schemas.RAW_SCHEMA)
     ).with_id("SchemaImporter")
+    # The schema tells StatisticsGen that image/encoded is images (image_domain), whose bytes it
+    # then measures instead of counting each distinct one as a category (all of them shuffled).
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=examples, schema=schema_importer.outputs["schema"]
+    )
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"]
     )

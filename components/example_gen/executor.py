@@ -15,7 +15,9 @@ whatever flows into them waits, whole, in the runner. With the bytes inside, Bea
 FnApiRunner (the DirectRunner, the portable runner's local job service) held the whole dataset
 in memory and sent each worker its share as one gRPC message, which fails above 2 GB: 20,000
 COCO-sized images did (benchmarks/scale.py). Reading a file again costs a read and a hash; the
-decode is not repeated.
+decode is not repeated. For the same reason the examples are shuffled before they are
+serialized, not after (TFX's WriteSplit shuffles the serialized ones), and written with Beam's
+TFRecord sink in TFX's layout.
 """
 
 from __future__ import annotations
@@ -651,9 +653,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 label_map=beam.pvalue.AsSingleton(label_map),
             ).with_outputs(QUARANTINE_KEY, main=EXAMPLES_KEY)
             kept, duplicates = _resolve_duplicates(checked[EXAMPLES_KEY], config.overlap_policy)
-            serialized = kept | "Serialize" >> beam.ParDo(
-                _Serialize(root, config.max_image_bytes)
-            ).with_outputs(QUARANTINE_KEY, main=EXAMPLES_KEY)
+            # Shuffled here, where an example is its check result, not its bytes (TFX's
+            # WriteSplit shuffles the serialized examples: the whole dataset through the
+            # runner's shuffle, in memory on the FnApiRunner).
+            serialized = (
+                kept
+                | "Shuffle" >> beam.Reshuffle()
+                | "Serialize"
+                >> beam.ParDo(_Serialize(root, config.max_image_bytes)).with_outputs(
+                    QUARANTINE_KEY, main=EXAMPLES_KEY
+                )
+            )
             kept = serialized[EXAMPLES_KEY]
             quarantined = (
                 checked[QUARANTINE_KEY],
@@ -669,9 +679,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     split_examples
                     | f"Serialized[{split}]" >> beam.Map(lambda item: item[2])
                     | f"WriteSplit[{split}]"
-                    >> write_split.WriteSplit(
-                        artifact_utils.get_split_uri(output_dict[EXAMPLES_KEY], split),
-                        "tfrecords_gzip",
+                    >> beam.io.WriteToTFRecord(
+                        # TFX's layout (write_split.WriteSplit): data_tfrecord-*-of-*.gz, GZIP.
+                        os.path.join(
+                            artifact_utils.get_split_uri(output_dict[EXAMPLES_KEY], split),
+                            write_split.DEFAULT_TF_RECORD_FILE_NAME,
+                        ),
+                        file_name_suffix=".gz",
                     )
                 )
 
