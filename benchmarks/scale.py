@@ -20,7 +20,7 @@
    every SDK worker process (sampled every 0.5 s); the bytes each step wrote (what a pod's
    ephemeral storage must hold when the KFP launcher copies the artifacts in).
 
-Prints and writes benchmarks/results/scale.json; docs/scale.md projects from it.
+Prints and writes benchmarks/results/scale-<images>.json; docs/scale.md projects from them.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def write_dataset(root: str, num_images: int, seed: int = 0) -> dict:
         with open(marker) as f:
             summary = json.load(f)
         if summary["images"] == num_images:
-            return summary
+            return {**summary, "reused": True}
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(root, "images"), exist_ok=True)
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
@@ -270,15 +270,17 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "litedet-scale"))
     parser.add_argument("--work", default="")
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "scale.json"))
+    parser.add_argument("--out", default="", help="default benchmarks/results/scale-<images>.json")
     args = parser.parse_args()
     from tests import test_portable_runner as portable
 
     started = time.time()
     dataset = write_dataset(os.path.join(args.data, str(args.images)), args.images)
-    dataset["generate_s"] = round(time.time() - started, 1)
+    if not dataset.get("reused"):
+        dataset["generate_s"] = round(time.time() - started, 1)
     print(f"dataset: {dataset}", flush=True)
     work = args.work or tempfile.mkdtemp(prefix="litedet-scale-runs-")
+    os.makedirs(work, exist_ok=True)
     job_service, pool, job_endpoint, pool_endpoint = _services(work)
     runs = []
     try:
@@ -300,8 +302,9 @@ def main() -> int:
         portable._stop(pool)
         portable._stop(job_service)
     result = {"machine": common.machine(), "dataset": dataset, "runs": runs}
-    common.write_result(args.out, result)
-    print(f"-> {args.out}")
+    out = args.out or os.path.join(ROOT, "benchmarks", "results", f"scale-{args.images}.json")
+    common.write_result(out, result)
+    print(f"-> {out}")
     return 0
 
 
