@@ -20,7 +20,8 @@
    every SDK worker process (sampled every 0.5 s); the bytes each step wrote (what a pod's
    ephemeral storage must hold when the KFP launcher copies the artifacts in).
 
-Prints and writes benchmarks/results/scale-<images>.json; docs/scale.md projects from them.
+Prints and writes scale-<images>.json under benchmarks/results/ (scale-20000.json, ...);
+docs/scale.md projects from them.
 """
 
 from __future__ import annotations
@@ -270,7 +271,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "litedet-scale"))
     parser.add_argument("--work", default="")
-    parser.add_argument("--out", default="", help="default benchmarks/results/scale-<images>.json")
+    parser.add_argument(
+        "--out", default="", help="default: scale-<images>.json in benchmarks/results/"
+    )
     args = parser.parse_args()
     from tests import test_portable_runner as portable
 
