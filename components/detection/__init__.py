@@ -38,6 +38,16 @@ def check_alpha(alpha):
         raise ValueError(f"alpha {alpha} is not supported by MobileNetV2; choose one of {valid}")
 
 
+def check_finest_head_depth(finest_head_depth, head_depth):
+    """Raises ValueError unless the finest level's tower depth is -1 (head_depth) or in
+    [0, head_depth]: that level runs the first convs of the shared tower."""
+    if not -1 <= finest_head_depth <= head_depth:
+        raise ValueError(
+            f"finest_head_depth: {finest_head_depth} must be in [0, head_depth {head_depth}], "
+            "or -1 (head_depth)"
+        )
+
+
 # MobileNetV2 halves the resolution five times: a side that is not a multiple of 32 loses
 # border pixels, and below 64 the coarsest feature map vanishes.
 IMAGE_SIZE_MULTIPLE = 32

@@ -21,6 +21,7 @@ from litedet.components import features
 from litedet.components.detection import (  # noqa: F401  (VALID_ALPHAS: re-exported)
     VALID_ALPHAS,
     check_alpha,
+    check_finest_head_depth,
     check_image_size,
 )
 from litedet.components.detection import anchors as anchors_lib
@@ -121,11 +122,7 @@ class DetectorConfig:
             raise ValueError(f"image_size {e}") from None
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
-        if not -1 <= self.finest_head_depth <= self.head_depth:
-            raise ValueError(
-                f"finest_head_depth {self.finest_head_depth} must be in [0, head_depth "
-                f"{self.head_depth}], or -1 (head_depth)"
-            )
+        check_finest_head_depth(self.finest_head_depth, self.head_depth)
         doubling = all(b == 2 * a for a, b in zip(self.strides, self.strides[1:]))
         if self.strides[0] not in (8, 16) or 32 not in self.strides or not doubling:
             raise ValueError(

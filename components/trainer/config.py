@@ -16,6 +16,7 @@ from litedet.components.detection import (
     DEFAULT_NMS_IOU_THRESHOLD,
     DEFAULT_SCORE_THRESHOLD,
     check_alpha,
+    check_finest_head_depth,
 )
 
 DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker")
@@ -119,11 +120,10 @@ class TrainingConfig:
             raise ValueError(
                 f"training.scales_per_octave: {self.scales_per_octave} must be 1, 2 or 3"
             )
-        if not -1 <= self.finest_head_depth <= self.head_depth:
-            raise ValueError(
-                f"training.finest_head_depth: {self.finest_head_depth} must be in [0, "
-                f"head_depth {self.head_depth}], or -1 (head_depth)"
-            )
+        try:
+            check_finest_head_depth(self.finest_head_depth, self.head_depth)
+        except ValueError as e:
+            raise ValueError(f"training.{e}") from None
         if self.finest_stride not in (8, 16):
             raise ValueError(f"training.finest_stride: {self.finest_stride} must be 8 or 16")
         if not 0 <= self.giou_weight <= 10:
